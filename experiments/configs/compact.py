@@ -1,0 +1,25 @@
+"""`compact` (89,506 parameters, BatchNorm) on Fashion-MNIST.
+
+    python experiments/train.py --config experiments/configs/compact.py --workdir runs/compact
+
+Fifteen epochs of SGD with Nesterov momentum, cosine-decayed learning rate after a short
+warm-up, weight decay 5e-4 and label smoothing 0.1.
+"""
+
+from jaxcnn.training import default_config
+
+
+def get_config():
+    config = default_config()
+    config.model = "compact"
+    config.dataset = "fashion_mnist"
+    config.num_epochs = 15
+    config.batch_size = 128
+    config.optimizer = "nesterov"
+    config.learning_rate = 0.1
+    config.schedule = "warmup_cosine"
+    config.warmup_steps = 469
+    config.weight_decay = 5e-4
+    config.label_smoothing = 0.1
+    config.checkpoint_every = 1000
+    return config

@@ -1,0 +1,36 @@
+"""Trains a model from a config file and reports its test accuracy.
+
+    python experiments/train.py --config experiments/configs/lenet5.py --workdir runs/lenet5 \
+        [--config.num_epochs=5 --config.batch_size=256 ...]
+
+Running the same command again resumes from the newest checkpoint in the workdir.
+Multi-process runs (one process per host, or several on one machine for testing) add
+`--coordinator_address HOST:PORT --num_processes N --process_id I`.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+import jaxcnn.parallel
+import jaxcnn.training
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file with get_config().", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and plots.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _COORDINATOR.value:
+        jaxcnn.parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    result = jaxcnn.training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if jaxcnn.parallel.is_main_process():
+        print(result.describe())
+
+
+if __name__ == "__main__":
+    app.run(main)

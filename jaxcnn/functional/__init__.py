@@ -1,0 +1,43 @@
+"""Pure functions on arrays: the only place in jaxcnn that calls `jax.lax` convolution and pooling.
+
+Layouts are channels-last: inputs `(N, *spatial, C)` with 1, 2 or 3 spatial dims, kernels
+`(*window, C_in // groups, C_out)`. Every op checks its arguments in Python and raises a
+`ValueError`/`TypeError` naming the argument before anything reaches XLA.
+"""
+
+from jaxcnn.functional.basic import batch_moments, batch_norm, dense, dropout
+from jaxcnn.functional.conv import (
+    conv,
+    conv_output_shape,
+    conv_output_size,
+    conv_param_count,
+    convolve,
+    extract_patches,
+)
+from jaxcnn.functional.pool import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    avg_pool,
+    global_avg_pool,
+    global_max_pool,
+    max_pool,
+)
+
+__all__ = [
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "avg_pool",
+    "batch_moments",
+    "batch_norm",
+    "conv",
+    "conv_output_shape",
+    "conv_output_size",
+    "conv_param_count",
+    "convolve",
+    "dense",
+    "dropout",
+    "extract_patches",
+    "global_avg_pool",
+    "global_max_pool",
+    "max_pool",
+]

@@ -1,0 +1,107 @@
+"""The ops without a window: dense, dropout and batch normalisation."""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn.functional import _args
+
+
+def dense(x, kernel, bias=None, *, precision=None):
+    """Fully connected layer over the last axis: `x @ kernel + bias`.
+
+    Args:
+      x: `(..., D_in)`.
+      kernel: `(D_in, D_out)`.
+      bias: `(D_out,)` or None.
+
+    Returns:
+      `(..., D_out)`.
+    """
+    x = _args.as_float_array(x, "x")
+    kernel = _args.as_float_array(kernel, "kernel")
+    if x.ndim < 1:
+        raise ValueError(f"x must have at least one axis (..., D_in), got shape {tuple(x.shape)}")
+    if kernel.ndim != 2 or kernel.shape[0] != x.shape[-1]:
+        raise ValueError(
+            f"kernel must have shape (D_in, D_out) with D_in = x.shape[-1] = {x.shape[-1]}, "
+            f"got kernel shape {tuple(kernel.shape)}"
+        )
+    dtype = jnp.result_type(x, kernel)
+    y = jnp.matmul(x.astype(dtype), kernel.astype(dtype), precision=precision)
+    if bias is None:
+        return y
+    bias = _args.as_float_array(bias, "bias")
+    if bias.shape != (kernel.shape[1],):
+        raise ValueError(f"bias must have shape (D_out,) = ({kernel.shape[1]},), got {tuple(bias.shape)}")
+    return y + bias.astype(dtype)
+
+
+def dropout(x, rate, *, key=None, deterministic=False):
+    """Inverted dropout: zeroes each element with probability `rate`, scales the rest by 1/(1-rate).
+
+    Args:
+      x: any shape.
+      rate: drop probability in [0, 1).
+      key: a PRNG key; required unless `deterministic` or `rate == 0`.
+      deterministic: if True, return `x` unchanged (evaluation).
+    """
+    x = _args.as_float_array(x, "x")
+    if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
+        raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+    if deterministic or rate == 0:
+        return x
+    if key is None:
+        raise ValueError("key must be a PRNG key when deterministic=False and rate > 0")
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def batch_moments(x, *, axis_name=None):
+    """Per-channel mean and (biased) variance over every axis but the last.
+
+    With `axis_name` (inside `pmap`/`shard_map`), the moments are those of the batch over all
+    devices on that axis: the cross-device BatchNorm.
+
+    Args:
+      x: `(N, ..., C)`.
+
+    Returns:
+      `(mean, var)`, each `(C,)` in float32 or wider.
+    """
+    x = _args.as_float_array(x, "x")
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    x = x.astype(dtype)
+    mean = jnp.mean(x, axis=axes)
+    if axis_name is not None:
+        mean = lax.pmean(mean, axis_name)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    if axis_name is not None:
+        var = lax.pmean(var, axis_name)
+    return mean, var
+
+
+def batch_norm(x, mean, var, scale=None, bias=None, *, epsilon=1e-5):
+    """Normalises the last axis with given statistics: `(x - mean) / sqrt(var + eps) * scale + bias`.
+
+    Args:
+      x: `(..., C)`.
+      mean, var, scale, bias: `(C,)`; scale and bias may be None.
+    """
+    x = _args.as_float_array(x, "x")
+    channels = x.shape[-1]
+    for name, value in (("mean", mean), ("var", var), ("scale", scale), ("bias", bias)):
+        if value is not None and jnp.shape(value) != (channels,):
+            raise ValueError(f"{name} must have shape (C,) = ({channels},), got {tuple(jnp.shape(value))}")
+    multiplier = lax.rsqrt(jnp.asarray(var) + epsilon)
+    if scale is not None:
+        multiplier = multiplier * scale
+    y = (x - mean) * multiplier
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype)

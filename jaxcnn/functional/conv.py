@@ -1,0 +1,218 @@
+"""Convolution: cross-correlation, true convolution, patches, and the size/parameter formulas."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxcnn.functional import _args
+
+
+class ConvGeometry(NamedTuple):
+    """A convolution's static description, resolved and checked."""
+
+    stride: tuple[int, ...]
+    pads: _args.Pairs
+    dilation: tuple[int, ...]
+    groups: int
+    out_sizes: tuple[int, ...]
+
+
+def _conv_geometry(x_shape, kernel_shape, stride, padding, dilation, groups) -> ConvGeometry:
+    ndim = len(x_shape) - 2
+    if not 1 <= ndim <= 3:
+        raise ValueError(
+            f"x must have shape (N, *spatial, C) with 1, 2 or 3 spatial dims (ndim 3 to 5), "
+            f"got shape {tuple(x_shape)} (ndim {len(x_shape)})"
+        )
+    if len(kernel_shape) != ndim + 2:
+        raise ValueError(
+            f"kernel must have shape (*window, C_in // groups, C_out) with {ndim} window dims for "
+            f"x of shape {tuple(x_shape)}, got kernel shape {tuple(kernel_shape)}"
+        )
+    groups = _args.positive_int(groups, "groups")
+    c_in, (k_in, c_out) = x_shape[-1], kernel_shape[-2:]
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide the input channels C_in={c_in}")
+    if c_out % groups:
+        raise ValueError(f"groups={groups} must divide the output channels C_out={c_out} (kernel.shape[-1])")
+    if k_in * groups != c_in:
+        raise ValueError(
+            f"kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = {c_in // groups}, "
+            f"got kernel shape {tuple(kernel_shape)}"
+        )
+    window = tuple(kernel_shape[:-2])
+    stride = _args.int_tuple(stride, ndim, "stride")
+    dilation = _args.int_tuple(dilation, ndim, "dilation")
+    pads = _args.padding_pairs(padding, x_shape[1:-1], window, stride, dilation)
+    out_sizes = _args.output_sizes(x_shape[1:-1], window, stride, pads, dilation, name="kernel window")
+    return ConvGeometry(stride, pads, dilation, groups, out_sizes)
+
+
+def _conv_operands(x, kernel, bias, stride, padding, dilation, groups):
+    x = _args.as_float_array(x, "x")
+    kernel = _args.as_float_array(kernel, "kernel")
+    geometry = _conv_geometry(x.shape, kernel.shape, stride, padding, dilation, groups)
+    if bias is not None:
+        bias = _args.as_float_array(bias, "bias")
+        if bias.shape != (kernel.shape[-1],):
+            raise ValueError(f"bias must have shape (C_out,) = ({kernel.shape[-1]},), got {tuple(bias.shape)}")
+    dtype = jnp.result_type(x, kernel)
+    return x.astype(dtype), kernel.astype(dtype), bias, geometry
+
+
+def conv_output_shape(x_shape, kernel_shape, *, stride=1, padding="VALID", dilation=1, groups=1):
+    """The shape `conv` returns for these shapes and arguments, checked as `conv` checks them.
+
+    Args:
+      x_shape: `(N, *spatial, C_in)`.
+      kernel_shape: `(*window, C_in // groups, C_out)`.
+
+    Returns:
+      `(N, *out_spatial, C_out)`.
+    """
+    geometry = _conv_geometry(tuple(x_shape), tuple(kernel_shape), stride, padding, dilation, groups)
+    return (x_shape[0], *geometry.out_sizes, kernel_shape[-1])
+
+
+def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
+    spatial = tuple(range(1, ndim + 1))
+    return lax.ConvDimensionNumbers(
+        lhs_spec=(0, ndim + 1, *spatial),
+        rhs_spec=(ndim + 1, ndim, *range(ndim)),
+        out_spec=(0, ndim + 1, *spatial),
+    )
+
+
+def _cross_correlate(x, kernel, bias, geometry: ConvGeometry, precision):
+    y = lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=geometry.stride,
+        padding=geometry.pads,
+        rhs_dilation=geometry.dilation,
+        dimension_numbers=_dimension_numbers(x.ndim - 2),
+        feature_group_count=geometry.groups,
+        precision=precision,
+    )
+    return y if bias is None else y + bias.astype(y.dtype)
+
+
+def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None):
+    """Cross-correlation, as every deep-learning library computes "convolution".
+
+    `y[n, *o, j] = bias[j] + sum_{w, c} x_pad[n, *(o * stride + w * dilation), g(j) + c] * kernel[*w, c, j]`
+
+    Args:
+      x: `(N, *spatial, C_in)` with 1, 2 or 3 spatial dims.
+      kernel: `(*window, C_in // groups, C_out)`.
+      bias: `(C_out,)` or None.
+      stride, dilation: an int or one int per spatial dim.
+      padding: "VALID", "SAME", an int, a tuple of ints or a tuple of (low, high) pairs.
+      groups: input and output channels split into this many independent groups
+        (`groups == C_in` is a depthwise convolution).
+      precision: passed to XLA (e.g. `jax.lax.Precision.HIGHEST` for full float32 on TPU/GPU).
+
+    Returns:
+      `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
+    """
+    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
+    return _cross_correlate(x, kernel, bias, geometry, precision)
+
+
+def convolve(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None):
+    """True convolution: `conv` with the kernel flipped in every spatial dim.
+
+    This is the mathematical definition `(f * g)(t) = sum_s f(s) g(t - s)`; shapes and
+    arguments are those of `conv`.
+    """
+    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
+    flipped = jnp.flip(kernel, axis=tuple(range(kernel.ndim - 2)))
+    return _cross_correlate(x, flipped, bias, geometry, precision)
+
+
+def extract_patches(x, window, stride=1, padding="VALID", dilation=1):
+    """Every window position's inputs, flattened: the "im2col" view of a convolution.
+
+    Args:
+      x: `(N, *spatial, C)`.
+      window, stride, dilation: an int or one int per spatial dim.
+      padding: any padding form of `conv`.
+
+    Returns:
+      `(N, *out_spatial, prod(window) * C)`, ordered window position first (row-major), then
+      channel, so that `conv(x, k) == extract_patches(x, window) @ k.reshape(-1, C_out)`.
+    """
+    x = _args.spatial_input(x)
+    ndim = x.ndim - 2
+    window = _args.int_tuple(window, ndim, "window")
+    stride = _args.int_tuple(stride, ndim, "stride")
+    dilation = _args.int_tuple(dilation, ndim, "dilation")
+    pads = _args.padding_pairs(padding, x.shape[1:-1], window, stride, dilation)
+    out_sizes = _args.output_sizes(x.shape[1:-1], window, stride, pads, dilation)
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    slices = []
+    for offset in np.ndindex(*window):
+        start = tuple(o * d for o, d in zip(offset, dilation))
+        limit = tuple(b + (n - 1) * s + 1 for b, n, s in zip(start, out_sizes, stride))
+        slices.append(
+            lax.slice(padded, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *stride, 1))
+        )
+    return jnp.concatenate(slices, axis=-1)
+
+
+def conv_output_size(size, window, stride=1, padding="VALID", dilation=1, *, exact=False) -> int:
+    """Output length of one spatial dim: `floor((W + P_lo + P_hi - D*(F - 1) - 1) / S) + 1`.
+
+    With symmetric padding P and no dilation this is the course formula
+    `W2 = (W1 - F + 2P) / S + 1`.
+
+    Args:
+      size: input length W.
+      window: kernel or pooling window F.
+      stride: S.
+      padding: "VALID", "SAME", an int P or a (low, high) pair.
+      dilation: D.
+      exact: if True, also require that the windows tile the padded input exactly, i.e.
+        `(W + P_lo + P_hi - D*(F - 1) - 1)` divisible by S (no input cells silently dropped).
+
+    Raises:
+      ValueError: the window does not fit (output < 1), or `exact` and the stride does not tile.
+    """
+    size = _args.positive_int(size, "size")
+    window = _args.positive_int(window, "window")
+    stride = _args.positive_int(stride, "stride")
+    dilation = _args.positive_int(dilation, "dilation")
+    if isinstance(padding, (tuple, list)):  # one dim: a (low, high) pair
+        padding = (padding,)
+    pads = _args.padding_pairs(padding, (size,), (window,), (stride,), (dilation,))
+    (out,) = _args.output_sizes((size,), (window,), (stride,), pads, (dilation,))
+    (lo, hi), span = pads[0], dilation * (window - 1) + 1
+    if exact and (size + lo + hi - span) % stride:
+        raise ValueError(
+            f"stride {stride} does not tile the input exactly: (W + P_lo + P_hi - span) = "
+            f"({size} + {lo} + {hi} - {span}) = {size + lo + hi - span} is not divisible by {stride}"
+        )
+    return out
+
+
+def conv_param_count(window, in_channels, out_channels, *, groups=1, use_bias=True) -> int:
+    """Parameters of a convolution: `prod(window) * (C_in / groups) * C_out + C_out`.
+
+    For a square F x F kernel on D1 channels with D2 filters: `(F * F * D1) * D2 + D2`.
+    `window` is an int (one spatial dim) or a tuple, one entry per spatial dim.
+    """
+    window = (window,) if not isinstance(window, tuple) else window
+    window = _args.int_tuple(window, len(window), "window")
+    in_channels = _args.positive_int(in_channels, "in_channels")
+    out_channels = _args.positive_int(out_channels, "out_channels")
+    groups = _args.positive_int(groups, "groups")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+        )
+    return math.prod(window) * (in_channels // groups) * out_channels + (out_channels if use_bias else 0)

@@ -1,0 +1,209 @@
+"""Flax Linen modules: thin holders of parameters that call `jaxcnn.functional`.
+
+Parameter names follow Flax (`kernel`, `bias`, `scale`; BatchNorm statistics `mean`, `var` in
+the `batch_stats` collection), so checkpoints and habits carry over from `flax.linen`.
+Shapes are channels-last, as in `jaxcnn.functional`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+
+from jaxcnn import functional as F
+from jaxcnn.functional._args import positive_int
+
+Initializer = Callable[..., jax.Array]
+Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+Dtype = Any
+
+
+def _window(size: int | Sequence[int], x: jax.Array) -> tuple[int, ...]:
+    return tuple(size) if isinstance(size, Sequence) else (size,) * max(x.ndim - 2, 1)
+
+
+class Conv(nn.Module):
+    """N-d convolution (cross-correlation); the spatial rank follows `kernel_size` or the input.
+
+    Input `(N, *spatial, C_in)`, output `(N, *out_spatial, features)`; parameters
+    `kernel` `(*kernel_size, C_in // groups, features)` and `bias` `(features,)`.
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    stride: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    dilation: int | Sequence[int] = 1
+    groups: int = 1
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        positive_int(self.features, "features")
+        groups = positive_int(self.groups, "groups")
+        kernel_shape = (*_window(self.kernel_size, x), jnp.shape(x)[-1] // groups, self.features)
+        F.conv_output_shape(  # checks the arguments before any parameter is made
+            jnp.shape(x), kernel_shape, stride=self.stride, padding=self.padding, dilation=self.dilation, groups=groups
+        )
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return F.conv(
+            x,
+            kernel,
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            precision=self.precision,
+        )
+
+
+class Dense(nn.Module):
+    """Fully connected layer over the last axis: `(..., D_in)` -> `(..., features)`."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        positive_int(self.features, "features")
+        kernel = self.param("kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return F.dense(x, kernel, bias, precision=self.precision)
+
+
+class MaxPool(nn.Module):
+    """Max pooling, `(N, *spatial, C)` -> `(N, *out_spatial, C)`; stride defaults to the window."""
+
+    window: int | Sequence[int]
+    stride: int | Sequence[int] | None = None
+    padding: Padding = "VALID"
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.max_pool(x, self.window, self.stride, self.padding)
+
+
+class AvgPool(nn.Module):
+    """Average pooling with PyTorch's `count_include_pad` semantics."""
+
+    window: int | Sequence[int]
+    stride: int | Sequence[int] | None = None
+    padding: Padding = "VALID"
+    count_include_pad: bool = True
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.avg_pool(x, self.window, self.stride, self.padding, self.count_include_pad)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.global_avg_pool(x)
+
+
+class GlobalMaxPool(nn.Module):
+    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.global_max_pool(x)
+
+
+class AdaptiveAvgPool(nn.Module):
+    """Average pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
+
+    output_size: int | Sequence[int | None]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.adaptive_avg_pool(x, self.output_size)
+
+
+class AdaptiveMaxPool(nn.Module):
+    """Max pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
+
+    output_size: int | Sequence[int | None]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.adaptive_max_pool(x, self.output_size)
+
+
+class Flatten(nn.Module):
+    """`(N, ...)` -> `(N, prod(...))`."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.reshape(x, (jnp.shape(x)[0], -1))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout; draws from the `dropout` RNG stream unless deterministic."""
+
+    rate: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        needs_key = not deterministic and self.rate > 0
+        key = self.make_rng(self.rng_collection) if needs_key else None
+        return F.dropout(x, self.rate, key=key, deterministic=deterministic)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over every axis but the last (channels).
+
+    Training (`use_running_average=False`) normalises with the batch's statistics and updates
+    the running `mean`/`var` in `batch_stats` (`new = momentum * old + (1 - momentum) * batch`);
+    evaluation uses the running statistics. With `axis_name` (under `pmap`), the batch
+    statistics are taken over all devices. Defaults match PyTorch (momentum 0.1 there is 0.9
+    here, epsilon 1e-5).
+    """
+
+    use_running_average: bool | None = None
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    axis_name: str | None = None
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    scale_init: Initializer = nn.initializers.ones_init()
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        channels = (jnp.shape(x)[-1],)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, channels, jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, channels, jnp.float32)
+        if use_running_average:
+            mean, var = running_mean.value, running_var.value
+        else:
+            mean, var = F.batch_moments(x, axis_name=self.axis_name)
+            if not self.is_initializing():
+                running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+        scale = self.param("scale", self.scale_init, channels, self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", self.bias_init, channels, self.param_dtype) if self.use_bias else None
+        (x,) = promote_dtype(x, dtype=self.dtype)
+        return F.batch_norm(x, mean, var, scale, bias, epsilon=self.epsilon)

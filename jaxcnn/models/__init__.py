@@ -1,0 +1,42 @@
+"""The model zoo: `create(name, num_classes=...)`, `available()`, `@register(name)`,
+and `load_torch_state_dict` for torchvision weights."""
+
+from jaxcnn.models import allconv, cifar_resnet, compact, lenet, mobilenet, resnet, simple_cnn, vgg  # noqa: F401
+from jaxcnn.models.allconv import AllConvNet
+from jaxcnn.models.cifar_resnet import CifarResNet, ResNet20, ResNet56
+from jaxcnn.models.compact import CompactCNN
+from jaxcnn.models.lenet import LeNet5
+from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
+from jaxcnn.models.registry import arguments, available, create, register
+from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
+from jaxcnn.models.simple_cnn import SimpleCNN
+from jaxcnn.models.torch_weights import load_torch_state_dict
+from jaxcnn.models.vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
+
+__all__ = [
+    "VGG",
+    "VGG11",
+    "VGG11BN",
+    "VGG16",
+    "VGG16BN",
+    "AllConvNet",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarResNet",
+    "CompactCNN",
+    "InvertedResidual",
+    "LeNet5",
+    "MobileNetV2",
+    "ResNet",
+    "ResNet18",
+    "ResNet20",
+    "ResNet34",
+    "ResNet50",
+    "ResNet56",
+    "SimpleCNN",
+    "arguments",
+    "available",
+    "create",
+    "load_torch_state_dict",
+    "register",
+]

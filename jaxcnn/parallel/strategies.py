@@ -1,0 +1,157 @@
+"""How a train step runs on the devices: one device, `jit` with a sharded batch, or `pmap`.
+
+A strategy places the state and each process's share of a batch on its devices and compiles
+the step functions for them. Checkpoints always hold the plain (host) layout, so a run can
+resume under another strategy or device count.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "batch"
+
+# fn(state, accumulated_metrics, batch) -> (state, accumulated_metrics)
+TrainFn = Callable[..., tuple[Any, Any]]
+# fn(state, batch) -> metrics
+EvalFn = Callable[..., Any]
+
+
+def _check_divisible(global_batch: int, devices: int, name: str) -> None:
+    if global_batch % devices:
+        raise ValueError(
+            f"{name} {global_batch} must be divisible by the number of devices ({devices}) "
+            "for data-parallel training; pick a multiple, e.g. "
+            f"{max(devices, global_batch // devices * devices)}"
+        )
+
+
+class SingleDevice:
+    """`jit` on the default device (`parallel="none"`)."""
+
+    name = "none"
+    axis_name = None
+    num_devices = 1
+
+    def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
+        if jax.process_count() > 1:
+            raise ValueError('parallel="none" runs on one process; use parallel="data" or "pmap" with several')
+
+    def put_state(self, state):
+        return jax.device_put(state)
+
+    def put_batch(self, batch: dict[str, np.ndarray]):
+        return jax.device_put(batch)
+
+    def host_state(self, state):
+        return state
+
+    def host_value(self, value):
+        return jax.device_get(value)
+
+    def compile_train(self, fn: TrainFn):
+        return jax.jit(fn, donate_argnums=(0, 1))
+
+    def compile_eval(self, fn: EvalFn):
+        return jax.jit(fn)
+
+
+class DataParallel(SingleDevice):
+    """`jit` over a 1-D mesh of every device of every process (`parallel="data"`).
+
+    The batch is sharded along the mesh axis `batch`; parameters, optimizer state and
+    BatchNorm statistics are replicated. The model code is unchanged: XLA inserts the
+    gradient all-reduce, and BatchNorm's batch mean is over the global batch.
+    """
+
+    name = "data"
+
+    def __init__(self, devices=None):
+        devices = np.asarray(jax.devices() if devices is None else devices)
+        self.mesh = Mesh(devices, (AXIS,))
+        self.num_devices = devices.size
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.sharded = NamedSharding(self.mesh, PartitionSpec(AXIS))
+
+    def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
+        _check_divisible(global_batch, self.num_devices, name)
+
+    def put_state(self, state):
+        return jax.device_put(state, self.replicated)
+
+    def put_batch(self, batch):
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self.sharded, a), batch)
+
+    def compile_train(self, fn: TrainFn):
+        return jax.jit(
+            fn,
+            in_shardings=(self.replicated, self.replicated, self.sharded),
+            out_shardings=(self.replicated, self.replicated),
+            donate_argnums=(0, 1),
+        )
+
+    def compile_eval(self, fn: EvalFn):
+        return jax.jit(fn, in_shardings=(self.replicated, self.sharded), out_shardings=self.replicated)
+
+
+class Pmap(SingleDevice):
+    """`pmap` over the local devices, axis name `batch` (`parallel="pmap"`).
+
+    The step averages gradients with `pmean` and adds metric sums with `psum`; models with
+    BatchNorm get `axis_name="batch"`, so their statistics are synchronised across devices.
+    """
+
+    name = "pmap"
+    axis_name = AXIS
+
+    def __init__(self):
+        devices = np.asarray(jax.local_devices())
+        self.local_devices = devices.size
+        self.num_devices = jax.device_count()
+        self.stacked = NamedSharding(Mesh(devices, (AXIS,)), PartitionSpec(AXIS))
+
+    def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
+        _check_divisible(global_batch, self.num_devices, name)
+
+    def put_state(self, state):
+        """One copy per local device, stacked on a new leading axis."""
+        stacked = jax.tree.map(lambda a: np.broadcast_to(a, (self.local_devices, *np.shape(a))), state)
+        return jax.device_put(stacked, self.stacked)
+
+    def put_batch(self, batch):
+        """`(B_local, ...)` -> `(local devices, B_local / local devices, ...)`, one row per device."""
+        n = self.local_devices
+        return jax.device_put(
+            jax.tree.map(lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]), batch), self.stacked
+        )
+
+    def host_state(self, state):
+        return jax.tree.map(lambda a: a[0], state)
+
+    def host_value(self, value):
+        return jax.device_get(jax.tree.map(lambda a: a[0], value))
+
+    def compile_train(self, fn: TrainFn):
+        return jax.pmap(fn, axis_name=AXIS, donate_argnums=(0, 1))
+
+    def compile_eval(self, fn: EvalFn):
+        return jax.pmap(fn, axis_name=AXIS)
+
+
+def create_strategy(parallel: str):
+    """The strategy for `config.parallel`: "none", "data" or "pmap"."""
+    strategies = {"none": SingleDevice, "data": DataParallel, "pmap": Pmap}
+    if parallel not in strategies:
+        raise ValueError(f"parallel must be one of {', '.join(strategies)}, got {parallel!r}")
+    return strategies[parallel]()
+
+
+def bind_axis(fn: Callable, strategy) -> Callable:
+    """`fn` with the strategy's collective axis name bound (None outside pmap)."""
+    return functools.partial(fn, axis_name=strategy.axis_name)

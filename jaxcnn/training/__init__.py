@@ -1,0 +1,29 @@
+"""Training: config, train state, optimizers, jitted steps, checkpoints and the loop."""
+
+from jaxcnn.training.checkpoint import CheckpointError, Checkpoints
+from jaxcnn.training.config import default_config, validate_config
+from jaxcnn.training.loop import RunResult, create_model, evaluate, train_and_evaluate
+from jaxcnn.training.metrics import MetricWriter, read_metrics
+from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
+from jaxcnn.training.state import TrainState, create_train_state
+from jaxcnn.training.steps import cross_entropy_loss, eval_step, train_step
+
+__all__ = [
+    "CheckpointError",
+    "Checkpoints",
+    "MetricWriter",
+    "RunResult",
+    "TrainState",
+    "create_learning_rate_schedule",
+    "create_model",
+    "create_optimizer",
+    "create_train_state",
+    "cross_entropy_loss",
+    "default_config",
+    "eval_step",
+    "evaluate",
+    "read_metrics",
+    "train_and_evaluate",
+    "train_step",
+    "validate_config",
+]

@@ -1,0 +1,86 @@
+"""The experiment configuration: every key with its default, and its validation."""
+
+from __future__ import annotations
+
+import ml_collections
+
+PARALLEL_MODES = ("none", "data", "pmap")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """All keys `experiments/train.py` understands; config files override some of them.
+
+    The dict is locked: an override of a key that does not exist (a typo) is an error.
+    """
+    config = ml_collections.ConfigDict()
+    # Model: a name of `jaxcnn.models.available()` and extra keyword arguments for `create`.
+    config.model = "lenet5"
+    config.model_kwargs = ml_collections.ConfigDict()
+    config.dtype = "float32"  # compute dtype ("bfloat16" for mixed precision); parameters stay float32
+    # Data: a name of `jaxcnn.data.available()`; 0 examples means the whole split.
+    config.dataset = "fashion_mnist"
+    config.data_dir = ""  # "" = the TFDS default
+    config.data_source = "auto"
+    config.train_examples = 0
+    config.test_examples = 0
+    config.batch_size = 128
+    config.eval_batch_size = 1000
+    # Length: `num_steps` > 0 overrides `num_epochs`.
+    config.num_epochs = 2
+    config.num_steps = 0
+    # Optimisation.
+    config.optimizer = "momentum"
+    config.learning_rate = 0.05
+    config.momentum = 0.9
+    config.weight_decay = 0.0
+    config.schedule = "constant"
+    config.warmup_steps = 0
+    config.label_smoothing = 0.0
+    config.seed = 0
+    # Logging, evaluation and checkpoints, in steps; eval_every 0 = once per epoch and at the end.
+    config.log_every = 100
+    config.eval_every = 0
+    config.checkpoint_every = 500
+    config.checkpoints_to_keep = 3
+    # Scaling.
+    config.parallel = "none"
+    return config.lock()
+
+
+def _choice(config, key, choices):
+    if config[key] not in choices:
+        raise ValueError(f"config.{key} must be one of {', '.join(map(repr, choices))}, got {config[key]!r}")
+
+
+def _at_least(config, key, minimum, kind=int):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+        raise ValueError(f"config.{key} must be a {kind.__name__} >= {minimum}, got {value!r}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks every key's type and range; ValueError naming `config.KEY` and the value."""
+    missing = sorted(set(default_config()) - set(config))
+    if missing:
+        raise ValueError(f"config is missing keys {', '.join(missing)}; start from default_config()")
+    unknown = sorted(set(config) - set(default_config()))
+    if unknown:
+        raise ValueError(f"config has unknown keys {', '.join(unknown)}")
+    _choice(config, "parallel", PARALLEL_MODES)
+    _choice(config, "optimizer", OPTIMIZERS)
+    _choice(config, "schedule", SCHEDULES)
+    _choice(config, "dtype", ("float32", "bfloat16", "float16"))
+    for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every", "checkpoints_to_keep"):
+        _at_least(config, key, 1)
+    for key in ("num_epochs", "num_steps", "train_examples", "test_examples", "eval_every", "warmup_steps", "seed"):
+        _at_least(config, key, 0)
+    if config.num_epochs == 0 and config.num_steps == 0:
+        raise ValueError("config.num_epochs or config.num_steps must be > 0")
+    _at_least(config, "learning_rate", 0.0, float)
+    _at_least(config, "weight_decay", 0.0, float)
+    if not 0.0 <= config.momentum < 1.0:
+        raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum!r}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")

@@ -1,0 +1,52 @@
+"""Config defaults, locking and validation."""
+
+import pytest
+
+from jaxcnn.training import default_config, validate_config
+
+DESIGN_KEYS = {
+    "model", "dataset", "batch_size", "num_epochs", "num_steps", "learning_rate", "optimizer", "seed",
+    "log_every", "parallel", "train_examples", "test_examples", "checkpoint_every",
+}
+
+
+def test_defaults_hold_every_design_key_and_validate():
+    config = default_config()
+    assert DESIGN_KEYS <= set(config)
+    validate_config(config)
+
+
+def test_unknown_key_is_refused():
+    config = default_config()
+    with pytest.raises(AttributeError, match="lerning_rate"):
+        config.lerning_rate = 0.1
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("parallel", "model", "config.parallel"),
+        ("optimizer", "rmsprop", "config.optimizer"),
+        ("schedule", "step", "config.schedule"),
+        ("batch_size", 0, "config.batch_size"),
+        ("log_every", 0, "config.log_every"),
+        ("num_steps", -1, "config.num_steps"),
+        ("learning_rate", -0.1, "config.learning_rate"),
+        ("momentum", 1.0, "config.momentum"),
+        ("label_smoothing", 1.0, "config.label_smoothing"),
+        ("dtype", "float64", "config.dtype"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, match):
+    config = default_config()
+    config.unlock()
+    config[key] = value
+    with pytest.raises(ValueError, match=match):
+        validate_config(config)
+
+
+def test_a_run_needs_epochs_or_steps():
+    config = default_config()
+    config.num_epochs = 0
+    with pytest.raises(ValueError, match="num_epochs or config.num_steps"):
+        validate_config(config)
