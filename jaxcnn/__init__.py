@@ -5,6 +5,7 @@
 """
 
 from jaxcnn import functional, layers, models
+from jaxcnn.summary import Summary, summary
 
 __version__ = "0.1.0"
-__all__ = ["functional", "layers", "models", "__version__"]
+__all__ = ["Summary", "functional", "layers", "models", "summary", "__version__"]

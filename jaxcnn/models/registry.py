@@ -81,7 +81,8 @@ def create(name: str, *, num_classes: int = 10, **kwargs) -> nn.Module:
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(
-            f"model {name!r} takes no argument(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(accepted))}"
+            f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(sorted(accepted))}"
         )
     return factory(num_classes=num_classes, **kwargs)
 

@@ -43,8 +43,12 @@ def test_allconv_has_no_dense_layer():
     assert all(name.startswith("Conv_") for name in variables["params"])
     conv = lambda k, c_in, c_out: k * k * c_in * c_out + c_out  # noqa: E731
     by_hand = (
-        conv(3, 3, 96) + 2 * conv(3, 96, 96) + conv(3, 96, 192) + 3 * conv(3, 192, 192)
-        + conv(1, 192, 192) + conv(1, 192, 10)
+        conv(3, 3, 96)
+        + 2 * conv(3, 96, 96)
+        + conv(3, 96, 192)
+        + 3 * conv(3, 192, 192)
+        + conv(1, 192, 192)
+        + conv(1, 192, 10)
     )
     assert _count(variables["params"]) == by_hand == 1_369_738  # All-CNN-C on CIFAR: "1.3M" in the paper
 

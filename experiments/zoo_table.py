@@ -1,0 +1,72 @@
+"""Prints a Markdown table of every registered model: input, parameters, FLOPs, minimum input size.
+
+    python experiments/zoo_table.py > docs/zoo.md
+
+ImageNet models are measured at 224x224x3 with 1000 classes, the CIFAR nets at 32x32x3 and
+the small ones at 28x28x1, both with 10 classes. Nothing is computed: shapes are traced.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+
+import jaxcnn
+from jaxcnn import models
+
+IMAGENET = {"resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "mobilenet_v2"}
+CIFAR = {"resnet20", "resnet56", "allconv"}
+
+
+def setting(name: str) -> tuple[tuple[int, int, int], int]:
+    """(input shape, classes) the table uses for a model."""
+    if name in IMAGENET:
+        return (224, 224, 3), 1000
+    return ((32, 32, 3) if name in CIFAR else (28, 28, 1)), 10
+
+
+def minimum_size(model, channels: int) -> int:
+    """The smallest square input the model takes: models reject smaller ones with a ValueError
+    naming the minimum ("needs inputs of at least NxN"), so a 1x1 probe finds it."""
+    probe = lambda size: jax.eval_shape(
+        model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+    )
+    try:
+        probe(1)
+        return 1
+    except ValueError as e:
+        found = re.search(r"at least (\d+)x\1", str(e))
+        if found is None:
+            raise
+    probe(int(found.group(1)))  # the minimum itself works
+    return int(found.group(1))
+
+
+def _flops(value: int) -> str:
+    return f"{value / 1e9:.2f} G" if value >= 1e8 else f"{value / 1e6:.2f} M"
+
+
+def main() -> None:
+    print("| model | input | classes | parameters | FLOPs | minimum input |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for name in models.available():
+        shape, classes = setting(name)
+        model = models.create(name, num_classes=classes)
+        result = jaxcnn.summary(model, shape)
+        size = minimum_size(model, shape[-1])
+        dims = "x".join(map(str, shape))
+        print(
+            f"| `{name}` | {dims} | {classes} | {result.total_params:,} | {_flops(result.total_flops)} "
+            f"| {size}x{size} |"
+        )
+    print()
+    print(
+        "FLOPs: 2 per multiply-accumulate of the convolutions and dense layers, per image "
+        "(torchvision's tables count multiply-accumulates, half these numbers). "
+        "Minimum input: the smallest square image the model accepts; "
+        "smaller ones raise a ValueError naming it."
+    )
+
+
+if __name__ == "__main__":
+    main()

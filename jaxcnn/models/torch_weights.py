@@ -1,0 +1,177 @@
+"""Weights from PyTorch: torchvision state dicts as jaxcnn variables.
+
+    import torchvision
+    state_dict = torchvision.models.resnet50(weights="IMAGENET1K_V2").state_dict()
+    variables = jaxcnn.models.load_torch_state_dict("resnet50", state_dict)
+    model = jaxcnn.models.create("resnet50", num_classes=1000)
+    logits = model.apply(variables, images_nhwc)  # images (N, H, W, 3), torchvision's normalisation
+
+PyTorch is not imported here: the state dict's values may be torch tensors or numpy arrays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxcnn.models.mobilenet import MobileNetV2
+from jaxcnn.models.registry import create
+from jaxcnn.models.resnet import ResNet
+from jaxcnn.models.vgg import POOLED_SIZE, VGG
+
+Path = tuple[str, ...]
+# A family's map from jaxcnn module paths (all of the model's) to torchvision module names.
+Namer = Callable[[nn.Module, list[Path]], dict[Path, str]]
+
+# (collection, leaf name) -> torchvision's parameter or buffer name.
+_LEAF_NAMES = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+
+
+def _resnet_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
+    # conv1, bn1, fc; layer2_0/conv1 -> layer2.0.conv1; downsample_conv/_bn -> downsample.0/.1
+    parts = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
+    rename = lambda part: parts.get(part, re.sub(r"^(layer\d+)_(\d+)$", r"\1.\2", part))
+    return {path: ".".join(map(rename, path)) for path in paths}
+
+
+def _vgg_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
+    # torchvision's `features` is one Sequential of conv, [bn,] relu and pool modules.
+    names, index, convs = {("fc1",): "classifier.0", ("fc2",): "classifier.3", ("fc3",): "classifier.6"}, 0, 0
+    for v in model.config:
+        if v == "M":
+            index += 1
+            continue
+        convs += 1
+        names[(f"conv{convs}",)] = f"features.{index}"
+        names[(f"bn{convs}",)] = f"features.{index + 1}"
+        index += 3 if model.batch_norm else 2
+    return names
+
+
+def _mobilenet_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
+    # features.0 = stem, features.i = block{i} (conv = Sequential of [expand,] depthwise, project
+    # conv, project bn), features.{blocks + 1} = head; Conv2dNormActivation = (conv, bn).
+    blocks = {path[0] for path in paths if path[0].startswith("block")}
+    conv_bn = {"conv": "0", "bn": "1"}
+    names = {("classifier",): "classifier.1"}
+    for path in paths:
+        top, *inner = path
+        if top in ("stem", "head"):
+            names[path] = f"features.{0 if top == 'stem' else len(blocks) + 1}.{conv_bn[inner[0]]}"
+        elif top in blocks:
+            (part, layer), offset = inner, int((top, "expand", "conv") in paths)
+            prefix = f"features.{top.removeprefix('block')}.conv"
+            if part == "project":  # a plain Conv2d and BatchNorm2d in torchvision
+                names[path] = f"{prefix}.{offset + 1 + int(layer == 'bn')}"
+            else:
+                names[path] = f"{prefix}.{offset if part == 'depthwise' else 0}.{conv_bn[layer]}"
+    return names
+
+
+class _Family(NamedTuple):
+    namer: Namer
+    classifier: str  # the last Linear's weight: its rows are the classes
+
+
+_FAMILIES: dict[type, _Family] = {
+    ResNet: _Family(_resnet_names, "fc.weight"),
+    VGG: _Family(_vgg_names, "classifier.6.weight"),
+    MobileNetV2: _Family(_mobilenet_names, "classifier.1.weight"),
+}
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "numpy"):  # a torch tensor, without importing torch
+        return np.asarray(value.detach().cpu().numpy())
+    return np.asarray(value)
+
+
+def _torch_layout(array: np.ndarray, flatten_from: tuple[int, int, int] | None) -> np.ndarray:
+    """torchvision's layout -> jaxcnn's: conv OIHW -> HWIO, Linear (out, in) -> (in, out).
+
+    `flatten_from = (C, H, W)`: the Linear reads a flattened (C, H, W) map in PyTorch, which
+    jaxcnn flattens as (H, W, C), so its input rows are permuted too."""
+    if array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    if array.ndim == 2 and flatten_from is not None:
+        return array.reshape(array.shape[0], *flatten_from).transpose(2, 3, 1, 0).reshape(-1, array.shape[0])
+    return array.T if array.ndim == 2 else array
+
+
+def _expected_torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    return shape[::-1] if len(shape) == 2 else shape
+
+
+def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **create_kwargs) -> dict[str, Any]:
+    """Converts a torchvision state dict into variables for `create(model_name, **create_kwargs)`.
+
+    Args:
+      model_name: a registered ResNet (resnet18, resnet34, resnet50), VGG (vgg11, vgg16, and
+        `_bn`) or MobileNetV2 (mobilenet_v2) model.
+      state_dict: torchvision's names (`layer1.0.conv1.weight`, `features.0.weight`, ...) to
+        torch tensors or numpy arrays. `num_batches_tracked` entries are ignored.
+      **create_kwargs: as for `create` (e.g. `width_multiplier=0.5`); `num_classes` defaults
+        to the rows of the state dict's last Linear weight.
+
+    Returns:
+      `{"params": ..., "batch_stats": ...}` (no `batch_stats` for VGG without BatchNorm), float32:
+      conv weights OIHW -> HWIO, Linear weights (out, in) -> (in, out) (VGG's first Linear
+      also has its input rows reordered from PyTorch's (C, 7, 7) flattening to jaxcnn's (7, 7, C)),
+      BatchNorm weight/bias/running_mean/running_var -> scale/bias/mean/var.
+
+    Raises:
+      ValueError: a model without a torchvision counterpart, or a state dict with missing or
+        unexpected keys or shapes that do not match (the message lists them all).
+    """
+    model = create(model_name, **create_kwargs)
+    family = next((f for cls, f in _FAMILIES.items() if isinstance(model, cls)), None)
+    if family is None:
+        raise ValueError(
+            f"model_name {model_name!r} ({type(model).__name__}) has no torchvision counterpart; "
+            f"load_torch_state_dict supports {', '.join(cls.__name__ for cls in _FAMILIES)} models"
+        )
+    if "num_classes" not in create_kwargs and family.classifier in state_dict:
+        model = model.clone(num_classes=int(np.shape(state_dict[family.classifier])[0]))
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(model.init, key, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    leaves = traverse_util.flatten_dict(nn.unbox(shapes))  # (collection, *module path, leaf) -> shape
+    names = family.namer(model, sorted({path[1:-1] for path in leaves}))
+
+    variables, missing, mismatched, used = {}, [], [], set()
+    for path, expected in leaves.items():
+        torch_key = f"{names[path[1:-1]]}.{_LEAF_NAMES[path[0], path[-1]]}"
+        if torch_key not in state_dict:
+            missing.append(torch_key)
+            continue
+        used.add(torch_key)
+        array = _to_numpy(state_dict[torch_key])
+        if array.shape != _expected_torch_shape(expected.shape):
+            mismatched.append(
+                f"{torch_key}: expected {_expected_torch_shape(expected.shape)}, got {tuple(array.shape)}"
+            )
+            continue
+        flatten_from = None
+        if isinstance(model, VGG) and path[1:-1] == ("fc1",):
+            flatten_from = (expected.shape[0] // POOLED_SIZE**2, POOLED_SIZE, POOLED_SIZE)
+        variables[path] = jnp.asarray(_torch_layout(array, flatten_from), expected.dtype)
+    unexpected = sorted(k for k in state_dict if k not in used and not k.endswith("num_batches_tracked"))
+    if missing or unexpected or mismatched:
+        found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": mismatched}
+        problems = [f"{label} ({len(items)}): {', '.join(items)}" for label, items in found.items() if items]
+        raise ValueError(f"state_dict does not fit {model_name!r}: " + "; ".join(problems))
+    return traverse_util.unflatten_dict(variables)

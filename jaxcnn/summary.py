@@ -1,0 +1,316 @@
+"""A per-layer table of a model: shapes, parameters, FLOPs, and the arithmetic behind each.
+
+    >>> print(jaxcnn.summary(jaxcnn.models.create("lenet5"), (28, 28, 1)))
+
+Nothing is computed: the model is traced with `jax.eval_shape`, and every call of a
+`jaxcnn.layers` module is recorded through `flax.linen.intercept_methods`.
+
+Conventions:
+  - Shapes are per example (batch size 1; the batch dim is left out of the table).
+  - FLOPs count 2 per multiply-accumulate of convolutions and dense layers, per example:
+    a convolution `2 * prod(window) * (C_in / groups) * C_out * prod(out_spatial)`, a dense layer
+    `2 * D_in * D_out` (per output position). Bias additions, BatchNorm, activations and pooling
+    are not counted (they are well under 1% in these nets). torchvision's tables list
+    multiply-accumulates (under the name "GFLOPS"), so half of these numbers.
+  - Parameters are the `params` collection; BatchNorm's running statistics (`batch_stats`) are
+    counted apart, as state. The totals are those of the whole variable tree, so they include
+    parameters of modules that are not `jaxcnn.layers` too (whose FLOPs are unknown: "?").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxcnn import functional as F
+from jaxcnn import layers
+from jaxcnn.functional import _args
+
+_LAYERS = tuple(
+    obj
+    for obj in vars(layers).values()
+    if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == layers.__name__
+)
+_WINDOWED = (layers.Conv, layers.MaxPool, layers.AvgPool)
+_DIM_NAMES = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One call of a layer.
+
+    Attributes:
+      path: the module's path in the model, e.g. `"layer1_0/conv1"`.
+      kind: its class name, e.g. `"Conv"`.
+      input_shape, output_shape: per example (no batch dim).
+      params: parameters the layer holds (0 on a second call of a shared layer).
+      flops: 2 per multiply-accumulate (see the module docstring); None when unknown.
+      size_formula: how the output's spatial size follows from the input's, e.g.
+        `"H2 = W2 = (28 − 5 + 2·2)/1 + 1 = 28"`; empty for layers that keep or drop the grid.
+      params_formula: how the parameter count follows from the shapes, e.g. `"(5·5·1)·6 + 6 = 156"`.
+    """
+
+    path: str
+    kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    flops: int | None
+    size_formula: str = ""
+    params_formula: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What `summary` returns: `rows` (one `Row` per layer call) and totals; `str()` renders a
+    text table, notebooks show an HTML one."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    rows: tuple[Row, ...]
+    total_params: int
+    total_state: int
+    total_flops: int
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        header = ["Layer", "Kind", "Input → Output", "Params", "FLOPs", "Derivation"]
+        body = [
+            [
+                row.path,
+                row.kind,
+                f"{_dims(row.input_shape)} → {_dims(row.output_shape)}",
+                f"{row.params:,}",
+                "?" if row.flops is None else f"{row.flops:,}",
+                "; ".join(f for f in (row.size_formula, row.params_formula) if f),
+            ]
+            for row in self.rows
+        ]
+        return header, body
+
+    def _title(self) -> str:
+        return f"{self.model} on {_dims(self.input_shape)} inputs → {_dims(self.output_shape)} (per example)"
+
+    def _footer(self) -> str:
+        state = f" (+ {self.total_state:,} state: BatchNorm statistics)" if self.total_state else ""
+        return (
+            f"Total: {self.total_params:,} parameters{state}, {self.total_flops:,} FLOPs "
+            f"({_si(self.total_flops)}FLOPs; 2 per multiply-accumulate of conv and dense layers)"
+        )
+
+    def __str__(self) -> str:
+        header, body = self._table()
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+        right = {3, 4}  # numbers
+        render = lambda line: "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        rule = "─" * len(render(header))
+        return "\n".join(
+            [self._title(), rule, render(header), rule, *map(render, body), rule, self._footer()]
+        )
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        header, body = self._table()
+        cell = lambda tag, text, i: (
+            f'<{tag} style="text-align:{"right" if i in (3, 4) else "left"}">{html.escape(text)}</{tag}>'
+        )
+        rows = "".join(
+            "<tr>" + "".join(cell("td", c, i) for i, c in enumerate(line)) + "</tr>" for line in body
+        )
+        return (
+            f"<p><b>{html.escape(self._title())}</b></p><table><thead><tr>"
+            + "".join(cell("th", c, i) for i, c in enumerate(header))
+            + f"</tr></thead><tbody>{rows}</tbody></table><p>{html.escape(self._footer())}</p>"
+        )
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape)) if shape else "scalar"
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:g} "
+
+
+def _count(tree) -> int:
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def _size_formula(size: int, window: int, stride: int, pads: tuple[int, int], dilation: int) -> str:
+    """`(W − F + 2·P)/S + 1 = W2` with the numbers filled in: floor brackets when the stride does
+    not divide, `D·(F − 1) + 1` for the dilated window, `+ P_lo + P_hi` for asymmetric padding."""
+    lo, hi = pads
+    out = F.conv_output_size(size, window, stride, pads, dilation)
+    span = f"{window}" if dilation == 1 else f"({dilation}·({window} − 1) + 1)"
+    padding = "" if lo == hi == 0 else f" + 2·{lo}" if lo == hi else f" + {lo} + {hi}"
+    numerator = f"({size} − {span}{padding})/{stride}"
+    exact = (size + lo + hi - dilation * (window - 1) - 1) % stride == 0
+    return f"{numerator if exact else f'⌊{numerator}⌋'} + 1 = {out}"
+
+
+def _join_dims(formulas: Sequence[str]) -> str:
+    """`H2 = W2 = ...` when every spatial dim has the same derivation, else one per dim."""
+    names = _DIM_NAMES[len(formulas)]
+    if len(set(formulas)) == 1:
+        return " = ".join(f"{n}2" for n in names) + f" = {formulas[0]}"
+    return ", ".join(f"{n}2 = {f}" for n, f in zip(names, formulas))
+
+
+def _windowed_formulas(layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+    """Size formula, FLOPs and params formula of a convolution or pooling layer."""
+    sizes, ndim = in_shape[1:-1], len(in_shape) - 2
+    if isinstance(layer, layers.Conv):
+        window = _args.int_tuple(layer.kernel_size, ndim, "kernel_size")
+        stride, dilation = (
+            _args.int_tuple(layer.stride, ndim, "stride"),
+            _args.int_tuple(layer.dilation, ndim, "dilation"),
+        )
+    else:
+        window = _args.int_tuple(layer.window, ndim, "window")
+        stride = window if layer.stride is None else _args.int_tuple(layer.stride, ndim, "stride")
+        dilation = (1,) * ndim
+    pads = _args.padding_pairs(layer.padding, sizes, window, stride, dilation)
+    size_formula = _join_dims([_size_formula(*dims) for dims in zip(sizes, window, stride, pads, dilation)])
+    if not isinstance(layer, layers.Conv):
+        return size_formula, 0, ""
+    c_in, c_out, groups = in_shape[-1], out_shape[-1], layer.groups
+    expected = F.conv_param_count(window, c_in, c_out, groups=groups, use_bias=layer.use_bias)
+    per_filter = "·".join(map(str, window)) + "·" + (f"{c_in}/{groups}" if groups > 1 else f"{c_in}")
+    bias = f" + {c_out}" if layer.use_bias else ""
+    params_formula = f"({per_filter})·{c_out}{bias} = {expected:,}"
+    flops = 2 * math.prod(window) * (c_in // groups) * c_out * math.prod(out_shape[1:-1])
+    return size_formula, flops, params_formula
+
+
+def _describe(layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], params: int):
+    """(size formula, FLOPs, params formula) of one call of a layer; shapes with the batch dim."""
+    if isinstance(layer, _WINDOWED):
+        return _windowed_formulas(layer, in_shape, out_shape)
+    if isinstance(layer, layers.Dense):
+        d_in, d_out = in_shape[-1], out_shape[-1]
+        formula = f"{d_in}·{d_out}{f' + {d_out}' if layer.use_bias else ''} = {params:,}"
+        return "", 2 * d_in * d_out * math.prod(out_shape[1:-1]), formula
+    if isinstance(layer, (layers.AdaptiveAvgPool, layers.AdaptiveMaxPool)):
+        formulas = [
+            f"{out} (adaptive from {size}: bin i covers ⌊i·{size}/{out}⌋ … ⌈(i+1)·{size}/{out}⌉ − 1)"
+            for size, out in zip(in_shape[1:-1], out_shape[1:-1])
+        ]
+        return _join_dims(formulas), 0, ""
+    if isinstance(layer, (layers.GlobalAvgPool, layers.GlobalMaxPool)):
+        reduce = "mean" if isinstance(layer, layers.GlobalAvgPool) else "max"
+        return f"{reduce} over {_dims(in_shape[1:-1])}", 0, ""
+    if isinstance(layer, layers.Flatten):
+        return f"{'·'.join(map(str, in_shape[1:]))} = {out_shape[-1]:,}", 0, ""
+    if isinstance(layer, layers.BatchNorm):
+        vectors = params // out_shape[-1]
+        return "", 0, f"{vectors}·{out_shape[-1]} = {params:,}" if params else ""
+    if isinstance(layer, _LAYERS):  # Dropout: no parameters, no multiply-adds
+        return "", 0, ""
+    return "", None, ""  # a module from elsewhere (e.g. flax.linen.Conv): FLOPs unknown
+
+
+def _shape(tree) -> tuple[int, ...]:
+    """The shape of an array, or of the first array in a tree of them."""
+    leaves = jax.tree.leaves(tree)
+    return tuple(getattr(leaves[0], "shape", ())) if leaves else ()
+
+
+def summary(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    dtype: Any = jnp.float32,
+    rngs: dict[str, jax.Array] | None = None,
+    **kwargs,
+) -> Summary:
+    """Summarises `model` on inputs of `input_shape` (one example, no batch dim), e.g. (28, 28, 1).
+
+    Args:
+      model: a Flax Linen module; rows are made for its `jaxcnn.layers` modules, and for any
+        other module that holds parameters directly.
+      input_shape: the shape of one example; the batch dim (1) is added.
+      dtype: the input's dtype.
+      rngs: for `model.init`; default `params` and `dropout` keys.
+      **kwargs: passed to the model's call, e.g. `train=False`.
+
+    Returns:
+      A `Summary`: `rows`, `total_params`, `total_state`, `total_flops`; `print` it for a table.
+    """
+    if isinstance(input_shape, int) or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in input_shape
+    ):
+        raise TypeError(
+            f"input_shape must be a tuple of positive ints without the batch dim, got {input_shape!r}"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a flax.linen.Module, got {type(model).__name__}")
+    x = jax.ShapeDtypeStruct((1, *input_shape), dtype)
+    key = jax.random.PRNGKey(0)
+    rngs = {"params": key, "dropout": key} if rngs is None else rngs
+    calls = []
+
+    def record(next_fun, args, call_kwargs, context):
+        out = next_fun(*args, **call_kwargs)
+        if context.method_name == "__call__" and args:
+            calls.append((context.module, _shape(args[0]), _shape(out)))
+        return out
+
+    def init(x):
+        with nn.intercept_methods(record):
+            return model.init_with_output(rngs, x, **kwargs)
+
+    out, variables = jax.eval_shape(init, x)
+    variables = nn.unbox(variables)
+    params = traverse_util.flatten_dict(variables.get("params", {}))
+    direct = {}  # module path -> parameters held directly (not by submodules)
+    for path, leaf in params.items():
+        direct[path[:-1]] = direct.get(path[:-1], 0) + math.prod(leaf.shape)
+
+    rows, seen = [], set()
+    for module, in_shape, out_shape in calls:
+        path = tuple(module.path)
+        if not isinstance(module, _LAYERS) and path not in direct:
+            continue  # a container: its layers have rows of their own
+        shared = path in seen
+        seen.add(path)
+        count = 0 if shared else direct.get(path, 0)
+        size_formula, flops, params_formula = _describe(module, in_shape, out_shape, direct.get(path, 0))
+        if shared and params_formula:
+            params_formula = "shared: counted at its first call"
+        rows.append(
+            Row(
+                "/".join(path),
+                type(module).__name__,
+                in_shape[1:],
+                out_shape[1:],
+                count,
+                flops,
+                size_formula,
+                params_formula,
+            )
+        )
+    return Summary(
+        model=type(model).__name__,
+        input_shape=tuple(int(d) for d in input_shape),
+        output_shape=_shape(out)[1:],
+        rows=tuple(rows),
+        total_params=_count(variables.get("params", {})),
+        total_state=_count({k: v for k, v in variables.items() if k != "params"}),
+        total_flops=sum(row.flops or 0 for row in rows),
+    )
