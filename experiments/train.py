@@ -3,14 +3,18 @@
     python experiments/train.py --config experiments/configs/lenet5.py --workdir runs/lenet5 \
         [--config.num_epochs=5 --config.batch_size=256 ...]
 
-Running the same command again resumes from the newest checkpoint in the workdir.
-Multi-process runs (one process per host, or several on one machine for testing) add
-`--coordinator_address HOST:PORT --num_processes N --process_id I`.
+Running the same command again resumes from the newest checkpoint in the workdir; SIGTERM or
+Ctrl-C saves a checkpoint first. Multi-process runs (one process per host, or several on one
+machine) add `--coordinator_address HOST:PORT --num_processes N --process_id I`.
 """
+
+import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
+import jaxcnn.data
 import jaxcnn.parallel
 import jaxcnn.training
 
@@ -21,13 +25,32 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# Failures that are the user's to fix: reported in one message, without a traceback.
+_USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FloatingPointError,
+    jaxcnn.training.WorkdirError,
+    jaxcnn.training.CheckpointError,
+    jaxcnn.data.DataUnavailableError,
+)
+
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if _COORDINATOR.value:
-        jaxcnn.parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    result = jaxcnn.training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        if _COORDINATOR.value:
+            jaxcnn.parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        result = jaxcnn.training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except jaxcnn.training.TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except _USER_ERRORS as error:
+        if os.environ.get("JAXCNN_TRACEBACK"):
+            raise
+        print(f"error: {error}\n(set JAXCNN_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
     if jaxcnn.parallel.is_main_process():
         print(result.describe())
 

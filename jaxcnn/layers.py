@@ -53,10 +53,17 @@ class Conv(nn.Module):
         groups = positive_int(self.groups, "groups")
         kernel_shape = (*_window(self.kernel_size, x), jnp.shape(x)[-1] // groups, self.features)
         F.conv_output_shape(  # checks the arguments before any parameter is made
-            jnp.shape(x), kernel_shape, stride=self.stride, padding=self.padding, dilation=self.dilation, groups=groups
+            jnp.shape(x),
+            kernel_shape,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=groups,
         )
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         return F.conv(
             x,
@@ -85,7 +92,9 @@ class Dense(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         positive_int(self.features, "features")
         kernel = self.param("kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         return F.dense(x, kernel, bias, precision=self.precision)
 

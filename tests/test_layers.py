@@ -119,7 +119,11 @@ def test_bfloat16_compute_with_float32_params():
 
 @pytest.mark.parametrize(
     "layer, match",
-    [(layers.Conv(0, 3), "features"), (layers.Conv(4, 3, groups=0), "groups"), (layers.Dense(-1), "features")],
+    [
+        (layers.Conv(0, 3), "features"),
+        (layers.Conv(4, 3, groups=0), "groups"),
+        (layers.Dense(-1), "features"),
+    ],
 )
 def test_bad_layer_arguments(layer, match):
     with pytest.raises(ValueError, match=match):

@@ -60,7 +60,9 @@ def _conv_operands(x, kernel, bias, stride, padding, dilation, groups):
     if bias is not None:
         bias = _args.as_float_array(bias, "bias")
         if bias.shape != (kernel.shape[-1],):
-            raise ValueError(f"bias must have shape (C_out,) = ({kernel.shape[-1]},), got {tuple(bias.shape)}")
+            raise ValueError(
+                f"bias must have shape (C_out,) = ({kernel.shape[-1]},), got {tuple(bias.shape)}"
+            )
     dtype = jnp.result_type(x, kernel)
     return x.astype(dtype), kernel.astype(dtype), bias, geometry
 
@@ -159,9 +161,7 @@ def extract_patches(x, window, stride=1, padding="VALID", dilation=1):
     for offset in np.ndindex(*window):
         start = tuple(o * d for o, d in zip(offset, dilation))
         limit = tuple(b + (n - 1) * s + 1 for b, n, s in zip(start, out_sizes, stride))
-        slices.append(
-            lax.slice(padded, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *stride, 1))
-        )
+        slices.append(lax.slice(padded, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *stride, 1)))
     return jnp.concatenate(slices, axis=-1)
 
 

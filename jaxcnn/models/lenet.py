@@ -33,9 +33,9 @@ class LeNet5(nn.Module):
         check_images(x, "lenet5", min_size=12)
         if self.pool not in ("max", "avg"):
             raise ValueError(f'pool must be "max" or "avg", got {self.pool!r}')
-        pool = layers.MaxPool(2) if self.pool == "max" else layers.AvgPool(2)
-        x = pool(self.activation(layers.Conv(6, 5, padding=2, dtype=self.dtype)(x)))
-        x = pool(self.activation(layers.Conv(16, 5, padding="VALID", dtype=self.dtype)(x)))
+        pool = layers.MaxPool if self.pool == "max" else layers.AvgPool
+        x = pool(2)(self.activation(layers.Conv(6, 5, padding=2, dtype=self.dtype)(x)))
+        x = pool(2)(self.activation(layers.Conv(16, 5, padding="VALID", dtype=self.dtype)(x)))
         x = layers.Flatten()(x)
         x = self.activation(layers.Dense(120, dtype=self.dtype)(x))
         x = self.activation(layers.Dense(84, dtype=self.dtype)(x))

@@ -41,7 +41,9 @@ class SingleDevice:
 
     def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
         if jax.process_count() > 1:
-            raise ValueError('parallel="none" runs on one process; use parallel="data" or "pmap" with several')
+            raise ValueError(
+                'parallel="none" runs on one process; use parallel="data" or "pmap" with several'
+            )
 
     def put_state(self, state):
         return jax.device_put(state)

@@ -2,11 +2,12 @@
 
 from jaxcnn.training.checkpoint import CheckpointError, Checkpoints
 from jaxcnn.training.config import default_config, validate_config
-from jaxcnn.training.loop import RunResult, create_model, evaluate, train_and_evaluate
+from jaxcnn.training.loop import RunResult, TrainingInterrupted, create_model, evaluate, train_and_evaluate
 from jaxcnn.training.metrics import MetricWriter, read_metrics
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
 from jaxcnn.training.state import TrainState, create_train_state
 from jaxcnn.training.steps import cross_entropy_loss, eval_step, train_step
+from jaxcnn.training.workdir import WorkdirError, prepare_workdir
 
 __all__ = [
     "CheckpointError",
@@ -14,6 +15,8 @@ __all__ = [
     "MetricWriter",
     "RunResult",
     "TrainState",
+    "TrainingInterrupted",
+    "WorkdirError",
     "create_learning_rate_schedule",
     "create_model",
     "create_optimizer",
@@ -22,6 +25,7 @@ __all__ = [
     "default_config",
     "eval_step",
     "evaluate",
+    "prepare_workdir",
     "read_metrics",
     "train_and_evaluate",
     "train_step",

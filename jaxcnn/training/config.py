@@ -38,12 +38,17 @@ def default_config() -> ml_collections.ConfigDict:
     config.schedule = "constant"
     config.warmup_steps = 0
     config.label_smoothing = 0.0
+    # > 0: skip (don't apply) steps whose gradients are not finite, up to this many in a row
+    # (optax.apply_if_finite); 0: stop the run at the first non-finite loss.
+    config.skip_nonfinite_steps = 0
     config.seed = 0
     # Logging, evaluation and checkpoints, in steps; eval_every 0 = once per epoch and at the end.
     config.log_every = 100
     config.eval_every = 0
     config.checkpoint_every = 500
     config.checkpoints_to_keep = 3
+    # A workdir holding a run with another config is refused unless this is True (that run is discarded).
+    config.overwrite = False
     # Scaling.
     config.parallel = "none"
     return config.lock()
@@ -74,7 +79,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "dtype", ("float32", "bfloat16", "float16"))
     for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every", "checkpoints_to_keep"):
         _at_least(config, key, 1)
-    for key in ("num_epochs", "num_steps", "train_examples", "test_examples", "eval_every", "warmup_steps", "seed"):
+    for key in (
+        "num_epochs",
+        "num_steps",
+        "train_examples",
+        "test_examples",
+        "eval_every",
+        "warmup_steps",
+        "seed",
+        "skip_nonfinite_steps",
+    ):
         _at_least(config, key, 0)
     if config.num_epochs == 0 and config.num_steps == 0:
         raise ValueError("config.num_epochs or config.num_steps must be > 0")

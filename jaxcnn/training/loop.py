@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -9,6 +10,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from tqdm.auto import tqdm
 
-from jaxcnn import data, models
+from jaxcnn import data, models, visualize
 from jaxcnn.parallel.strategies import create_strategy
 from jaxcnn.training import steps as step_lib
 from jaxcnn.training.checkpoint import Checkpoints
@@ -25,8 +28,20 @@ from jaxcnn.training.config import validate_config
 from jaxcnn.training.metrics import MetricWriter
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
 from jaxcnn.training.state import create_train_state
+from jaxcnn.training.workdir import prepare_workdir
 
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after saving a checkpoint; the same command resumes it."""
+
+    def __init__(self, step: int, signum: int, workdir: str):
+        self.step, self.signum = step, signum
+        super().__init__(
+            f"{signal.Signals(signum).name} at step {step}: checkpoint saved in {workdir}; "
+            "run the same command again to resume"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +69,11 @@ class RunResult:
             [
                 f"{self.model} on {self.dataset}: test accuracy {self.test_accuracy:.2%} "
                 f"(loss {self.test_loss:.4f}) after {self.epochs:g} epochs ({self.steps} steps{resumed})",
-                f"  train accuracy {self.train_accuracy:.2%} (last {self.train_loss:.4f} loss), "
+                f"  last training window: accuracy {self.train_accuracy:.2%}, loss {self.train_loss:.4f}; "
                 f"{minutes}m {seconds:02d}s, {self.examples_per_sec:,.0f} examples/s",
                 f"  metrics:     {os.path.join(self.workdir, 'metrics.jsonl')}",
                 f"  checkpoints: {os.path.join(self.workdir, 'checkpoints')}",
+                f"  curves:      {os.path.join(self.workdir, 'plots', 'curves.png')}",
             ]
         )
 
@@ -70,13 +86,6 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name:
     if axis_name is not None and "axis_name" in models.arguments(config.model):
         kwargs["axis_name"] = axis_name
     return models.create(config.model, num_classes=num_classes, **kwargs)
-
-
-def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not os.access(workdir, os.W_OK):
-        raise PermissionError(f"workdir {workdir} is not writable")
-    (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
 
 
 def _train_batches(dataset, config, start_step: int, steps_per_epoch: int):
@@ -94,8 +103,12 @@ def _train_batches(dataset, config, start_step: int, steps_per_epoch: int):
         )
 
 
-def _train_and_accumulate(state, metric_sums, batch, *, label_smoothing, axis_name):
+def _train_and_accumulate(state, metric_sums, batch, *, label_smoothing, axis_name, skip_nonfinite):
     state, metrics = step_lib.train_step(state, batch, label_smoothing=label_smoothing, axis_name=axis_name)
+    if skip_nonfinite:  # a skipped step's metrics would poison the window's sums
+        finite = jnp.isfinite(metrics["loss"])
+        metrics = jax.tree.map(lambda m: jnp.where(finite, m, 0.0), metrics)
+        metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     return state, step_lib.add_metrics(metric_sums, metrics)
 
 
@@ -117,26 +130,56 @@ def evaluate(eval_fn, state, dataset, batch_size: int, strategy) -> dict[str, fl
     return step_lib.summarize(strategy.host_value(total))
 
 
-def _eval_batch_size(config, num_examples: int, devices: int) -> int:
-    """The configured size, or less for a small split (rounded up to a multiple of the devices)."""
-    return min(config.eval_batch_size, math.ceil(num_examples / devices) * devices)
+@contextlib.contextmanager
+def _stop_requests(enabled: bool):
+    """Turns SIGTERM/SIGINT into a request the loop polls, so it can save before stopping."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> RunResult:
+def _tree_bytes(tree) -> int:
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, handle_signals: bool = True
+) -> RunResult:
     """Trains `config.model` on `config.dataset`, evaluating, logging and checkpointing in `workdir`.
 
     Running it again with the same config and workdir resumes from the newest checkpoint and
-    ends with the same metrics as a run that was never interrupted.
+    ends with the same metrics as a run that was never interrupted. With `handle_signals`,
+    SIGTERM and Ctrl-C save a checkpoint and raise `TrainingInterrupted`.
+
+    Raises:
+      ValueError: a bad config value (named).
+      WorkdirError: the workdir is unwritable, too full, or holds another config's run.
+      FloatingPointError: the loss or the parameters became non-finite (no checkpoint of them is saved).
+      TrainingInterrupted: a signal stopped the run after a checkpoint.
     """
     validate_config(config)
-    workdir = Path(workdir)
     strategy = create_strategy(config.parallel)
     strategy.check_batch_size(config.batch_size)
     is_writer = jax.process_index() == 0
-    if is_writer:
-        _prepare_workdir(workdir, config)
 
-    load = functools.partial(data.load, config.dataset, data_dir=config.data_dir or None, source=config.data_source)
+    load = functools.partial(
+        data.load, config.dataset, data_dir=config.data_dir or None, source=config.data_source
+    )
     train_data = load("train", num_examples=config.train_examples)
     test_data = load("test", num_examples=config.test_examples)
     steps_per_epoch = len(train_data) // config.batch_size
@@ -146,11 +189,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         )
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
     eval_every = config.eval_every or steps_per_epoch
-    eval_batch_size = _eval_batch_size(config, len(test_data), strategy.num_devices)
+    # A small test split needs no full eval batch (rounded up to a multiple of the devices).
+    devices = strategy.num_devices
+    eval_batch_size = min(config.eval_batch_size, math.ceil(len(test_data) / devices) * devices)
+    strategy.check_batch_size(eval_batch_size, "eval_batch_size")
 
     model = create_model(config, train_data.num_classes, strategy.axis_name)
-    state = create_train_state(model, create_optimizer(config, total_steps), train_data.image_shape, config.seed)
-    metric_sums = step_lib.zero_metrics()
+    state = create_train_state(
+        model, create_optimizer(config, total_steps), train_data.image_shape, config.seed
+    )
+    workdir = Path(workdir)
+    if is_writer:
+        prepare_workdir(workdir, config, checkpoint_bytes=_tree_bytes(state))
+    metric_sums = step_lib.zero_metrics(skipped=bool(config.skip_nonfinite_steps))
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoints_to_keep)
     restored = checkpoints.restore_latest(state, metric_sums)
     if restored is not None:
@@ -161,7 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     train_fn = strategy.compile_train(
         functools.partial(
-            _train_and_accumulate, label_smoothing=config.label_smoothing, axis_name=strategy.axis_name
+            _train_and_accumulate,
+            label_smoothing=config.label_smoothing,
+            axis_name=strategy.axis_name,
+            skip_nonfinite=bool(config.skip_nonfinite_steps),
         )
     )
     eval_fn = strategy.compile_eval(functools.partial(step_lib.eval_step, axis_name=strategy.axis_name))
@@ -169,6 +223,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     batches = data.prefetch(
         _train_batches(train_data, config, start_step, steps_per_epoch), transform=strategy.put_batch
     )
+
+    def save(done: int) -> None:
+        if not bool(_all_finite(state.params)):
+            raise FloatingPointError(
+                f"the parameters became non-finite by step {done}; they were not saved, and the last good "
+                f"checkpoint in {checkpoints.directory} is kept"
+            )
+        position = {"step": done, "epoch": done // steps_per_epoch, "batch": done % steps_per_epoch}
+        checkpoints.save(strategy.host_state(state), strategy.host_state(metric_sums), position)
 
     started = time.perf_counter()
     window_start, window_steps, train_summary, test_summary = started, 0, None, None
@@ -178,60 +241,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         initial=start_step,
         desc=f"{config.model} on {config.dataset}",
         unit="step",
-        disable=None if is_writer else True,
+        disable=None if is_writer else True,  # None: only on a terminal
         dynamic_ncols=True,
     )
     try:
-        for step in range(start_step, total_steps):
-            state, metric_sums = train_fn(state, metric_sums, next(batches))
-            done = step + 1
-            window_steps += 1
-            if step == start_step:  # leave compilation out of the throughput
-                jax.block_until_ready(metric_sums)
-                window_start, window_steps = time.perf_counter(), 0
-            if done % config.log_every == 0 or done == total_steps:
-                train_summary = step_lib.summarize(strategy.host_value(metric_sums))
-                if not math.isfinite(train_summary["loss"]):
-                    raise FloatingPointError(
-                        f"the training loss became {train_summary['loss']} by step {done}; "
-                        f"the last checkpoint before it is kept in {checkpoints.directory}"
+        with _stop_requests(handle_signals) as stop_signals:
+            for step in range(start_step, total_steps):
+                state, metric_sums = train_fn(state, metric_sums, next(batches))
+                done = step + 1
+                window_steps += 1
+                if step == start_step:  # leave compilation out of the throughput
+                    jax.block_until_ready(metric_sums)
+                    window_start, window_steps = time.perf_counter(), 0
+                if done % config.log_every == 0 or done == total_steps:
+                    sums = strategy.host_value(metric_sums)
+                    train_summary = step_lib.summarize(sums)
+                    if not math.isfinite(train_summary["loss"]):
+                        raise FloatingPointError(
+                            f"the training loss became {train_summary['loss']} by step {done}; the last good "
+                            f"checkpoint in {checkpoints.directory} is kept (config.skip_nonfinite_steps "
+                            "skips such steps instead)"
+                        )
+                    elapsed = time.perf_counter() - window_start
+                    speed = window_steps * config.batch_size / elapsed if window_steps else float("nan")
+                    steps_timed, seconds_timed = steps_timed + window_steps, seconds_timed + elapsed
+                    extra = {"skipped_steps": int(sums["skipped"])} if "skipped" in sums else {}
+                    writer.write(
+                        done,
+                        "train",
+                        **train_summary,
+                        examples_per_sec=speed,
+                        learning_rate=float(learning_rate(step)),
+                        **extra,
                     )
-                elapsed = time.perf_counter() - window_start
-                speed = window_steps * config.batch_size / elapsed if window_steps else float("nan")
-                steps_timed, seconds_timed = steps_timed + window_steps, seconds_timed + elapsed
-                writer.write(
-                    done,
-                    "train",
-                    **train_summary,
-                    examples_per_sec=speed,
-                    learning_rate=float(learning_rate(step)),
-                )
-                bar.set_postfix(
-                    loss=f"{train_summary['loss']:.4f}", acc=f"{train_summary['accuracy']:.2%}", ex_s=f"{speed:,.0f}"
-                )
-                if bar.disable and is_writer:  # no progress bar (not a terminal): log instead
+                    bar.set_postfix(
+                        loss=f"{train_summary['loss']:.4f}",
+                        acc=f"{train_summary['accuracy']:.2%}",
+                        ex_s=f"{speed:,.0f}",
+                    )
+                    if bar.disable and is_writer:  # no progress bar (not a terminal): log instead
+                        logging.info(
+                            "step %d/%d: loss %.4f, accuracy %.2f%%, %.0f examples/s",
+                            done,
+                            total_steps,
+                            train_summary["loss"],
+                            100 * train_summary["accuracy"],
+                            speed,
+                        )
+                    metric_sums = strategy.put_state(jax.tree.map(jnp.zeros_like, sums))
+                    window_start, window_steps = time.perf_counter(), 0
+                if done % eval_every == 0 or done == total_steps:
+                    test_summary = evaluate(eval_fn, state, test_data, eval_batch_size, strategy)
+                    writer.write(done, "test", **test_summary)
                     logging.info(
-                        "step %d/%d: loss %.4f, accuracy %.2f%%, %.0f examples/s",
-                        done, total_steps, train_summary["loss"], 100 * train_summary["accuracy"], speed,
+                        "step %d: test loss %.4f, accuracy %.2f%%",
+                        done,
+                        test_summary["loss"],
+                        100 * test_summary["accuracy"],
                     )
-                metric_sums = strategy.put_state(step_lib.zero_metrics())
-                window_start, window_steps = time.perf_counter(), 0
-            if done % eval_every == 0 or done == total_steps:
-                test_summary = evaluate(eval_fn, state, test_data, eval_batch_size, strategy)
-                writer.write(done, "test", **test_summary)
-                logging.info("step %d: test loss %.4f, accuracy %.2f%%", done, test_summary["loss"],
-                             100 * test_summary["accuracy"])
-            if done % config.checkpoint_every == 0 or done == total_steps:
-                checkpoints.save(
-                    strategy.host_state(state),
-                    strategy.host_state(metric_sums),
-                    {"step": done, "epoch": done // steps_per_epoch, "batch": done % steps_per_epoch},
-                )
-            bar.update(1)
+                if done % config.checkpoint_every == 0 or done == total_steps:
+                    save(done)
+                bar.update(1)
+                if stop_signals and done != total_steps:
+                    if done % config.checkpoint_every:
+                        save(done)
+                    raise TrainingInterrupted(done, stop_signals[0], str(workdir))
     finally:
         bar.close()
         batches.close()
         checkpoints.close()
+        writer.close()
 
     if test_summary is None:  # nothing left to train: report the restored state
         test_summary = evaluate(eval_fn, state, test_data, eval_batch_size, strategy)
@@ -252,4 +331,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     )
     if is_writer:
         (workdir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        visualize.save_learning_curves(workdir)
     return result

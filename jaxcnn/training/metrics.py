@@ -1,4 +1,4 @@
-"""`metrics.jsonl`: one JSON object a line, written by process 0 only."""
+"""Run metrics: `metrics.jsonl` (one JSON object a line) and TensorBoard events, from process 0."""
 
 from __future__ import annotations
 
@@ -8,27 +8,38 @@ from pathlib import Path
 
 
 class MetricWriter:
-    """Appends `{"step", "split", ...}` lines to `workdir/metrics.jsonl`.
+    """Writes `{"step", "split", ...}` lines to `workdir/metrics.jsonl` and the same scalars as
+    TensorBoard events under `workdir/tensorboard/` (`split/name` tags).
 
-    On resume (`resume_step`), lines past that step, written after the checkpoint the run
-    resumes from, are dropped, so the file ends as that of an uninterrupted run.
+    On resume (`resume_step`), what was written past that step (after the checkpoint the run
+    resumes from) is dropped, so the files end as those of an uninterrupted run.
     """
 
     def __init__(self, workdir: str | os.PathLike, resume_step: int = 0, enabled: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
         self.enabled = enabled
+        self._tensorboard = None
         if not enabled:
             return
         kept = [line for line in read_metrics(self.path) if line["step"] <= resume_step] if resume_step else []
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
         os.replace(tmp, self.path)
+        from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
+
+        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step or None)
 
     def write(self, step: int, split: str, **values: float) -> None:
         if not self.enabled:
             return
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        for name, value in values.items():
+            self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

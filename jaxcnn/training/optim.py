@@ -30,9 +30,16 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opt
     """sgd, momentum, nesterov, adam or adamw with the configured schedule.
 
     `weight_decay` is decoupled for adamw and an L2 term added to the gradient (PyTorch's
-    `weight_decay`) for the others.
+    `weight_decay`) for the others. With `skip_nonfinite_steps` > 0, updates from non-finite
+    gradients are skipped (`optax.apply_if_finite`).
     """
-    lr = create_learning_rate_schedule(config, total_steps)
+    tx = _base_optimizer(config, create_learning_rate_schedule(config, total_steps))
+    if config.skip_nonfinite_steps:
+        return optax.apply_if_finite(tx, max_consecutive_errors=config.skip_nonfinite_steps)
+    return tx
+
+
+def _base_optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
     if config.optimizer == "adamw":
         return optax.adamw(lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":

@@ -29,8 +29,10 @@ def summed_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array, losses
     return {"loss": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
 
 
-def zero_metrics() -> Metrics:
-    return {name: jnp.zeros((), jnp.float32) for name in ("loss", "correct", "count")}
+def zero_metrics(skipped: bool = False) -> Metrics:
+    """Empty sums; `skipped` adds a count of steps skipped for non-finite gradients."""
+    names = ("loss", "correct", "count", "skipped") if skipped else ("loss", "correct", "count")
+    return {name: jnp.zeros((), jnp.float32) for name in names}
 
 
 def train_step(
@@ -66,7 +68,9 @@ def train_step(
 def eval_step(state: TrainState, batch: dict, *, axis_name: str | None = None) -> Metrics:
     """Summed loss and correct predictions of the padded, masked `batch` in eval mode."""
     logits = state.apply_fn(state.variables(), batch["image"], train=False)
-    metrics = summed_metrics(logits, batch["label"], batch["mask"], cross_entropy_loss(logits, batch["label"]))
+    metrics = summed_metrics(
+        logits, batch["label"], batch["mask"], cross_entropy_loss(logits, batch["label"])
+    )
     return metrics if axis_name is None else lax.psum(metrics, axis_name)
 
 

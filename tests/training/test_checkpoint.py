@@ -15,7 +15,9 @@ from jaxcnn.training.steps import zero_metrics
 
 
 def _state():
-    return create_train_state(models.create("compact", features=(4, 8)), optax.sgd(0.1, momentum=0.9), (8, 8, 1), 0)
+    return create_train_state(
+        models.create("compact", features=(4, 8)), optax.sgd(0.1, momentum=0.9), (8, 8, 1), 0
+    )
 
 
 def _advance(state, steps=1):
@@ -40,7 +42,9 @@ def test_round_trip_restores_every_field(tmp_path):
     checkpoints = Checkpoints(tmp_path / "ckpt")
     checkpoints.save(state, metrics, {"step": 2, "epoch": 0, "batch": 2})
     checkpoints.close()
-    restored, restored_metrics, position = Checkpoints(tmp_path / "ckpt").restore_latest(_state(), zero_metrics())
+    restored, restored_metrics, position = Checkpoints(tmp_path / "ckpt").restore_latest(
+        _state(), zero_metrics()
+    )
     for field in ("step", "params", "opt_state", "batch_stats", "rng"):
         _assert_same(getattr(restored, field), getattr(state, field))
     _assert_same(restored_metrics, metrics)

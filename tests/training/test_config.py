@@ -5,8 +5,19 @@ import pytest
 from jaxcnn.training import default_config, validate_config
 
 DESIGN_KEYS = {
-    "model", "dataset", "batch_size", "num_epochs", "num_steps", "learning_rate", "optimizer", "seed",
-    "log_every", "parallel", "train_examples", "test_examples", "checkpoint_every",
+    "model",
+    "dataset",
+    "batch_size",
+    "num_epochs",
+    "num_steps",
+    "learning_rate",
+    "optimizer",
+    "seed",
+    "log_every",
+    "parallel",
+    "train_examples",
+    "test_examples",
+    "checkpoint_every",
 }
 
 

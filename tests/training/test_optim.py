@@ -21,8 +21,14 @@ def test_schedules():
     cosine = create_learning_rate_schedule(_config(schedule="cosine", learning_rate=0.1), 100)
     assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(50)) == pytest.approx(0.05)
     assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)
-    warm = create_learning_rate_schedule(_config(schedule="warmup_cosine", learning_rate=0.1, warmup_steps=10), 100)
-    assert float(warm(0)) == 0.0 and float(warm(5)) == pytest.approx(0.05) and float(warm(10)) == pytest.approx(0.1)
+    warm = create_learning_rate_schedule(
+        _config(schedule="warmup_cosine", learning_rate=0.1, warmup_steps=10), 100
+    )
+    assert (
+        float(warm(0)) == 0.0
+        and float(warm(5)) == pytest.approx(0.05)
+        and float(warm(10)) == pytest.approx(0.1)
+    )
 
 
 def test_warmup_longer_than_run():
@@ -51,7 +57,9 @@ def test_l2_weight_decay_is_added_to_the_gradient():
 
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_adam_first_step_is_lr_sign(name):
-    assert _one_update(_config(optimizer=name, learning_rate=0.01, weight_decay=0.0)) == pytest.approx(-0.01, rel=1e-4)
+    assert _one_update(_config(optimizer=name, learning_rate=0.01, weight_decay=0.0)) == pytest.approx(
+        -0.01, rel=1e-4
+    )
 
 
 def test_adamw_decay_is_decoupled():

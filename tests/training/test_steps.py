@@ -17,7 +17,9 @@ def test_cross_entropy_against_numpy():
     labels = np.array([0, 3, 1, 2, 3])
     log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = -log_softmax[np.arange(5), labels]
-    np.testing.assert_allclose(cross_entropy_loss(jnp.asarray(logits), jnp.asarray(labels)), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        cross_entropy_loss(jnp.asarray(logits), jnp.asarray(labels)), expected, rtol=1e-5
+    )
     smoothed = cross_entropy_loss(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=0.2)
     targets = np.full((5, 4), 0.05)
     targets[np.arange(5), labels] += 0.8
@@ -62,7 +64,9 @@ def test_train_step_updates_step_batch_stats_and_uses_dropout_rng():
     state = create_train_state(models.create("compact"), optax.sgd(0.1), (28, 28, 1), seed=0)
     new_state, _ = jax.jit(train_step)(state, _batch())
     assert int(new_state.step) == 1
-    assert not np.allclose(new_state.batch_stats["BatchNorm_0"]["mean"], state.batch_stats["BatchNorm_0"]["mean"])
+    assert not np.allclose(
+        new_state.batch_stats["BatchNorm_0"]["mean"], state.batch_stats["BatchNorm_0"]["mean"]
+    )
     # Dropout draws from fold_in(rng, step): the same state gives the same step, another step differs.
     again, _ = jax.jit(train_step)(state, _batch())
     jax.tree.map(np.testing.assert_array_equal, new_state.params, again.params)
@@ -77,5 +81,7 @@ def test_pmean_of_gradients_under_pmap_equals_the_global_batch():
     stacked_batch = jax.tree.map(lambda a: a[None], batch)
     step = jax.pmap(functools.partial(train_step, axis_name="batch"), axis_name="batch", devices=devices)
     mapped, mapped_metrics = step(stacked_state, stacked_batch)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-7), mapped.params, single.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-7), mapped.params, single.params
+    )
     np.testing.assert_allclose(mapped_metrics["loss"][0], single_metrics["loss"], rtol=1e-5)

@@ -1,0 +1,96 @@
+"""experiments/train.py as users run it: a subprocess, killed with SIGKILL and restarted."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMING_KEYS = {"examples_per_sec"}
+ARGS = [
+    "--config=experiments/configs/lenet5.py",
+    "--config.model=compact",
+    "--config.model_kwargs.features=(8, 16)",
+    "--config.dataset=digits",
+    "--config.batch_size=32",
+    "--config.num_steps=60",
+    "--config.log_every=3",
+    "--config.checkpoint_every=5",
+]
+
+
+def _command(workdir, *extra):
+    return [sys.executable, "experiments/train.py", f"--workdir={workdir}", *ARGS, *extra]
+
+
+def _run(workdir, *extra):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(_command(workdir, *extra), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _logged(workdir):
+    lines = [json.loads(x) for x in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in TIMING_KEYS} for line in lines]
+
+
+def _steps_logged(workdir):
+    path = Path(workdir) / "metrics.jsonl"
+    return [json.loads(x)["step"] for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
+    whole = _run(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "test accuracy" in whole.stdout and "metrics.jsonl" in whole.stdout
+
+    # Kill at a random logged step after the first checkpoint (step 5), before the end.
+    kill_after = random.Random().randrange(6, 55)
+    process = subprocess.Popen(
+        _command(tmp_path / "killed"), cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(step >= kill_after for step in _steps_logged(tmp_path / "killed")):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before step {kill_after}"
+
+    resumed = _run(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout
+    assert _logged(tmp_path / "killed") == _logged(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    process = subprocess.Popen(
+        _command(tmp_path), cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not _steps_logged(tmp_path):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "SIGTERM at step" in stderr and "run the same command again to resume" in stderr
+    stopped_at = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == stopped_at
+
+
+def test_a_bad_flag_value_is_a_clear_error(tmp_path):
+    result = _run(tmp_path, "--config.parallel=everything")
+    assert result.returncode != 0
+    assert "config.parallel must be one of" in result.stderr
+    assert "Traceback" not in result.stderr

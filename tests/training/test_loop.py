@@ -1,0 +1,138 @@
+"""The training loop end to end on small data: accuracy, resume, determinism, and failures."""
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcnn import models
+from jaxcnn.training import (
+    Checkpoints,
+    TrainingInterrupted,
+    WorkdirError,
+    create_train_state,
+    default_config,
+    read_metrics,
+    train_and_evaluate,
+)
+from jaxcnn.training import loop as loop_lib
+from jaxcnn.training.steps import zero_metrics
+
+TIMING_KEYS = {"examples_per_sec"}
+
+
+def digits_config(**overrides):
+    config = default_config()
+    config.model = "simple_cnn"
+    config.dataset = "digits"
+    config.batch_size = 32
+    config.num_epochs = 1
+    config.optimizer = "adam"
+    config.learning_rate = 2e-3
+    config.log_every = 5
+    config.checkpoint_every = 10
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def _logged(workdir):
+    return [{k: v for k, v in line.items() if k not in TIMING_KEYS} for line in read_metrics(workdir / "metrics.jsonl")]
+
+
+@pytest.mark.slow
+def test_digits_reaches_90_percent(tmp_path):
+    result = train_and_evaluate(digits_config(num_epochs=8), tmp_path)
+    assert result.test_accuracy > 0.9
+    lines = read_metrics(tmp_path / "metrics.jsonl")
+    train, test = [x for x in lines if x["split"] == "train"], [x for x in lines if x["split"] == "test"]
+    assert len(test) == 8 and test[-1]["accuracy"] == pytest.approx(result.test_accuracy)
+    assert all({"step", "loss", "accuracy", "examples_per_sec", "learning_rate"} <= set(x) for x in train)
+    assert (tmp_path / "checkpoints").is_dir() and json.loads((tmp_path / "result.json").read_text())["steps"] == 352
+    assert "test accuracy" in result.describe() and str(tmp_path) in result.describe()
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+    config = digits_config(num_steps=12)
+    train_and_evaluate(config, tmp_path / "a")
+    train_and_evaluate(config, tmp_path / "b")
+    assert _logged(tmp_path / "a") == _logged(tmp_path / "b")
+    other_seed = digits_config(num_steps=12, seed=1)
+    train_and_evaluate(other_seed, tmp_path / "c")
+    assert _logged(tmp_path / "c") != _logged(tmp_path / "a")
+
+
+def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch):
+    config = digits_config(num_steps=30, model="compact", model_kwargs={"features": (8, 16)}, log_every=4)
+    uninterrupted = train_and_evaluate(config, tmp_path / "whole")
+
+    write = loop_lib.MetricWriter.write
+
+    def write_then_interrupt(self, step, split, **values):
+        write(self, step, split, **values)
+        if step == 12 and split == "train":  # mid-window for checkpoints (every 10), as a Ctrl-C would be
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop_lib.MetricWriter, "write", write_then_interrupt)
+    with pytest.raises(TrainingInterrupted, match="SIGINT at step 12"):
+        train_and_evaluate(config, tmp_path / "split")
+    monkeypatch.undo()
+    resumed = train_and_evaluate(config, tmp_path / "split")
+    assert resumed.resumed_from == 12
+    assert _logged(tmp_path / "split") == _logged(tmp_path / "whole")
+    assert resumed.test_accuracy == uninterrupted.test_accuracy
+
+
+def test_a_workdir_with_another_config_is_refused_unless_overwrite(tmp_path):
+    train_and_evaluate(digits_config(num_steps=5), tmp_path)
+    with pytest.raises(WorkdirError, match="learning_rate: 0.002 -> 0.01"):
+        train_and_evaluate(digits_config(num_steps=5, learning_rate=0.01), tmp_path)
+    result = train_and_evaluate(digits_config(num_steps=5, learning_rate=0.01, overwrite=True), tmp_path)
+    assert result.resumed_from == 0
+    # Logging settings may change on resume.
+    train_and_evaluate(digits_config(num_steps=5, learning_rate=0.01, overwrite=True, log_every=1), tmp_path)
+
+
+def test_an_unwritable_workdir_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(WorkdirError, match="not writable"):
+        train_and_evaluate(digits_config(num_steps=2), blocker / "run")
+
+
+def test_diverging_loss_stops_without_saving_nan(tmp_path):
+    config = digits_config(num_steps=40, optimizer="sgd", learning_rate=1e6, log_every=1, checkpoint_every=1)
+    with pytest.raises(FloatingPointError, match="by step"):
+        train_and_evaluate(config, tmp_path)
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    for line in read_metrics(tmp_path / "metrics.jsonl"):
+        assert np.isfinite(line["loss"])
+    if saved:  # every checkpoint that exists holds finite parameters
+        template = create_train_state(models.create("simple_cnn"), optax.sgd(1.0), (8, 8, 1), 0)
+        restored, _, _ = Checkpoints(tmp_path / "checkpoints").restore_latest(template, zero_metrics())
+        assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(restored.params))
+
+
+def test_non_finite_steps_can_be_skipped():
+    state = create_train_state(
+        models.create("lenet5"), optax.apply_if_finite(optax.sgd(0.1), 3), (28, 28, 1), seed=0
+    )
+    batch = {"image": jnp.full((4, 28, 28, 1), jnp.nan), "label": jnp.zeros(4, jnp.int32), "mask": jnp.ones(4)}
+    step = jax.jit(
+        lambda s, m, b: loop_lib._train_and_accumulate(
+            s, m, b, label_smoothing=0.0, axis_name=None, skip_nonfinite=True
+        )
+    )
+    new_state, sums = step(state, zero_metrics(skipped=True), batch)
+    jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
+    assert float(sums["skipped"]) == 1 and float(sums["count"]) == 0 and float(sums["loss"]) == 0
+
+
+def test_batch_larger_than_the_data(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        train_and_evaluate(digits_config(batch_size=4096), tmp_path)
