@@ -16,7 +16,6 @@ TIMING_KEYS = {"examples_per_sec"}
 ARGS = [
     "--config=experiments/configs/lenet5.py",
     "--config.model=compact",
-    "--config.model_kwargs.features=(8, 16)",
     "--config.dataset=digits",
     "--config.batch_size=32",
     "--config.num_steps=60",

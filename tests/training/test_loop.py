@@ -15,6 +15,7 @@ from jaxcnn.training import (
     Checkpoints,
     TrainingInterrupted,
     WorkdirError,
+    create_optimizer,
     create_train_state,
     default_config,
     read_metrics,
@@ -113,7 +114,7 @@ def test_diverging_loss_stops_without_saving_nan(tmp_path):
     for line in read_metrics(tmp_path / "metrics.jsonl"):
         assert np.isfinite(line["loss"])
     if saved:  # every checkpoint that exists holds finite parameters
-        template = create_train_state(models.create("simple_cnn"), optax.sgd(1.0), (8, 8, 1), 0)
+        template = create_train_state(models.create("simple_cnn"), create_optimizer(config, 40), (8, 8, 1), 0)
         restored, _, _ = Checkpoints(tmp_path / "checkpoints").restore_latest(template, zero_metrics())
         assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(restored.params))
 

@@ -1,0 +1,35 @@
+"""Datasets in memory and the batches a training loop consumes.
+
+    train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (60000, 28, 28, 1)
+    for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
+        batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
+"""
+
+from jaxcnn.data.datasets import (
+    ArrayDataset,
+    DataUnavailableError,
+    available,
+    digits,
+    load,
+    read_idx_split,
+    synthetic,
+)
+from jaxcnn.data.idx import IdxFormatError, read_idx
+from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
+
+__all__ = [
+    "ArrayDataset",
+    "DataUnavailableError",
+    "IdxFormatError",
+    "available",
+    "batches",
+    "digits",
+    "epoch_order",
+    "load",
+    "normalize",
+    "num_batches",
+    "prefetch",
+    "read_idx",
+    "read_idx_split",
+    "synthetic",
+]

@@ -1,0 +1,133 @@
+"""Batches from an `ArrayDataset`: deterministic order from (seed, epoch), split over processes.
+
+A resumed run asks for the same (seed, epoch) and skips `start_batch` batches, so it sees exactly
+the batches an uninterrupted run would. Every batch is a dict of numpy arrays:
+`image` `(B, H, W, C)` float32 normalized, `label` `(B,)` int32, `mask` `(B,)` float32 (0 on padding).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from jaxcnn.data.datasets import ArrayDataset
+
+
+def normalize(images: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 images to float32 with per-channel `(x / 255 - mean) / std`."""
+    scale = np.float32(1 / 255) / np.asarray(std, np.float32)
+    return images.astype(np.float32) * scale - np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+
+
+def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+    """How many batches `batches` yields for `num_examples` examples."""
+    return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of example indices for `epoch`: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def batches(
+    dataset: ArrayDataset,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+    start_batch: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of batches; this process's share of each global batch of `batch_size` examples.
+
+    Process `p` of `P` gets rows `[p·B/P, (p+1)·B/P)` of every global batch, so the processes together
+    see the batch one process would. Without `drop_remainder` the last batch is padded with zero
+    images and masked out, keeping every batch the same shape (one compilation).
+    """
+    for key, value, minimum in (("batch_size", batch_size, 1), ("start_batch", start_batch, 0),
+                                ("process_count", process_count, 1), ("epoch", epoch, 0)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{key} must be an int >= {minimum}, got {value!r}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+    if batch_size % process_count:
+        raise ValueError(f"batch_size {batch_size} must be divisible by process_count {process_count}")
+    local = batch_size // process_count
+    order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
+    for b in range(start_batch, num_batches(len(dataset), batch_size, drop_remainder)):
+        rows = order[b * batch_size + process_index * local :][:local]
+        images = normalize(dataset.images[rows], dataset.mean, dataset.std)
+        labels, mask = dataset.labels[rows], np.ones(len(rows), np.float32)
+        if len(rows) < local:  # the padded last batch (only without drop_remainder)
+            pad = local - len(rows)
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+        yield {"image": images, "label": labels, "mask": mask}
+
+
+class prefetch:  # noqa: N801 - used like a function
+    """Iterates `transform(item)` for the items of `iterator`, computed `size` ahead in a thread.
+
+    Keeps host batching and the transfer to devices (`transform`, e.g. a `device_put`) off the training
+    step's critical path. An exception in the thread is raised by `next`; `close()` stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, iterator: Iterator, size: int = 2, transform: Callable | None = None):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be an int >= 1, got {size!r}")
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._produce, args=(iter(iterator), transform or (lambda x: x)), daemon=True
+        )
+        self._thread.start()
+
+    def _produce(self, iterator, transform):
+        try:
+            for item in iterator:
+                if not self._put((transform(item), None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._put((self._END, error))
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item, error = self._queue.get()
+        if error is not None:
+            self.close()
+            raise error
+        if item is self._END:
+            self._queue.put((self._END, None))  # later calls stop too
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
