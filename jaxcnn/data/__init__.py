@@ -1,8 +1,8 @@
 """Datasets in memory and the batches a training loop consumes.
 
-    train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (60000, 28, 28, 1)
-    for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
-        batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
+train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (60000, 28, 28, 1)
+for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
+    batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
 """
 
 from jaxcnn.data.datasets import (
@@ -11,6 +11,7 @@ from jaxcnn.data.datasets import (
     available,
     digits,
     load,
+    read_cifar10_archive,
     read_idx_split,
     synthetic,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "num_batches",
     "prefetch",
     "read_idx",
+    "read_cifar10_archive",
     "read_idx_split",
     "synthetic",
 ]

@@ -1,18 +1,26 @@
 """Datasets as in-memory arrays: `load(name, split)` and where each one comes from.
 
-`fashion_mnist`, `mnist` and `cifar10` come through tensorflow-datasets (array_record files, no
-TensorFlow needed). Without network access, MNIST-format datasets are read from IDX files instead:
-Fashion-MNIST from Debian's `dataset-fashion-mnist` package (TFDS cannot prepare those files
-itself: they were recompressed, so its checksums reject them). `digits` ships with scikit-learn
-and `synthetic` is generated, so both always work offline.
+`fashion_mnist`, `mnist` and `cifar10` are TFDS datasets. They are read, in this order, from
+1. a TFDS copy prepared as array_record files (read without TensorFlow);
+2. the dataset's original files (IDX for the MNIST family, the binary archive for CIFAR-10) in
+   `$JAXCNN_<NAME>_DIR`, `<data dir>/<name>/` or a system package: Fashion-MNIST from Debian's
+   `dataset-fashion-mnist` without network (TFDS cannot prepare those files itself: they were
+   recompressed, so its checksums reject them);
+3. a download when the server answers: TFDS prepares the dataset when TensorFlow is installed (it encodes
+   images with it); otherwise TFDS's download manager fetches the original files, checked against TFDS's
+   checksums, into `<data dir>/<name>/`.
+`digits` ships with scikit-learn and `synthetic` is generated, so both always work offline.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
+import shutil
 import socket
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +29,7 @@ import numpy as np
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
 SPLITS = ("train", "test")
-SOURCES = ("auto", "tfds", "idx")
+SOURCES = ("auto", "tfds", "files")
 
 
 class DataUnavailableError(RuntimeError):
@@ -49,7 +57,9 @@ class ArrayDataset:
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}"
+            )
         if self.labels.shape != self.images.shape[:1]:
             raise ValueError(f"labels must have shape {self.images.shape[:1]}, got {self.labels.shape}")
         if not len(self.mean) == len(self.std) == self.images.shape[-1]:
@@ -71,9 +81,7 @@ class ArrayDataset:
         """The first `num_examples` examples (all of them when 0 or more than there are)."""
         if num_examples <= 0 or num_examples >= len(self):
             return self
-        return dataclasses.replace(
-            self, images=self.images[:num_examples], labels=self.labels[:num_examples]
-        )
+        return dataclasses.replace(self, images=self.images[:num_examples], labels=self.labels[:num_examples])
 
     def __repr__(self) -> str:
         return (
@@ -90,12 +98,12 @@ class _TfdsInfo:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    idx_dirs: tuple[str, ...] = ()  # directories that may hold its IDX files
+    system_dirs: tuple[str, ...] = ()  # directories where system packages put its original files
     debian_package: str = ""
 
 
-_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                    "Ankle boot")  # fmt: skip
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                    "Bag", "Ankle boot")  # fmt: skip
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -106,7 +114,7 @@ _TFDS_DATASETS = {
         _FASHION_CLASSES,
         (0.2860,),
         (0.3530,),
-        idx_dirs=("/usr/share/datasets/fashion-mnist",),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
         debian_package="dataset-fashion-mnist",
     ),
     "mnist": _TfdsInfo("storage.googleapis.com", _DIGIT_CLASSES, (0.1307,), (0.3081,)),
@@ -116,7 +124,7 @@ _TFDS_DATASETS = {
 }
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
-_IDX_DATASETS = ("fashion_mnist", "mnist")
+_CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
 _DIGITS_TRAIN = 1437  # scikit-learn's 1,797 digits: the first 80% train, the rest test
 
 
@@ -137,11 +145,11 @@ def load(
 
     Args:
       name: one of `available()`.
-      data_dir: TFDS's data directory (default: TFDS's own, `~/tensorflow_datasets`); IDX files are also
-        looked for in `data_dir/name/`.
+      data_dir: TFDS's data directory (default: TFDS's own, `~/tensorflow_datasets`); original files are
+        looked for, and downloaded to, `data_dir/name/`.
       num_examples: keep only the first this many examples (0: all).
-      source: for TFDS datasets, "tfds", "idx" or "auto": a prepared TFDS copy, else a TFDS download when
-        its server answers, else IDX files (`$JAXCNN_<NAME>_DIR`, `data_dir/name/`, Debian's package).
+      source: for TFDS datasets, "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
+        copy, or TFDS's preparation) or "files" (the original files).
 
     Raises:
       ValueError: an unknown name, split or source, or a bad `num_examples`.
@@ -159,50 +167,72 @@ def load(
         return digits(split).take(num_examples)
     if name == "synthetic":
         return synthetic(split).take(num_examples)
-    if source == "idx" and name not in _IDX_DATASETS:
-        raise ValueError(f"source 'idx' serves {', '.join(_IDX_DATASETS)}, not {name!r}")
     return _load_tfds_dataset(name, split, data_dir, source).take(num_examples)
 
 
 def _load_tfds_dataset(name: str, split: str, data_dir, source: str) -> ArrayDataset:
-    info = _TFDS_DATASETS[name]
-    tried = []
-    if source in ("auto", "tfds"):
-        images_labels = _from_tfds(name, split, data_dir, info, tried, download=True)
-        if images_labels is not None:
-            return _dataset(name, split, *images_labels, info, source="tfds")
-    if source in ("auto", "idx") and name in _IDX_DATASETS:
-        for directory in _idx_directories(name, data_dir, info):
-            if _has_idx_files(directory, split):
-                images, labels = read_idx_split(directory, split)
-                return _dataset(name, split, images[..., None], labels, info, source=f"IDX files in {directory}")
-        tried.append(f"IDX files: none in {', '.join(map(str, _idx_directories(name, data_dir, info)))}")
-    raise DataUnavailableError(_remedies(name, data_dir, info, tried))
-
-
-def _from_tfds(name, split, data_dir, info: _TfdsInfo, tried: list[str], download: bool):
-    """(images, labels) from TFDS, preparing the dataset first when its server answers; else None."""
     import tensorflow_datasets as tfds  # imported here: a second or two that digits runs don't need
 
+    info = _TFDS_DATASETS[name]
     builder = tfds.builder(name, data_dir=data_dir)
+    local = Path(builder.data_dir_root) / name  # where downloaded original files are kept
+    tried = []
+    from_tfds = source in ("auto", "tfds")
+    from_files = source in ("auto", "files")
+    arrays = (from_tfds and _read_prepared(builder, split, tried)) or (
+        from_files and _read_files(name, split, _file_directories(name, local, info), tried)
+    )
+    if not arrays:
+        if not _reachable(info.download_host):
+            tried.append(f"download: {info.download_host} cannot be reached")
+        elif from_tfds and _has_tensorflow() or from_files:
+            try:
+                if from_tfds and _has_tensorflow():
+                    builder.download_and_prepare(file_format="array_record")
+                    arrays = _read_prepared(builder, split, tried)
+                else:
+                    _download_files(name, builder, local)
+                    arrays = _read_files(name, split, [local], tried)
+            except Exception as error:  # a download fails in many ways; the message lists the remedies
+                tried.append(f"download: failed ({type(error).__name__}: {error})")
+        else:
+            tried.append(
+                "TFDS: preparing images needs TensorFlow (pip install tensorflow); source='auto' does not"
+            )
+    if not arrays:
+        raise DataUnavailableError(_remedies(name, info, tried))
+    images, labels, description = arrays
+    return _dataset(name, split, images, labels, info, source=description)
+
+
+def _read_prepared(builder, split: str, tried: list[str]):
+    """(images, labels) of a TFDS dataset prepared as array_record files (read without TensorFlow)."""
     if not builder.is_prepared():
-        if not (download and _reachable(info.download_host)):
-            tried.append(f"TFDS: not prepared in {builder.data_dir} and {info.download_host} cannot be reached")
-            return None
-        try:
-            builder.download_and_prepare(file_format="array_record")
-        except Exception as error:  # a download can fail in many ways; the next source is tried
-            tried.append(f"TFDS: download failed ({type(error).__name__}: {error})")
-            return None
+        tried.append(f"TFDS: not prepared in {builder.data_dir}")
+        return None
     try:
         records = builder.as_data_source(split=split)
         examples = records.__getitems__(range(len(records)))
-    except Exception as error:  # e.g. prepared by TensorFlow as tfrecord, which needs TensorFlow to read
+    except Exception as error:  # e.g. prepared as tfrecord, which only TensorFlow reads
         tried.append(f"TFDS: cannot read {builder.data_dir} ({type(error).__name__}: {error})")
         return None
     images = np.stack([example["image"] for example in examples]).astype(np.uint8)
-    labels = np.asarray([example["label"] for example in examples])
-    return images, labels
+    return images, np.asarray([example["label"] for example in examples]), "tfds"
+
+
+def _read_files(name: str, split: str, directories: list[Path], tried: list[str]):
+    """(images, labels, description) from the dataset's original files in the first directory holding them."""
+    for directory in directories:
+        if name == "cifar10" and (directory / _CIFAR10_ARCHIVE).is_file():
+            return (
+                *read_cifar10_archive(directory / _CIFAR10_ARCHIVE, split),
+                str(directory / _CIFAR10_ARCHIVE),
+            )
+        if name != "cifar10" and all(_idx_path(directory, f) for f in _IDX_FILES[split]):
+            images, labels = read_idx_split(directory, split)
+            return images[..., None], labels, f"IDX files in {directory}"
+    tried.append(f"files: none in {', '.join(map(str, directories))}")
+    return None
 
 
 def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
@@ -214,13 +244,35 @@ def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
-def _idx_directories(name: str, data_dir, info: _TfdsInfo) -> list[Path]:
-    directories = []
-    if os.environ.get(f"JAXCNN_{name.upper()}_DIR"):
-        directories.append(Path(os.environ[f"JAXCNN_{name.upper()}_DIR"]))
-    if data_dir:
-        directories.append(Path(data_dir) / name)
-    return directories + [Path(d) for d in info.idx_dirs]
+def _has_tensorflow() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _download_files(name: str, builder, directory: Path) -> None:
+    """The dataset's original files through TFDS's download manager (checked against TFDS's checksums).
+
+    TFDS's own preparation encodes images with TensorFlow; without it, jaxcnn reads these files itself.
+    """
+    import tensorflow_datasets as tfds
+
+    url_infos = builder.url_infos
+    manager = tfds.download.DownloadManager(
+        download_dir=builder.data_dir_root / "downloads",
+        url_infos=url_infos,
+        dataset_name=name,
+        force_checksums_validation=True,
+    )
+    paths = manager.download({url.rsplit("/", 1)[-1]: url for url in url_infos})
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, path in paths.items():
+        shutil.copyfile(path, directory / filename)
+
+
+def _file_directories(name: str, local: Path, info: _TfdsInfo) -> list[Path]:
+    """Where the dataset's original files may be: `$JAXCNN_<NAME>_DIR`, `<data dir>/<name>`, system dirs."""
+    variable = f"JAXCNN_{name.upper()}_DIR"
+    directories = [Path(os.environ[variable])] if os.environ.get(variable) else []
+    return directories + [local] + [Path(d) for d in info.system_dirs]
 
 
 def _idx_path(directory: Path, filename: str) -> Path | None:
@@ -228,10 +280,6 @@ def _idx_path(directory: Path, filename: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _has_idx_files(directory: Path, split: str) -> bool:
-    return all(_idx_path(directory, filename) for filename in _IDX_FILES[split])
 
 
 def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -245,29 +293,52 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
         raise FileNotFoundError(f"{directory} lacks {' and '.join(_IDX_FILES[split])} (.gz or not)")
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise IdxFormatError(f"{image_file}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+        raise IdxFormatError(
+            f"{image_file}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}"
+        )
     if labels.shape != images.shape[:1]:
         raise IdxFormatError(f"{label_file}: {labels.shape} labels for {len(images)} images in {image_file}")
     return images, labels
 
 
+def read_cifar10_archive(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images `(N, 32, 32, 3)` uint8 and labels `(N,)` from CIFAR-10's archive `cifar-10-binary.tar.gz`.
+
+    Each record of its `.bin` files is one label byte and 3,072 pixel bytes, channel-major (3, 32, 32).
+    """
+    members = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    with tarfile.open(path) as archive:
+        files = {Path(m.name).name: m for m in archive.getmembers()}
+        missing = [m for m in members if m not in files]
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}: not CIFAR-10's binary archive")
+        raw = b"".join(archive.extractfile(files[m]).read() for m in members)
+    if len(raw) % 3073:
+        raise ValueError(f"{path}: {len(raw)} bytes is not a whole number of 3,073-byte records")
+    records = np.frombuffer(raw, np.uint8).reshape(-1, 3073)
+    return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), records[:, 0].astype(np.int32)
+
+
 def _dataset(name, split, images, labels, info, source) -> ArrayDataset:
     labels = np.asarray(labels, np.int32)
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(info.class_names):
-        raise DataUnavailableError(f"{name}/{split} from {source} has labels outside [0, {len(info.class_names)})")
+        raise DataUnavailableError(
+            f"{name}/{split} from {source} has labels outside [0, {len(info.class_names)})"
+        )
     return ArrayDataset(name, split, images, labels, info.class_names, info.mean, info.std, source)
 
 
-def _remedies(name: str, data_dir, info: _TfdsInfo, tried: list[str]) -> str:
+def _remedies(name: str, info: _TfdsInfo, tried: list[str]) -> str:
     lines = [f"dataset {name!r} is not available here. Tried:", *(f"  - {t}" for t in tried), "To get it:"]
-    lines.append(f"  - with network access to {info.download_host}, run again: TFDS downloads and prepares it")
+    lines.append(f"  - with network access to {info.download_host}, run again: it is downloaded once")
     if info.debian_package:
         lines.append(f"  - without network: sudo apt-get install {info.debian_package}")
-    if name in _IDX_DATASETS:
-        lines.append(
-            f"  - or put its four IDX files (train-images-idx3-ubyte.gz, ...) in a directory and set "
-            f"JAXCNN_{name.upper()}_DIR to it"
-        )
+    files = (
+        "cifar-10-binary.tar.gz"
+        if name == "cifar10"
+        else "its four IDX files (train-images-idx3-ubyte.gz, ...)"
+    )
+    lines.append(f"  - or put {files} in a directory and set JAXCNN_{name.upper()}_DIR to it")
     lines.append("  - or train on a dataset that ships with jaxcnn: --config.dataset=digits")
     return "\n".join(lines)
 
@@ -287,10 +358,8 @@ def digits(split: str = "train") -> ArrayDataset:
     images, labels = _digits_arrays()
     train = images[:_DIGITS_TRAIN] / 255.0
     part = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
-    return ArrayDataset(
-        "digits", split, images[part], labels[part], _DIGIT_CLASSES, (float(train.mean()),), (float(train.std()),),
-        source="scikit-learn",
-    )  # fmt: skip
+    statistics = (float(train.mean()),), (float(train.std()),)
+    return ArrayDataset("digits", split, images[part], labels[part], _DIGIT_CLASSES, *statistics, "sklearn")
 
 
 def synthetic(

@@ -1,0 +1,121 @@
+"""Batches: deterministic order, resumption, splitting over processes, padding; prefetch."""
+
+import time
+
+import numpy as np
+import pytest
+
+from jaxcnn import data
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return data.synthetic("train", image_shape=(4, 4, 2), num_examples=103)
+
+
+def _labels(batch_iter):
+    return [batch["label"].tolist() for batch in batch_iter]
+
+
+def test_normalize_against_hand_computed_values():
+    images = np.array([[[[0, 255]], [[51, 204]]]], np.uint8)  # (1, 2, 1, 2)
+    got = data.normalize(images, mean=(0.2, 0.5), std=(0.5, 0.25))
+    expected = [[[[-0.4, 2.0]], [[0.0, 1.2]]]]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert got.dtype == np.float32
+
+
+def test_one_epoch_visits_every_example_once(dataset):
+    seen = np.concatenate(
+        [b["image"].reshape(len(b["image"]), -1) for b in data.batches(dataset, 10, seed=3)]
+    )
+    assert len(seen) == 100 == 10 * data.num_batches(103, 10)
+    expected = data.normalize(dataset.images, dataset.mean, dataset.std).reshape(103, -1)
+    # 100 distinct examples of the dataset, none twice.
+    matches = [np.flatnonzero((expected == row).all(1)) for row in seen]
+    assert all(len(m) >= 1 for m in matches) and len({int(m[0]) for m in matches}) == 100
+
+
+def test_order_is_a_function_of_seed_and_epoch(dataset):
+    first = _labels(data.batches(dataset, 10, seed=1, epoch=0))
+    assert first == _labels(data.batches(dataset, 10, seed=1, epoch=0))
+    assert first != _labels(data.batches(dataset, 10, seed=1, epoch=1))
+    assert first != _labels(data.batches(dataset, 10, seed=2, epoch=0))
+    np.testing.assert_array_equal(data.epoch_order(103, 1, 0), np.random.default_rng([1, 0]).permutation(103))
+
+
+def test_resuming_at_a_batch_gives_the_remaining_batches(dataset):
+    whole = _labels(data.batches(dataset, 10, seed=5, epoch=2))
+    assert _labels(data.batches(dataset, 10, seed=5, epoch=2, start_batch=4)) == whole[4:]
+
+
+def test_processes_share_each_global_batch(dataset):
+    whole = list(data.batches(dataset, 12, seed=0))
+    shares = [list(data.batches(dataset, 12, seed=0, process_index=p, process_count=3)) for p in range(3)]
+    for b, batch in enumerate(whole):
+        for key in ("image", "label", "mask"):
+            np.testing.assert_array_equal(np.concatenate([share[b][key] for share in shares]), batch[key])
+    assert shares[0][0]["label"].shape == (4,)
+
+
+def test_last_batch_is_padded_and_masked(dataset):
+    batches = list(data.batches(dataset, 10, shuffle=False, drop_remainder=False))
+    assert len(batches) == 11 == data.num_batches(103, 10, drop_remainder=False)
+    last = batches[-1]
+    assert last["image"].shape == (10, 4, 4, 2) and last["mask"].tolist() == [1] * 3 + [0] * 7
+    assert not last["image"][3:].any() and last["label"][:3].tolist() == dataset.labels[100:].tolist()
+    assert sum(b["mask"].sum() for b in batches) == 103
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"batch_size": 10, "process_count": 3}, "divisible by process_count"),
+        ({"batch_size": 10, "process_index": 2, "process_count": 2}, "process_index must be in"),
+        ({"batch_size": 10, "start_batch": -1}, "start_batch must be an int >= 0"),
+    ],
+)
+def test_bad_arguments_are_named(dataset, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        next(data.batches(dataset, **kwargs))
+
+
+def test_prefetch_transforms_in_order_and_ends():
+    with data.prefetch(iter(range(20)), size=3, transform=lambda x: x * x) as items:
+        assert list(items) == [x * x for x in range(20)]
+        with pytest.raises(StopIteration):
+            next(items)
+
+
+def test_prefetch_raises_the_producers_error():
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    items = data.prefetch(broken())
+    assert next(items) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(items)
+
+
+def test_prefetch_close_stops_an_endless_producer():
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(1)
+            yield len(produced)
+
+    items = data.prefetch(endless(), size=2)
+    assert next(items) == 1
+    items.close()
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 4
+    assert not items._thread.is_alive()
+
+
+def test_prefetch_rejects_a_bad_size():
+    with pytest.raises(ValueError, match="size must be an int >= 1"):
+        data.prefetch(iter([]), size=0)
