@@ -8,6 +8,7 @@ Ctrl-C saves a checkpoint first. Multi-process runs (one process per host, or se
 machine) add `--coordinator_address HOST:PORT --num_processes N --process_id I`.
 """
 
+import logging
 import os
 import sys
 
@@ -39,6 +40,8 @@ _USER_ERRORS = (
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # Orbax and TFDS log every checkpoint and file through absl at INFO; jaxcnn's own lines stay.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         if _COORDINATOR.value:
             jaxcnn.parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -2,8 +2,9 @@
 
     python experiments/train.py --config experiments/configs/lenet5.py --workdir runs/lenet5
 
-Two epochs of SGD with momentum 0.9 (learning rate 0.05, batch 128) on the 60,000 training
-images, then the 10,000 test images: about 89% test accuracy in about two minutes on 2 CPU cores.
+Two epochs (936 steps of batch 128) of SGD with Nesterov momentum 0.9, the learning rate warmed up to
+0.05 over 100 steps and cosine-decayed to 0, on the 60,000 training images; then the 10,000 test
+images. Measured on 2 CPU cores: 89.6% test accuracy in about 40 seconds (3 seeds: experiments/results.md).
 """
 
 from jaxcnn.training import default_config
@@ -15,6 +16,8 @@ def get_config():
     config.dataset = "fashion_mnist"
     config.num_epochs = 2
     config.batch_size = 128
-    config.optimizer = "momentum"
+    config.optimizer = "nesterov"
     config.learning_rate = 0.05
+    config.schedule = "warmup_cosine"
+    config.warmup_steps = 100
     return config

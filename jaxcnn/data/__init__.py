@@ -15,11 +15,13 @@ from jaxcnn.data.datasets import (
     read_idx_split,
     synthetic,
 )
+from jaxcnn.data.augment import Augmentation
 from jaxcnn.data.idx import IdxFormatError, read_idx
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
 
 __all__ = [
     "ArrayDataset",
+    "Augmentation",
     "DataUnavailableError",
     "IdxFormatError",
     "available",

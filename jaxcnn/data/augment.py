@@ -1,0 +1,120 @@
+"""Data augmentation on device: per-example random crops, flips and erasing, jitted and vmapped.
+
+Every example draws from its own key, split from one key per batch, so a batch's augmentation is a
+function of (key, batch) only: the same on one device, sharded over many, or under `pmap`.
+
+    spec = Augmentation(crop_padding=2, flip=True, erase_probability=0.5)
+    images = spec(jax.random.key(0), images)          # (N, H, W, C) -> (N, H, W, C)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def random_crop(key: jax.Array, image: jax.Array, padding: int) -> jax.Array:
+    """`image` `(H, W, C)` zero-padded by `padding` on every side, then cropped back to `(H, W, C)`."""
+    if padding == 0:
+        return image
+    height, width, channels = image.shape
+    padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    top, left = jax.random.randint(key, (2,), 0, 2 * padding + 1)
+    return lax.dynamic_slice(padded, (top, left, 0), (height, width, channels))
+
+
+def random_flip(key: jax.Array, image: jax.Array) -> jax.Array:
+    """`image` `(H, W, C)` mirrored left-right with probability 1/2."""
+    return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
+
+
+def random_erasing(
+    key: jax.Array,
+    image: jax.Array,
+    probability: float,
+    area: tuple[float, float] = (0.02, 0.25),
+    aspect_ratio: tuple[float, float] = (0.3, 3.3),
+    value: float = 0.0,
+) -> jax.Array:
+    """With `probability`, `value` written over a random rectangle of `image` `(H, W, C)`.
+
+    The rectangle covers a uniform fraction `area` of the image with a log-uniform `aspect_ratio`
+    (height / width), as in Zhong et al. (2017), clipped to the image.
+    """
+    height, width, _ = image.shape
+    apply_key, area_key, ratio_key, position_key = jax.random.split(key, 4)
+    fraction = jax.random.uniform(area_key, (), minval=area[0], maxval=area[1])
+    log_ratio = jax.random.uniform(
+        ratio_key, (), minval=jnp.log(aspect_ratio[0]), maxval=jnp.log(aspect_ratio[1])
+    )
+    ratio = jnp.exp(log_ratio)
+    box_h = jnp.clip(jnp.round(jnp.sqrt(fraction * height * width * ratio)), 1, height).astype(jnp.int32)
+    box_w = jnp.clip(jnp.round(jnp.sqrt(fraction * height * width / ratio)), 1, width).astype(jnp.int32)
+    unit = jax.random.uniform(position_key, (2,))
+    top = jnp.floor(unit[0] * (height - box_h + 1)).astype(jnp.int32)
+    left = jnp.floor(unit[1] * (width - box_w + 1)).astype(jnp.int32)
+    rows, cols = jnp.arange(height)[:, None, None], jnp.arange(width)[None, :, None]
+    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+    erase = inside & jax.random.bernoulli(apply_key, probability)
+    return jnp.where(erase, jnp.asarray(value, image.dtype), image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """A batch transform: crop with `crop_padding`, then `flip`, then erase with `erase_probability`.
+
+    The default does nothing (and costs nothing: `enabled` is False).
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+    erase_probability: float = 0.0
+
+    def __post_init__(self):
+        if (
+            isinstance(self.crop_padding, bool)
+            or not isinstance(self.crop_padding, int)
+            or self.crop_padding < 0
+        ):
+            raise ValueError(f"crop_padding must be an int >= 0, got {self.crop_padding!r}")
+        if not isinstance(self.flip, bool):
+            raise TypeError(f"flip must be a bool, got {self.flip!r}")
+        if not 0.0 <= self.erase_probability <= 1.0:
+            raise ValueError(f"erase_probability must be in [0, 1], got {self.erase_probability!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.crop_padding or self.flip or self.erase_probability)
+
+    def augment_one(self, key: jax.Array, image: jax.Array) -> jax.Array:
+        """One image `(H, W, C)`."""
+        crop_key, flip_key, erase_key = jax.random.split(key, 3)
+        image = random_crop(crop_key, image, self.crop_padding)
+        if self.flip:
+            image = random_flip(flip_key, image)
+        if self.erase_probability:
+            image = random_erasing(erase_key, image, self.erase_probability)
+        return image
+
+    def __call__(self, key: jax.Array, images: jax.Array, *, axis_name: str | None = None) -> jax.Array:
+        """`images` `(N, H, W, C)`, each with its own key from `key`.
+
+        Under `pmap` with `axis_name`, `images` is this device's share of a global batch: the keys are
+        the global batch's, sliced, so the result equals augmenting the global batch on one device.
+        """
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+        if not self.enabled:
+            return images
+        count = images.shape[0]
+        if axis_name is None:
+            keys = jax.random.split(key, count)
+        else:
+            devices = lax.psum(1, axis_name)
+            keys = lax.dynamic_slice_in_dim(
+                jax.random.split(key, count * devices), lax.axis_index(axis_name) * count, count
+            )
+        return jax.vmap(self.augment_one)(keys, images)
