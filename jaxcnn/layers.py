@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import functional as F
-from jaxcnn.functional._args import positive_int
+from jaxcnn.functional._args import int_tuple, positive_int
 
 Initializer = Callable[..., jax.Array]
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -24,7 +24,8 @@ Dtype = Any
 
 
 def _window(size: int | Sequence[int], x: jax.Array) -> tuple[int, ...]:
-    return tuple(size) if isinstance(size, Sequence) else (size,) * max(x.ndim - 2, 1)
+    """`kernel_size` as one positive int per spatial dim of `x`."""
+    return int_tuple(size, len(size) if isinstance(size, Sequence) else max(x.ndim - 2, 1), "kernel_size")
 
 
 class Conv(nn.Module):
