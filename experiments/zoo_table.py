@@ -1,12 +1,15 @@
-"""Prints a Markdown table of every registered model: input, parameters, FLOPs, minimum input size.
+"""A Markdown table of every registered model: input, parameters, FLOPs, minimum input size.
 
-    python experiments/zoo_table.py > docs/zoo.md
+    python experiments/zoo_table.py            # prints it
+    python experiments/zoo_table.py --write    # writes docs/zoo.md and the README's copy
 
 ImageNet models are measured at 224x224x3 with 1000 classes, the CIFAR nets at 32x32x3 and
 the small ones at 28x28x1, both with 10 classes. Nothing is computed: shapes are traced.
 """
 
 import re
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -46,26 +49,50 @@ def _flops(value: int) -> str:
     return f"{value / 1e9:.2f} G" if value >= 1e8 else f"{value / 1e6:.2f} M"
 
 
-def main() -> None:
-    print("| model | input | classes | parameters | FLOPs | minimum input |")
-    print("| --- | --- | ---: | ---: | ---: | --- |")
+ROOT = Path(__file__).resolve().parents[1]
+README_START, README_END = "<!-- zoo table: experiments/zoo_table.py --write -->", "<!-- end of zoo table -->"
+
+
+def table() -> str:
+    lines = [
+        "| model | input | classes | parameters | FLOPs | minimum input |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
     for name in models.available():
         shape, classes = setting(name)
         model = models.create(name, num_classes=classes)
         result = jaxcnn.summary(model, shape)
         size = minimum_size(model, shape[-1])
         dims = "x".join(map(str, shape))
-        print(
+        lines.append(
             f"| `{name}` | {dims} | {classes} | {result.total_params:,} | {_flops(result.total_flops)} "
             f"| {size}x{size} |"
         )
-    print()
-    print(
+    lines += [
+        "",
         "FLOPs: 2 per multiply-accumulate of the convolutions and dense layers, per image "
         "(torchvision's tables count multiply-accumulates, half these numbers). "
         "Minimum input: the smallest square image the model accepts; "
-        "smaller ones raise a ValueError naming it."
-    )
+        "smaller ones raise a ValueError naming it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def readme_with(text: str, readme: str) -> str:
+    """`readme` with the part between the zoo table's markers replaced by `text`."""
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return f"{readme[:start]}\n{text}{readme[end:]}"
+
+
+def main() -> None:
+    text = table()
+    if "--write" not in sys.argv[1:]:
+        print(text, end="")
+        return
+    (ROOT / "docs" / "zoo.md").write_text(text)
+    readme = ROOT / "README.md"
+    readme.write_text(readme_with(text, readme.read_text()))
+    print("wrote docs/zoo.md and the README's zoo table")
 
 
 if __name__ == "__main__":
