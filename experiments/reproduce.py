@@ -15,7 +15,6 @@ import ast
 import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import jaxcnn
@@ -128,12 +127,22 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = dict(args.set)
-    rows = [run_config(name, seeds, args.workdir, overrides) for name in args.configs.split(",")]
-    table = markdown(rows)
-    header = "# Reproduced results\n\nWritten by `python experiments/reproduce.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
+    # Rows accumulate over invocations (one per config and overrides) in a JSON file beside the table.
+    store = args.out.with_suffix(".json")
+    rows = {
+        (r["config"], r["command"]): r for r in (json.loads(store.read_text()) if store.is_file() else [])
+    }
+    for name in args.configs.split(","):
+        row = run_config(name, seeds, args.workdir, overrides)
+        rows[row["config"], row["command"]] = row
+    ordered = sorted(rows.values(), key=lambda r: (r["config"], r["command"]))
+    store.write_text(json.dumps(ordered, indent=2) + "\n")
+    table = markdown(ordered)
+    header = (
+        "# Reproduced results\n\nWritten by `python experiments/reproduce.py --configs NAMES --seeds SEEDS` "
+        f"on 2 CPU cores; each invocation adds or replaces its rows (kept in {store.name})."
     )
-    args.out.write_text(f"{header}` on 2 CPU cores.\n\n{table}\n{PUBLISHED}\n")
+    args.out.write_text(f"{header}\n\n{table}\n{PUBLISHED}\n")
     print(table)
     print(f"written to {args.out}")
 
