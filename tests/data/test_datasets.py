@@ -1,17 +1,15 @@
 """`load`: every dataset and source, the order of sources offline, and the errors users see."""
 
 import dataclasses
-import io
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from datafiles import cifar10_splits, random_cifar, write_cifar10_archive, write_mnist_split
 
 from jaxcnn import data
 from jaxcnn.data import datasets as datasets_lib
-
-from .test_idx import write_mnist_split
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -176,27 +174,6 @@ def test_tfds_download_is_not_attempted_offline(tmp_path, monkeypatch, offline):
         data.load("cifar10", "test", data_dir=tmp_path, source="tfds")
 
 
-def write_cifar10_archive(path, splits):
-    """CIFAR-10's binary archive layout: records of one label byte and 3x32x32 channel-major pixels."""
-    with tarfile.open(path, "w:gz") as archive:
-        for member, (images, labels) in splits.items():
-            records = np.concatenate(
-                [labels[:, None], images.transpose(0, 3, 1, 2).reshape(len(labels), -1)], 1
-            )
-            raw = records.astype(np.uint8).tobytes()
-            entry = tarfile.TarInfo(f"cifar-10-batches-bin/{member}")
-            entry.size = len(raw)
-            archive.addfile(entry, io.BytesIO(raw))
-    return path
-
-
-def random_cifar(count, seed):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count).astype(
-        np.uint8
-    )
-
-
 def test_cifar10_archive_reader(tmp_path):
     splits = {f"data_batch_{i}.bin": random_cifar(i, i) for i in range(1, 6)} | {
         "test_batch.bin": random_cifar(4, 9)
@@ -224,9 +201,7 @@ def test_download_without_tensorflow_fetches_original_files(tmp_path, monkeypatc
 
     served = tmp_path / "server"
     served.mkdir()
-    splits = {f"data_batch_{i}.bin": random_cifar(2, i) for i in range(1, 6)} | {
-        "test_batch.bin": random_cifar(3, 0)
-    }
+    splits = cifar10_splits(2, 3)
     write_cifar10_archive(served / "cifar-10-binary.tar.gz", splits)
     requested = []
 

@@ -1,28 +1,10 @@
 """The IDX reader on files the tests write byte by byte, plain and gzipped, good and damaged."""
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
+from datafiles import write_idx, write_mnist_split
 
 from jaxcnn.data import IdxFormatError, read_idx, read_idx_split
-
-
-def write_idx(path, array, type_code=0x08, compress=False):
-    """An IDX file written from the format's definition, independent of the reader."""
-    big_endian = {0x08: ">u1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4"}[type_code]
-    raw = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw += np.ascontiguousarray(array, big_endian).tobytes()
-    path.write_bytes(gzip.compress(raw) if compress else raw)
-    return path
-
-
-def write_mnist_split(directory, split, images, labels, compress=True):
-    prefix = "train" if split == "train" else "t10k"
-    suffix = ".gz" if compress else ""
-    write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", images, compress=compress)
-    write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels, compress=compress)
 
 
 @pytest.mark.parametrize("compress", [False, True])
