@@ -51,10 +51,7 @@ def test_mnist_config_runs_on_tiny_idx_files(tmp_path, monkeypatch):
 
 
 def test_cifar10_config_runs_on_a_tiny_archive(tmp_path, monkeypatch):
-    splits = {f"data_batch_{i}.bin": random_cifar(8, i) for i in range(1, 6)} | {
-        "test_batch.bin": random_cifar(8, 0)
-    }
-    write_cifar10_archive(tmp_path / "cifar-10-binary.tar.gz", splits)
+    write_cifar10_archive(tmp_path / "cifar-10-binary.tar.gz", cifar10_splits(8, 8))
     monkeypatch.setenv("JAXCNN_CIFAR10_DIR", str(tmp_path))
     result = _tiny_run(load("cifar10").get_config(), tmp_path)
     assert result.dataset == "cifar10" and result.steps == 4 and np.isfinite(result.test_loss)
