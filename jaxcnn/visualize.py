@@ -1,28 +1,41 @@
-"""Pictures of runs and models, drawn with matplotlib (headless-safe: the Agg backend)."""
+"""Pictures of runs and models, drawn with matplotlib.
+
+Every `plot_*` function returns a `matplotlib.figure.Figure` made without pyplot: it needs no display
+and leaves the user's backend alone (no `matplotlib.use`), nothing is shown and nothing needs closing.
+Save one with `figure.savefig(path)`; in a notebook (`%matplotlib inline`), a Figure that ends a cell is
+displayed. The helpers `predict`, `conv_outputs` and `first_conv` compute what the pictures show from a
+model and its variables.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import flax.linen as nn
+import jax
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-
-from jaxcnn.training.metrics import read_metrics  # noqa: E402
+from jaxcnn import layers
+from jaxcnn.data import ArrayDataset, batches
+from jaxcnn.training.metrics import read_metrics
 
 
 def plot_learning_curves(lines: list[dict]):
     """Loss and accuracy against step, train and test, from `metrics.jsonl` lines. Returns the Figure."""
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
     for split, style in (("train", "-"), ("test", "o-")):
         points = [line for line in lines if line.get("split") == split]
         if not points:
             continue
         steps = [line["step"] for line in points]
         loss_axes.plot(steps, [line["loss"] for line in points], style, label=split, markersize=4)
-        accuracy_axes.plot(steps, [100 * line["accuracy"] for line in points], style, label=split, markersize=4)
+        accuracy = [100 * line["accuracy"] for line in points]
+        accuracy_axes.plot(steps, accuracy, style, label=split, markersize=4)
     loss_axes.set(xlabel="step", ylabel="cross-entropy loss", title="Loss")
     accuracy_axes.set(xlabel="step", ylabel="accuracy (%)", title="Accuracy")
     for axes in (loss_axes, accuracy_axes):
@@ -38,5 +51,173 @@ def save_learning_curves(workdir: str | os.PathLike) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     figure = plot_learning_curves(read_metrics(workdir / "metrics.jsonl"))
     figure.savefig(out, dpi=110)
-    plt.close(figure)
     return out
+
+
+# --- What the pictures show, computed from a model -------------------------------------------------
+
+
+def predict(model: nn.Module, variables: dict, dataset: ArrayDataset, batch_size: int = 500) -> np.ndarray:
+    """Predicted labels `(N,)` of every example of `dataset`, in order (eval mode)."""
+    apply = jax.jit(lambda images: model.apply(variables, images, train=False).argmax(-1))
+    predicted = [
+        np.asarray(apply(batch["image"]))[batch["mask"] > 0]
+        for batch in batches(dataset, batch_size, shuffle=False, drop_remainder=False)
+    ]
+    return np.concatenate(predicted)
+
+
+def conv_outputs(model: nn.Module, variables: dict, images) -> dict[str, np.ndarray]:
+    """The output of every `jaxcnn.layers.Conv` call on `images` (eval mode), in call order.
+
+    Keys are module paths such as `"Conv_0"` (where the layer's `kernel` sits in `params`),
+    values the feature maps `(N, *spatial, features)` before any normalisation or activation.
+    """
+    outputs = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, layers.Conv) and context.method_name == "__call__":
+            outputs.setdefault("/".join(context.module.path), np.asarray(out))
+        return out
+
+    with nn.intercept_methods(record):
+        model.apply(variables, images, train=False)
+    return outputs
+
+
+def first_conv(model: nn.Module, variables: dict, images) -> tuple[str, np.ndarray, np.ndarray]:
+    """`(path, kernel, feature_maps)` of the first convolution the model applies to `images`.
+
+    The kernel `(*window, C_in, C_out)` is the layer's filters, each the "preferred image" of its
+    unit; the feature maps `(N, *spatial, C_out)` are their responses to `images`.
+    """
+    outputs = conv_outputs(model, variables, images)
+    if not outputs:
+        raise ValueError(f"{type(model).__name__} applies no jaxcnn.layers.Conv to inputs {images.shape}")
+    path, maps = next(iter(outputs.items()))
+    kernel = variables["params"]
+    for name in path.split("/"):
+        kernel = kernel[name]
+    return path, np.asarray(kernel["kernel"]), maps
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """`(num_classes, num_classes)` counts: row = true label, column = predicted label."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+# --- Pictures -------------------------------------------------------------------------------------
+
+
+def _image_grid(count: int, columns: int, cell: float = 1.3):
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(cell * columns, cell * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    return figure, list(axes.flat)
+
+
+def _show(axis, image: np.ndarray, **kwargs) -> None:
+    """An `(H, W, C)` image: C = 1 in gray, C = 3 as RGB rescaled to [0, 1]."""
+    image = np.asarray(image, np.float32)
+    if image.shape[-1] == 3:
+        low, high = image.min(), image.max()
+        axis.imshow((image - low) / (high - low or 1.0), interpolation="nearest")
+    else:
+        axis.imshow(image[..., 0], cmap="gray", interpolation="nearest", **kwargs)
+
+
+def plot_filters(kernel, *, columns: int = 8, title: str | None = None):
+    """The filters of a 2-d convolution kernel `(H, W, C_in, C_out)` as `C_out` small images.
+
+    One input channel is drawn in gray with zero at mid-gray (symmetric limits per filter), so
+    bright pixels are positive weights and dark ones negative; three input channels as RGB; any
+    other number is averaged over the input channels.
+    """
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim != 4:
+        raise ValueError(f"kernel must be a 2-d conv kernel (H, W, C_in, C_out), got shape {kernel.shape}")
+    if kernel.shape[2] not in (1, 3):
+        kernel = kernel.mean(axis=2, keepdims=True)
+    figure, axes = _image_grid(kernel.shape[-1], columns)
+    for index, axis in enumerate(axes[: kernel.shape[-1]]):
+        limit = float(np.abs(kernel[..., index]).max()) or 1.0
+        _show(axis, kernel[..., index], vmin=-limit, vmax=limit)
+        axis.set_title(str(index), fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_feature_maps(maps, *, image=None, max_maps: int = 32, columns: int = 8, title: str | None = None):
+    """Feature maps `(H, W, C)` of one input, one panel per channel (the first `max_maps`),
+    after the input `image` `(H', W', C')` when given. Each map has its own colour scale."""
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (H, W, C) for one input, got shape {maps.shape}")
+    count = min(maps.shape[-1], max_maps)
+    offset = 0 if image is None else 1
+    figure, axes = _image_grid(count + offset, columns)
+    if image is not None:
+        _show(axes[0], image)
+        axes[0].set_title("input", fontsize=8)
+    for index in range(count):
+        axes[offset + index].imshow(maps[..., index], cmap="viridis", interpolation="nearest")
+        axes[offset + index].set_title(f"map {index}", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, *, title: str | None = None):
+    """A confusion matrix (rows true, columns predicted), coloured by the fraction of each true
+    class and annotated with counts."""
+    matrix = np.asarray(matrix)
+    classes = len(matrix)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(classes)]
+    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.8 + 0.45 * classes
+    figure = Figure(figsize=(size + 1.2, size), layout="constrained")
+    axis = figure.subplots()
+    shown = axis.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(shown, ax=axis, label="fraction of the true class", shrink=0.8)
+    for (row, column), count in np.ndenumerate(matrix):
+        if count:
+            colour = "white" if fractions[row, column] > 0.5 else "black"
+            axis.text(column, row, str(count), ha="center", va="center", fontsize=7, color=colour)
+    axis.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true")
+    axis.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticklabels(names, fontsize=8)
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    axis.set_title(title or f"Confusion matrix (accuracy {accuracy:.1%})")
+    return figure
+
+
+def plot_misclassified(
+    images,
+    labels,
+    predictions,
+    class_names: Sequence[str] | None = None,
+    *,
+    max_examples: int = 16,
+    columns: int = 8,
+    title: str | None = None,
+):
+    """The first `max_examples` images `(N, H, W, C)` whose prediction differs from the label,
+    each titled "true → predicted"."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    wrong = np.flatnonzero(labels != predictions)[:max_examples]
+    name = (lambda k: class_names[k]) if class_names is not None else str
+    figure, axes = _image_grid(max(len(wrong), 1), columns, cell=1.5)
+    for axis, index in zip(axes, wrong):
+        _show(axis, np.asarray(images[index]))
+        axis.set_title(f"{name(labels[index])} → {name(predictions[index])}", fontsize=7)
+    if not len(wrong):
+        axes[0].text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
+    figure.suptitle(title or f"Misclassified: {len(wrong)} shown of {int((labels != predictions).sum())}")
+    return figure

@@ -1,8 +1,9 @@
 """How a train step runs on the devices: one device, `jit` with a sharded batch, or `pmap`.
 
 A strategy places the state and each process's share of a batch on its devices and compiles
-the step functions for them. Checkpoints always hold the plain (host) layout, so a run can
-resume under another strategy or device count.
+the step functions for them. `host_state` is the layout checkpoints are saved from and restored
+into: the plain state, as global arrays when there are several processes (Orbax saves and restores
+collectively), so a run can resume under another strategy or device count.
 """
 
 from __future__ import annotations
@@ -134,7 +135,13 @@ class Pmap(SingleDevice):
         )
 
     def host_state(self, state):
-        return jax.tree.map(lambda a: a[0], state)
+        """Device 0's copy; with several processes a global replicated array, which Orbax can save."""
+        first = jax.tree.map(lambda a: a[0], state)
+        if jax.process_count() == 1:
+            return first
+        everywhere = NamedSharding(Mesh(np.asarray(jax.devices()), (AXIS,)), PartitionSpec())
+        to_global = lambda a: jax.make_array_from_process_local_data(everywhere, np.asarray(a))
+        return jax.tree.map(to_global, first)
 
     def host_value(self, value):
         return jax.device_get(jax.tree.map(lambda a: a[0], value))

@@ -51,6 +51,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.overwrite = False
     # Scaling.
     config.parallel = "none"
+    # > 1: train that many models in one vmapped step, member i from seed `seed + i`, on the batches
+    # of `seed`; metrics add `ensemble_accuracy` (of the members' averaged logits).
+    config.ensemble_size = 1
+    # DP-SGD (optax's per-example clipping and noise) when dp_clip_norm > 0: each example's gradient is
+    # clipped to this global L2 norm, and Gaussian noise of std dp_clip_norm * dp_noise_multiplier added.
+    config.dp_clip_norm = 0.0
+    config.dp_noise_multiplier = 0.0
     return config.lock()
 
 
@@ -77,7 +84,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "schedule", SCHEDULES)
     _choice(config, "dtype", ("float32", "bfloat16", "float16"))
-    for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every", "checkpoints_to_keep"):
+    for key in (
+        "batch_size",
+        "eval_batch_size",
+        "log_every",
+        "checkpoint_every",
+        "checkpoints_to_keep",
+        "ensemble_size",
+    ):
         _at_least(config, key, 1)
     for key in (
         "num_epochs",
@@ -98,3 +112,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum!r}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
+    _at_least(config, "dp_clip_norm", 0.0, float)
+    _at_least(config, "dp_noise_multiplier", 0.0, float)
+    if config.dp_clip_norm:
+        if config.parallel != "none":
+            # pmap: each device would add its own noise. data: XLA's partitioner (jax 0.10, CPU) returns
+            # wrong per-example kernel gradients of a convolution when the batch is sharded.
+            raise ValueError(
+                f'config.dp_clip_norm > 0 (DP-SGD) needs config.parallel "none", got {config.parallel!r}'
+            )
+        if config.ensemble_size > 1:
+            raise ValueError("config.dp_clip_norm > 0 (DP-SGD) needs config.ensemble_size 1")
+    elif config.dp_noise_multiplier:
+        raise ValueError(
+            "config.dp_noise_multiplier > 0 needs config.dp_clip_norm > 0 (the noise std is relative to it)"
+        )

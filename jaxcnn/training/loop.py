@@ -18,17 +18,21 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxcnn import data, models, visualize
+from jaxcnn.parallel import ensemble as ensemble_lib  # a module: jaxcnn.parallel imports jaxcnn.training
 from jaxcnn.parallel.strategies import create_strategy
 from jaxcnn.training import steps as step_lib
 from jaxcnn.training.checkpoint import Checkpoints
 from jaxcnn.training.config import validate_config
 from jaxcnn.training.metrics import MetricWriter
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
+from jaxcnn.training.per_example import dp_optimizer, dp_train_step
 from jaxcnn.training.state import create_train_state
-from jaxcnn.training.workdir import prepare_workdir
+from jaxcnn.training.workdir import WorkdirError, prepare_workdir
 
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -60,22 +64,28 @@ class RunResult:
     seconds: float
     examples_per_sec: float
     workdir: str
+    ensemble_test_accuracy: float | None = None  # the averaged logits' accuracy (config.ensemble_size > 1)
 
     def describe(self) -> str:
         """A few lines for a person: the accuracy, how long it took and where the files are."""
         minutes, seconds = divmod(round(self.seconds), 60)
         resumed = f", resumed from step {self.resumed_from}" if self.resumed_from else ""
-        return "\n".join(
-            [
-                f"{self.model} on {self.dataset}: test accuracy {self.test_accuracy:.2%} "
-                f"(loss {self.test_loss:.4f}) after {self.epochs:g} epochs ({self.steps} steps{resumed})",
-                f"  last training window: accuracy {self.train_accuracy:.2%}, loss {self.train_loss:.4f}; "
-                f"{minutes}m {seconds:02d}s, {self.examples_per_sec:,.0f} examples/s",
-                f"  metrics:     {os.path.join(self.workdir, 'metrics.jsonl')}",
-                f"  checkpoints: {os.path.join(self.workdir, 'checkpoints')}",
-                f"  curves:      {os.path.join(self.workdir, 'plots', 'curves.png')}",
-            ]
-        )
+        lines = [
+            f"{self.model} on {self.dataset}: test accuracy {self.test_accuracy:.2%} "
+            f"(loss {self.test_loss:.4f}) after {self.epochs:g} epochs ({self.steps} steps{resumed})",
+            f"  last training window: accuracy {self.train_accuracy:.2%}, loss {self.train_loss:.4f}; "
+            f"{minutes}m {seconds:02d}s, {self.examples_per_sec:,.0f} examples/s",
+            f"  metrics:     {os.path.join(self.workdir, 'metrics.jsonl')}",
+            f"  checkpoints: {os.path.join(self.workdir, 'checkpoints')}",
+            f"  curves:      {os.path.join(self.workdir, 'plots', 'curves.png')}",
+        ]
+        if self.ensemble_test_accuracy is not None:
+            lines.insert(
+                1,
+                f"  ensemble test accuracy {self.ensemble_test_accuracy:.2%} (averaged logits; "
+                "the accuracy above is the members' mean)",
+            )
+        return "\n".join(lines)
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int, axis_name: str | None = None):
@@ -103,8 +113,10 @@ def _train_batches(dataset, config, start_step: int, steps_per_epoch: int):
         )
 
 
-def _train_and_accumulate(state, metric_sums, batch, *, label_smoothing, axis_name, skip_nonfinite):
-    state, metrics = step_lib.train_step(state, batch, label_smoothing=label_smoothing, axis_name=axis_name)
+def _train_and_accumulate(
+    state, metric_sums, batch, *, label_smoothing, axis_name, skip_nonfinite, step_fn=step_lib.train_step
+):
+    state, metrics = step_fn(state, batch, label_smoothing=label_smoothing, axis_name=axis_name)
     if skip_nonfinite:  # a skipped step's metrics would poison the window's sums
         finite = jnp.isfinite(metrics["loss"])
         metrics = jax.tree.map(lambda m: jnp.where(finite, m, 0.0), metrics)
@@ -152,6 +164,32 @@ def _tree_bytes(tree) -> int:
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
+def _prepare_workdir_once(workdir: Path, config, checkpoint_bytes: int) -> None:
+    """Process 0 prepares the workdir; the others wait for it (it may remove an old run's checkpoints)
+    and fail with it, instead of hanging in the first collective."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            prepare_workdir(workdir, config, checkpoint_bytes=checkpoint_bytes)
+        except WorkdirError as e:
+            error = e
+    if jax.process_count() > 1:
+        failed = bool(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+        if failed and error is None:
+            raise WorkdirError(f"process 0 could not prepare workdir {workdir}; its output says why")
+    if error is not None:
+        raise error
+
+
+def _agreed_stop(received: list[int]) -> int:
+    """The signal that stops the run at this step, 0 for none. Processes stop (and save, collectively)
+    only together: if any received a signal, all stop."""
+    signum = received[0] if received else 0
+    if jax.process_count() > 1:
+        signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+    return signum
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
@@ -176,6 +214,7 @@ def train_and_evaluate(
     strategy = create_strategy(config.parallel)
     strategy.check_batch_size(config.batch_size)
     is_writer = jax.process_index() == 0
+    ensemble = config.ensemble_size > 1
 
     load = functools.partial(
         data.load, config.dataset, data_dir=config.data_dir or None, source=config.data_source
@@ -195,18 +234,33 @@ def train_and_evaluate(
     strategy.check_batch_size(eval_batch_size, "eval_batch_size")
 
     model = create_model(config, train_data.num_classes, strategy.axis_name)
-    state = create_train_state(
-        model, create_optimizer(config, total_steps), train_data.image_shape, config.seed
-    )
+    tx = create_optimizer(config, total_steps)
+    step_fn, eval_step = step_lib.train_step, step_lib.eval_step
+    if config.dp_clip_norm:
+        tx = dp_optimizer(tx, config.dp_clip_norm, config.dp_noise_multiplier, seed=config.seed)
+        step_fn = dp_train_step
+    if ensemble:
+        seeds = range(config.seed, config.seed + config.ensemble_size)
+        state = ensemble_lib.create_ensemble_state(model, tx, train_data.image_shape, seeds)
+        step_fn, eval_step = ensemble_lib.ensemble_train_step, ensemble_lib.ensemble_eval_step
+    else:
+        state = create_train_state(model, tx, train_data.image_shape, config.seed)
+    if config.dp_clip_norm and state.batch_stats:
+        raise ValueError(
+            f"config.dp_clip_norm > 0 (DP-SGD) needs per-example gradients, which config.model "
+            f"{config.model!r} lacks: its BatchNorm mixes the examples; pick a model without BatchNorm"
+        )
     workdir = Path(workdir)
-    if is_writer:
-        prepare_workdir(workdir, config, checkpoint_bytes=_tree_bytes(state))
-    metric_sums = step_lib.zero_metrics(skipped=bool(config.skip_nonfinite_steps))
+    _prepare_workdir_once(workdir, config, _tree_bytes(state))
+    metric_sums = step_lib.zero_metrics(skipped=bool(config.skip_nonfinite_steps), ensemble=ensemble)
+    # Restored straight into the strategy's checkpoint layout: with several processes, arrays must be
+    # global (spanning every process's devices) for Orbax to read and write them collectively.
+    state, metric_sums = strategy.put_state(state), strategy.put_state(metric_sums)
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoints_to_keep)
-    restored = checkpoints.restore_latest(state, metric_sums)
+    restored = checkpoints.restore_latest(strategy.host_state(state), strategy.host_state(metric_sums))
     if restored is not None:
-        state, metric_sums, _ = restored
-    start_step = int(state.step)
+        state, metric_sums = strategy.put_state(restored[0]), strategy.put_state(restored[1])
+    start_step = int(strategy.host_value(state.step))
     writer = MetricWriter(workdir, resume_step=start_step, enabled=is_writer)
     learning_rate = create_learning_rate_schedule(config, total_steps)
 
@@ -216,10 +270,10 @@ def train_and_evaluate(
             label_smoothing=config.label_smoothing,
             axis_name=strategy.axis_name,
             skip_nonfinite=bool(config.skip_nonfinite_steps),
+            step_fn=step_fn,
         )
     )
-    eval_fn = strategy.compile_eval(functools.partial(step_lib.eval_step, axis_name=strategy.axis_name))
-    state, metric_sums = strategy.put_state(state), strategy.put_state(metric_sums)
+    eval_fn = strategy.compile_eval(functools.partial(eval_step, axis_name=strategy.axis_name))
     batches = data.prefetch(
         _train_batches(train_data, config, start_step, steps_per_epoch), transform=strategy.put_batch
     )
@@ -302,10 +356,13 @@ def train_and_evaluate(
                 if done % config.checkpoint_every == 0 or done == total_steps:
                     save(done)
                 bar.update(1)
-                if stop_signals and done != total_steps:
-                    if done % config.checkpoint_every:
-                        save(done)
-                    raise TrainingInterrupted(done, stop_signals[0], str(workdir))
+                # Several processes agree at log steps only: the check is a collective.
+                if done != total_steps and (jax.process_count() == 1 or done % config.log_every == 0):
+                    signum = _agreed_stop(stop_signals)
+                    if signum:
+                        if done % config.checkpoint_every:
+                            save(done)
+                        raise TrainingInterrupted(done, signum, str(workdir))
     finally:
         bar.close()
         batches.close()
@@ -328,6 +385,7 @@ def train_and_evaluate(
         seconds=time.perf_counter() - started,
         examples_per_sec=steps_timed * config.batch_size / seconds_timed if seconds_timed else float("nan"),
         workdir=str(workdir),
+        ensemble_test_accuracy=test_summary.get("ensemble_accuracy"),
     )
     if is_writer:
         (workdir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")

@@ -29,20 +29,19 @@ def summed_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array, losses
     return {"loss": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
 
 
-def zero_metrics(skipped: bool = False) -> Metrics:
-    """Empty sums; `skipped` adds a count of steps skipped for non-finite gradients."""
-    names = ("loss", "correct", "count", "skipped") if skipped else ("loss", "correct", "count")
+def zero_metrics(skipped: bool = False, ensemble: bool = False) -> Metrics:
+    """Empty sums; `skipped` adds a count of steps skipped for non-finite gradients, `ensemble`
+    the sums behind `ensemble_accuracy` (see `jaxcnn.parallel.ensemble_train_step`)."""
+    names = ["loss", "correct", "count"]
+    names += ["skipped"] if skipped else []
+    names += ["ensemble_correct", "ensemble_count"] if ensemble else []
     return {name: jnp.zeros((), jnp.float32) for name in names}
 
 
-def train_step(
+def train_step_outputs(
     state: TrainState, batch: dict, *, label_smoothing: float = 0.0, axis_name: str | None = None
-) -> tuple[TrainState, Metrics]:
-    """One optimizer step on `batch` (`image` `(B, H, W, C)`, `label` `(B,)`, `mask` `(B,)`).
-
-    The loss is the masked mean over the batch; under `pmap` (`axis_name`), gradients are
-    averaged over devices and metric sums added up.
-    """
+) -> tuple[TrainState, Metrics, jax.Array]:
+    """`train_step` that also returns the logits `(B, num_classes)` it computed before the update."""
     dropout_key = jax.random.fold_in(state.rng, state.step)
     mask = batch["mask"]
 
@@ -62,15 +61,31 @@ def train_step(
         grads = lax.pmean(grads, axis_name)
     state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
     metrics = summed_metrics(logits, batch["label"], mask, losses)
-    return state, metrics if axis_name is None else lax.psum(metrics, axis_name)
+    return state, metrics if axis_name is None else lax.psum(metrics, axis_name), logits
+
+
+def train_step(
+    state: TrainState, batch: dict, *, label_smoothing: float = 0.0, axis_name: str | None = None
+) -> tuple[TrainState, Metrics]:
+    """One optimizer step on `batch` (`image` `(B, H, W, C)`, `label` `(B,)`, `mask` `(B,)`).
+
+    The loss is the masked mean over the batch; under `pmap` (`axis_name`), gradients are
+    averaged over devices and metric sums added up.
+    """
+    state, metrics, _ = train_step_outputs(state, batch, label_smoothing=label_smoothing, axis_name=axis_name)
+    return state, metrics
+
+
+def eval_step_outputs(state: TrainState, batch: dict) -> tuple[Metrics, jax.Array]:
+    """This device's summed metrics of `batch` in eval mode, and the logits `(B, num_classes)`."""
+    logits = state.apply_fn(state.variables(), batch["image"], train=False)
+    losses = cross_entropy_loss(logits, batch["label"])
+    return summed_metrics(logits, batch["label"], batch["mask"], losses), logits
 
 
 def eval_step(state: TrainState, batch: dict, *, axis_name: str | None = None) -> Metrics:
     """Summed loss and correct predictions of the padded, masked `batch` in eval mode."""
-    logits = state.apply_fn(state.variables(), batch["image"], train=False)
-    metrics = summed_metrics(
-        logits, batch["label"], batch["mask"], cross_entropy_loss(logits, batch["label"])
-    )
+    metrics, _ = eval_step_outputs(state, batch)
     return metrics if axis_name is None else lax.psum(metrics, axis_name)
 
 
@@ -79,6 +94,12 @@ def add_metrics(total: Metrics, new: Metrics) -> Metrics:
 
 
 def summarize(metrics: Metrics) -> dict[str, float]:
-    """Sums on host -> `{"loss": mean loss, "accuracy": fraction correct}`."""
+    """Sums on host -> `{"loss": mean loss, "accuracy": fraction correct}`, plus `ensemble_accuracy`
+    (the accuracy of the members' averaged logits) for an ensemble, whose loss and accuracy are the
+    members' means."""
     count = max(float(metrics["count"]), 1.0)
-    return {"loss": float(metrics["loss"]) / count, "accuracy": float(metrics["correct"]) / count}
+    summary = {"loss": float(metrics["loss"]) / count, "accuracy": float(metrics["correct"]) / count}
+    if "ensemble_correct" in metrics:
+        ensemble_count = max(float(metrics["ensemble_count"]), 1.0)
+        summary["ensemble_accuracy"] = float(metrics["ensemble_correct"]) / ensemble_count
+    return summary

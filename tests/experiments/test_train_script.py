@@ -19,6 +19,7 @@ ARGS = [
     "--config.dataset=digits",
     "--config.batch_size=32",
     "--config.num_steps=60",
+    "--config.warmup_steps=10",
     "--config.log_every=3",
     "--config.checkpoint_every=5",
 ]

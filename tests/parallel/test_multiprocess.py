@@ -1,0 +1,126 @@
+"""Two local processes (jax.distributed, gloo CPU collectives) train like one, and launch_local runs them."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxcnn.training import read_metrics, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = "experiments/configs/lenet5.py"
+STEPS, LOG_EVERY, CHECKPOINT_EVERY = 16, 2, 8
+# simple_cnn pools by averaging: max pooling over digits' many tied pixels routes gradients to a tied
+# cell that depends on how XLA partitions the step, so a max-pool net matches only to ~1e-3.
+OVERRIDES = {
+    "model": "simple_cnn",
+    "dataset": "digits",
+    "batch_size": 32,
+    "num_steps": STEPS,
+    "log_every": LOG_EVERY,
+    "checkpoint_every": CHECKPOINT_EVERY,
+    "schedule": "constant",
+    "warmup_steps": 0,
+}
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launch_local = _load(ROOT / "experiments" / "launch_local.py")
+
+
+def _launch(workdir, *extra, per_process=2):
+    """launch_local.py, two processes sharing a compilation cache (most of their time is compiling)."""
+    args = [f"--config.{key}={value}" for key, value in OVERRIDES.items()]
+    cache = {
+        "JAX_COMPILATION_CACHE_DIR": str(Path(workdir).parent / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    command = [
+        sys.executable, "experiments/launch_local.py", "-n", "2", f"--devices-per-process={per_process}",
+        "--", f"--config={CONFIG}", f"--workdir={workdir}", *args, *extra,
+    ]  # fmt: skip
+    env = {**os.environ, **cache}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _losses(workdir, split):
+    lines = read_metrics(workdir / "metrics.jsonl")
+    return [(x["step"], x["loss"], x["accuracy"]) for x in lines if x["split"] == split]
+
+
+def _assert_same_curve(a, b):
+    assert [step for step, _, _ in a] == [step for step, _, _ in b]
+    np.testing.assert_allclose([loss for _, loss, _ in a], [loss for _, loss, _ in b], rtol=1e-5)
+    np.testing.assert_allclose([acc for _, _, acc in a], [acc for _, _, acc in b], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_single_process_loss_curve_and_resume(tmp_path):
+    config = _load(ROOT / CONFIG).get_config()
+    for key, value in OVERRIDES.items():
+        config[key] = value
+    train_and_evaluate(config, tmp_path / "single", handle_signals=False)
+
+    group = _launch(tmp_path / "group", "--config.parallel=data")
+    assert group.returncode == 0, group.stderr[-3000:]
+    assert "test accuracy" in group.stdout  # process 0's report, streamed
+    assert group.stdout.count("test accuracy") == 1  # ... and only process 0's
+    assert (tmp_path / "group" / "processes" / "process_1.log").exists()
+    assert (tmp_path / "group" / "result.json").exists()
+    for split in ("train", "test"):
+        _assert_same_curve(_losses(tmp_path / "group", split), _losses(tmp_path / "single", split))
+
+    # Resume: every process restores the step-8 checkpoint collectively and ends on the same curve.
+    shutil.rmtree(tmp_path / "group" / "checkpoints" / str(STEPS))
+    resumed = _launch(tmp_path / "group", "--config.parallel=data")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {CHECKPOINT_EVERY}" in resumed.stdout
+    for split in ("train", "test"):
+        _assert_same_curve(_losses(tmp_path / "group", split), _losses(tmp_path / "single", split))
+
+
+def test_a_config_error_in_the_group_is_reported_with_its_exit_code(tmp_path):
+    result = _launch(tmp_path, "--config.parallel=everything")
+    assert result.returncode == 1
+    assert "config.parallel must be one of" in result.stderr
+
+
+def test_the_group_is_stopped_when_one_process_dies(tmp_path, monkeypatch):
+    """Process 1 fails at once; process 0 (blocked, as in a collective without it) must be killed."""
+    fake = tmp_path / "train.py"
+    fake.write_text(
+        "import sys, time\n"
+        "if '--process_id=1' in sys.argv:\n"
+        "    sys.exit(3)\n"
+        "time.sleep(600)\n"
+    )  # fmt: skip
+    monkeypatch.setattr(launch_local, "TRAIN", fake)
+    monkeypatch.setattr(launch_local, "STUCK_SECONDS", 2)
+    started, handler = time.monotonic(), signal.getsignal(signal.SIGINT)
+    assert launch_local.launch(2, [f"--workdir={tmp_path / 'run'}"]) == 3
+    assert time.monotonic() - started < 30
+    assert signal.getsignal(signal.SIGINT) is handler  # the launcher's handlers are gone
+    assert (tmp_path / "run" / "processes" / "process_1.log").exists()
+
+
+def test_process_env_sets_the_simulated_devices(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_cpu_foo=1")
+    env = launch_local.process_env(3)
+    assert env["XLA_FLAGS"].split() == ["--xla_cpu_foo=1", "--xla_force_host_platform_device_count=3"]
+    assert env["JAX_PLATFORMS"] == "cpu"
+    assert launch_local.process_env(None)["XLA_FLAGS"] == os.environ["XLA_FLAGS"]
+    assert launch_local.free_port() > 0
