@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from jaxcnn import data, parallel, training, visualize
-from jaxcnn.training.steps import zero_metrics
 
 
 def load_config(workdir: Path):
@@ -40,16 +39,8 @@ def restore(workdir: Path, config, test_data: data.ArrayDataset):
     model = training.create_model(config, test_data.num_classes)
     # Only the template's structure matters, and the schedule's length does not change it: any length
     # the schedule accepts will do.
-    tx = training.create_optimizer(config, max(config.num_steps, config.warmup_steps + 1))
-    if config.dp_clip_norm:
-        tx = training.dp_optimizer(tx, config.dp_clip_norm, config.dp_noise_multiplier, seed=config.seed)
-    ensemble = config.ensemble_size > 1
-    if ensemble:
-        seeds = range(config.seed, config.seed + config.ensemble_size)
-        template = parallel.create_ensemble_state(model, tx, test_data.image_shape, seeds)
-    else:
-        template = training.create_train_state(model, tx, test_data.image_shape, config.seed)
-    metrics = zero_metrics(skipped=bool(config.skip_nonfinite_steps), ensemble=ensemble)
+    total_steps = max(config.num_steps, config.warmup_steps + 1)
+    template, metrics, _, _ = training.initial_state(config, model, test_data.image_shape, total_steps)
     checkpoints = training.Checkpoints(workdir / "checkpoints")
     try:
         restored = checkpoints.restore_latest(template, metrics)
@@ -57,8 +48,8 @@ def restore(workdir: Path, config, test_data: data.ArrayDataset):
         checkpoints.close()
     if restored is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: has the run saved one yet?")
-    state = parallel.ensemble_member(restored[0], 0) if ensemble else restored[0]
-    return model, state.variables(), int(state.step)
+    state = parallel.ensemble_member(restored[0], 0) if config.ensemble_size > 1 else restored[0]
+    return model, state.for_eval().variables(), int(state.step)
 
 
 def draw(workdir: Path, out: Path, image_index: int = 0) -> list[Path]:

@@ -174,6 +174,9 @@ CONFIG_MISUSES = {
     "momentum": st.floats(1.0, 5.0),
     "num_steps": st.integers(-10, -1),
     "label_smoothing": st.floats(1.0, 2.0),
+    "augment_crop_padding": st.integers(-3, -1),
+    "augment_erase_probability": st.floats(1.01, 3.0),
+    "ema_decay": st.one_of(st.floats(1.0, 2.0), st.floats(-1.0, -0.01)),
 }
 
 

@@ -2,7 +2,14 @@
 
 from jaxcnn.training.checkpoint import CheckpointError, Checkpoints
 from jaxcnn.training.config import default_config, validate_config
-from jaxcnn.training.loop import RunResult, TrainingInterrupted, create_model, evaluate, train_and_evaluate
+from jaxcnn.training.loop import (
+    RunResult,
+    TrainingInterrupted,
+    create_model,
+    evaluate,
+    initial_state,
+    train_and_evaluate,
+)
 from jaxcnn.training.metrics import MetricWriter, read_metrics
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
 from jaxcnn.training.per_example import dp_optimizer, dp_train_step, per_example_grads
@@ -28,6 +35,7 @@ __all__ = [
     "dp_train_step",
     "eval_step",
     "evaluate",
+    "initial_state",
     "per_example_grads",
     "prepare_workdir",
     "read_metrics",

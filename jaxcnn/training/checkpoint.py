@@ -26,7 +26,8 @@ class CheckpointError(RuntimeError):
 
 
 def _state_tree(state: TrainState) -> dict[str, Any]:
-    return {field: getattr(state, field) for field in _STATE_FIELDS}
+    fields = _STATE_FIELDS + (("ema_params",) if state.ema_params is not None else ())
+    return {field: getattr(state, field) for field in fields}
 
 
 class Checkpoints:

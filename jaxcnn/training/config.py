@@ -38,6 +38,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.schedule = "constant"
     config.warmup_steps = 0
     config.label_smoothing = 0.0
+    # Augmentation on device (jaxcnn.data.Augmentation), drawn from (seed, step): random crops of the
+    # image zero-padded by this many pixels, left-right flips, random erasing with this probability.
+    config.augment_crop_padding = 0
+    config.augment_flip = False
+    config.augment_erase_probability = 0.0
+    # > 0: evaluate an exponential moving average of the weights with this decay (e.g. 0.999).
+    config.ema_decay = 0.0
     # > 0: skip (don't apply) steps whose gradients are not finite, up to this many in a row
     # (optax.apply_if_finite); 0: stop the run at the first non-finite loss.
     config.skip_nonfinite_steps = 0
@@ -110,6 +117,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _at_least(config, "weight_decay", 0.0, float)
     if not 0.0 <= config.momentum < 1.0:
         raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum!r}")
+    _at_least(config, "augment_crop_padding", 0)
+    if not isinstance(config.augment_flip, bool):
+        raise ValueError(f"config.augment_flip must be True or False, got {config.augment_flip!r}")
+    if not 0.0 <= config.augment_erase_probability <= 1.0:
+        raise ValueError(
+            f"config.augment_erase_probability must be in [0, 1], got {config.augment_erase_probability!r}"
+        )
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"config.ema_decay must be in [0, 1) (0 = off), got {config.ema_decay!r}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
     _at_least(config, "dp_clip_norm", 0.0, float)

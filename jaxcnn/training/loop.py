@@ -34,6 +34,8 @@ from jaxcnn.training.per_example import dp_optimizer, dp_train_step
 from jaxcnn.training.state import create_train_state
 from jaxcnn.training.workdir import WorkdirError, prepare_workdir
 
+_AUGMENT_STREAM = 1  # folded into the seed's key: augmentation draws apart from initialisation
+
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -114,9 +116,24 @@ def _train_batches(dataset, config, start_step: int, steps_per_epoch: int):
 
 
 def _train_and_accumulate(
-    state, metric_sums, batch, *, label_smoothing, axis_name, skip_nonfinite, step_fn=step_lib.train_step
+    state,
+    metric_sums,
+    batch,
+    *,
+    label_smoothing,
+    axis_name,
+    skip_nonfinite,
+    step_fn=step_lib.train_step,
+    augmentation: data.Augmentation | None = None,
+    augment_key: jax.Array | None = None,
+    ema_decay: float = 0.0,
 ):
+    if augmentation is not None and augmentation.enabled:  # keys from (seed, step): resumable
+        key = jax.random.fold_in(augment_key, state.step)
+        batch = {**batch, "image": augmentation(key, batch["image"], axis_name=axis_name)}
     state, metrics = step_fn(state, batch, label_smoothing=label_smoothing, axis_name=axis_name)
+    if ema_decay:
+        state = state.update_ema(ema_decay)
     if skip_nonfinite:  # a skipped step's metrics would poison the window's sums
         finite = jnp.isfinite(metrics["loss"])
         metrics = jax.tree.map(lambda m: jnp.where(finite, m, 0.0), metrics)
@@ -195,6 +212,32 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
+def initial_state(config: ml_collections.ConfigDict, model, image_shape, total_steps: int):
+    """`(state, metric_sums, step_fn, eval_step)` of a run before its first step: the layout its
+    checkpoints have (DP-SGD optimizer state, ensemble member axis, moving average of the weights)."""
+    tx = create_optimizer(config, total_steps)
+    step_fn, eval_step = step_lib.train_step, step_lib.eval_step
+    if config.dp_clip_norm:
+        tx = dp_optimizer(tx, config.dp_clip_norm, config.dp_noise_multiplier, seed=config.seed)
+        step_fn = dp_train_step
+    ensemble = config.ensemble_size > 1
+    if ensemble:
+        seeds = range(config.seed, config.seed + config.ensemble_size)
+        state = ensemble_lib.create_ensemble_state(model, tx, image_shape, seeds)
+        step_fn, eval_step = ensemble_lib.ensemble_train_step, ensemble_lib.ensemble_eval_step
+    else:
+        state = create_train_state(model, tx, image_shape, config.seed)
+    if config.ema_decay:
+        state = state.with_ema()
+    if config.dp_clip_norm and state.batch_stats:
+        raise ValueError(
+            f"config.dp_clip_norm > 0 (DP-SGD) needs per-example gradients, which config.model "
+            f"{config.model!r} lacks: its BatchNorm mixes the examples; pick a model without BatchNorm"
+        )
+    metric_sums = step_lib.zero_metrics(skipped=bool(config.skip_nonfinite_steps), ensemble=ensemble)
+    return state, metric_sums, step_fn, eval_step
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, handle_signals: bool = True
 ) -> RunResult:
@@ -214,7 +257,6 @@ def train_and_evaluate(
     strategy = create_strategy(config.parallel)
     strategy.check_batch_size(config.batch_size)
     is_writer = jax.process_index() == 0
-    ensemble = config.ensemble_size > 1
 
     load = functools.partial(
         data.load, config.dataset, data_dir=config.data_dir or None, source=config.data_source
@@ -234,25 +276,9 @@ def train_and_evaluate(
     strategy.check_batch_size(eval_batch_size, "eval_batch_size")
 
     model = create_model(config, train_data.num_classes, strategy.axis_name)
-    tx = create_optimizer(config, total_steps)
-    step_fn, eval_step = step_lib.train_step, step_lib.eval_step
-    if config.dp_clip_norm:
-        tx = dp_optimizer(tx, config.dp_clip_norm, config.dp_noise_multiplier, seed=config.seed)
-        step_fn = dp_train_step
-    if ensemble:
-        seeds = range(config.seed, config.seed + config.ensemble_size)
-        state = ensemble_lib.create_ensemble_state(model, tx, train_data.image_shape, seeds)
-        step_fn, eval_step = ensemble_lib.ensemble_train_step, ensemble_lib.ensemble_eval_step
-    else:
-        state = create_train_state(model, tx, train_data.image_shape, config.seed)
-    if config.dp_clip_norm and state.batch_stats:
-        raise ValueError(
-            f"config.dp_clip_norm > 0 (DP-SGD) needs per-example gradients, which config.model "
-            f"{config.model!r} lacks: its BatchNorm mixes the examples; pick a model without BatchNorm"
-        )
+    state, metric_sums, step_fn, eval_step = initial_state(config, model, train_data.image_shape, total_steps)
     workdir = Path(workdir)
     _prepare_workdir_once(workdir, config, _tree_bytes(state))
-    metric_sums = step_lib.zero_metrics(skipped=bool(config.skip_nonfinite_steps), ensemble=ensemble)
     # Restored straight into the strategy's checkpoint layout: with several processes, arrays must be
     # global (spanning every process's devices) for Orbax to read and write them collectively.
     state, metric_sums = strategy.put_state(state), strategy.put_state(metric_sums)
@@ -271,9 +297,16 @@ def train_and_evaluate(
             axis_name=strategy.axis_name,
             skip_nonfinite=bool(config.skip_nonfinite_steps),
             step_fn=step_fn,
+            augmentation=data.Augmentation(
+                config.augment_crop_padding, config.augment_flip, config.augment_erase_probability
+            ),
+            augment_key=jax.random.fold_in(jax.random.key(config.seed), _AUGMENT_STREAM),
+            ema_decay=config.ema_decay,
         )
     )
-    eval_fn = strategy.compile_eval(functools.partial(eval_step, axis_name=strategy.axis_name))
+    eval_fn = strategy.compile_eval(
+        lambda state, batch: eval_step(state.for_eval(), batch, axis_name=strategy.axis_name)
+    )
     batches = data.prefetch(
         _train_batches(train_data, config, start_step, steps_per_epoch), transform=strategy.put_batch
     )

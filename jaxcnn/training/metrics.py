@@ -21,7 +21,9 @@ class MetricWriter:
         self._tensorboard = None
         if not enabled:
             return
-        kept = [line for line in read_metrics(self.path) if line["step"] <= resume_step] if resume_step else []
+        kept = (
+            [line for line in read_metrics(self.path) if line["step"] <= resume_step] if resume_step else []
+        )
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
         os.replace(tmp, self.path)

@@ -13,12 +13,29 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-    """Flax's TrainState plus `batch_stats` (empty dict for models without BatchNorm) and
-    `rng`, the run's base key as raw `uint32[2]` data; step `s` draws dropout from
-    `fold_in(rng, s)`, so a resumed run draws exactly what an uninterrupted one would."""
+    """Flax's TrainState plus `batch_stats` (empty dict for models without BatchNorm),
+    `rng`, the run's base key as raw `uint32[2]` data (step `s` draws dropout from
+    `fold_in(rng, s)`, so a resumed run draws exactly what an uninterrupted one would), and
+    `ema_params`, a moving average of `params` (None unless `with_ema` started one)."""
 
     batch_stats: Any
     rng: jax.Array
+    ema_params: Any = None
+
+    def with_ema(self) -> TrainState:
+        """This state with a moving average of the weights, starting at the current ones."""
+        return self.replace(ema_params=jax.tree.map(jnp.copy, self.params))
+
+    def update_ema(self, decay: float) -> TrainState:
+        """`ema_params` moved toward `params`; early steps use the smaller rate (1 + s) / (10 + s)
+        so the average does not stay anchored to the initial weights."""
+        rate = jnp.minimum(decay, (1.0 + self.step) / (10.0 + self.step))
+        ema = jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, self.ema_params, self.params)
+        return self.replace(ema_params=ema)
+
+    def for_eval(self) -> TrainState:
+        """The state evaluation uses: the averaged weights when there are some."""
+        return self if self.ema_params is None else self.replace(params=self.ema_params)
 
     def variables(self, params=None) -> dict:
         """`{"params": ..., "batch_stats": ...}` for `model.apply`."""

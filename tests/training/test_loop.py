@@ -43,7 +43,10 @@ def digits_config(**overrides):
 
 
 def _logged(workdir):
-    return [{k: v for k, v in line.items() if k not in TIMING_KEYS} for line in read_metrics(workdir / "metrics.jsonl")]
+    return [
+        {k: v for k, v in line.items() if k not in TIMING_KEYS}
+        for line in read_metrics(workdir / "metrics.jsonl")
+    ]
 
 
 @pytest.mark.slow
@@ -54,7 +57,9 @@ def test_digits_reaches_90_percent(tmp_path):
     train, test = [x for x in lines if x["split"] == "train"], [x for x in lines if x["split"] == "test"]
     assert len(test) == 8 and test[-1]["accuracy"] == pytest.approx(result.test_accuracy)
     assert all({"step", "loss", "accuracy", "examples_per_sec", "learning_rate"} <= set(x) for x in train)
-    assert (tmp_path / "checkpoints").is_dir() and json.loads((tmp_path / "result.json").read_text())["steps"] == 352
+    assert (tmp_path / "checkpoints").is_dir() and json.loads((tmp_path / "result.json").read_text())[
+        "steps"
+    ] == 352
     assert "test accuracy" in result.describe() and str(tmp_path) in result.describe()
 
 
@@ -68,8 +73,22 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
     assert _logged(tmp_path / "c") != _logged(tmp_path / "a")
 
 
-def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch):
-    config = digits_config(num_steps=30, model="compact", model_kwargs={"features": (8, 16)}, log_every=4)
+RECIPES = {
+    "plain": {},
+    "augmented_with_ema": {
+        "augment_crop_padding": 1,
+        "augment_flip": True,
+        "augment_erase_probability": 0.5,
+        "ema_decay": 0.9,
+    },
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, recipe):
+    config = digits_config(
+        num_steps=30, model="compact", model_kwargs={"features": (8, 16)}, log_every=4, **RECIPES[recipe]
+    )
     uninterrupted = train_and_evaluate(config, tmp_path / "whole")
 
     write = loop_lib.MetricWriter.write
@@ -87,6 +106,35 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch):
     assert resumed.resumed_from == 12
     assert _logged(tmp_path / "split") == _logged(tmp_path / "whole")
     assert resumed.test_accuracy == uninterrupted.test_accuracy
+
+
+def test_augmentation_and_ema_change_the_run(tmp_path):
+    plain = train_and_evaluate(digits_config(num_steps=12), tmp_path / "plain")
+    augmented = train_and_evaluate(
+        digits_config(num_steps=12, augment_crop_padding=2), tmp_path / "augmented"
+    )
+    assert augmented.train_loss != plain.train_loss
+    # The moving average is what gets evaluated: its test metrics differ from the raw weights'.
+    averaged = train_and_evaluate(digits_config(num_steps=12, ema_decay=0.95), tmp_path / "ema")
+    assert averaged.train_loss == plain.train_loss and averaged.test_loss != plain.test_loss
+
+
+def test_ema_update_by_hand():
+    state = create_train_state(models.create("lenet5"), optax.sgd(0.1), (28, 28, 1), seed=0).with_ema()
+    moved = state.replace(
+        params=jax.tree.map(lambda p: p + 1.0, state.params), step=jnp.asarray(90, jnp.int32)
+    )
+    updated = moved.update_ema(0.99)
+    rate = 91 / 100  # min(0.99, (1 + 90) / (10 + 90))
+    jax.tree.map(
+        lambda e, p: np.testing.assert_allclose(e, rate * p + (1 - rate) * (p + 1.0), rtol=1e-6, atol=1e-6),
+        updated.ema_params,
+        state.params,
+    )
+    assert (
+        moved.for_eval().params is moved.ema_params
+        and state.replace(ema_params=None).for_eval().ema_params is None
+    )
 
 
 def test_a_workdir_with_another_config_is_refused_unless_overwrite(tmp_path):
@@ -123,7 +171,11 @@ def test_non_finite_steps_can_be_skipped():
     state = create_train_state(
         models.create("lenet5"), optax.apply_if_finite(optax.sgd(0.1), 3), (28, 28, 1), seed=0
     )
-    batch = {"image": jnp.full((4, 28, 28, 1), jnp.nan), "label": jnp.zeros(4, jnp.int32), "mask": jnp.ones(4)}
+    batch = {
+        "image": jnp.full((4, 28, 28, 1), jnp.nan),
+        "label": jnp.zeros(4, jnp.int32),
+        "mask": jnp.ones(4),
+    }
     step = jax.jit(
         lambda s, m, b: loop_lib._train_and_accumulate(
             s, m, b, label_smoothing=0.0, axis_name=None, skip_nonfinite=True
