@@ -1,0 +1,31 @@
+"""ResNet-20 (He et al. 2016, CIFAR-style, 0.27M parameters) on Fashion-MNIST with augmentation.
+
+    python experiments/train.py --config experiments/configs/resnet20.py --workdir runs/resnet20
+
+Twelve epochs of SGD with Nesterov momentum (learning rate 0.1, warm-up then cosine decay), weight
+decay 5e-4, label smoothing 0.1; random 2-pixel crops, left-right flips and random erasing; the
+weights' moving average (decay 0.999) is evaluated. A ResNet-20 train step is about 0.2 GFLOP per
+28x28 image, so on 2 CPU cores this takes on the order of an hour: it was not run to the end here.
+"""
+
+from jaxcnn.training import default_config
+
+
+def get_config():
+    config = default_config()
+    config.model = "resnet20"
+    config.dataset = "fashion_mnist"
+    config.num_epochs = 12
+    config.batch_size = 128
+    config.optimizer = "nesterov"
+    config.learning_rate = 0.1
+    config.schedule = "warmup_cosine"
+    config.warmup_steps = 469
+    config.weight_decay = 5e-4
+    config.label_smoothing = 0.1
+    config.augment_crop_padding = 2
+    config.augment_flip = True
+    config.augment_erase_probability = 0.5
+    config.ema_decay = 0.999
+    config.checkpoint_every = 1000
+    return config
