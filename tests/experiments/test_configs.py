@@ -13,6 +13,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.py"))
 
 
+@pytest.fixture(autouse=True)
+def experiments_on_path(monkeypatch):
+    """As when experiments/train.py runs: configs import each other as `configs.NAME`."""
+    monkeypatch.syspath_prepend(str(CONFIGS.parent))
+
+
 def load(name):
     spec = importlib.util.spec_from_file_location(f"config_{name}", CONFIGS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
