@@ -14,6 +14,7 @@ import argparse
 import ast
 import importlib.util
 import json
+import logging
 import statistics
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], type=parse_override, metavar="KEY=VALUE")
     parser.add_argument("--out", default=ROOT / "results.md", type=Path, help="the markdown table to write")
     args = parser.parse_args(argv)
+    # Progress lines from the loop (it logs at INFO when there is no terminal for a progress bar).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-checkpoint chatter
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = dict(args.set)
     # Rows accumulate over invocations (one per config and overrides) in a JSON file beside the table.
