@@ -32,7 +32,7 @@ def test_lenet5_rows(lenet):
         ("Conv_0", "Conv", (28, 28, 6), 156),
         ("MaxPool_0", "MaxPool", (14, 14, 6), 0),
         ("Conv_1", "Conv", (10, 10, 16), 2416),
-        ("MaxPool_0", "MaxPool", (5, 5, 16), 0),  # one pooling module, called twice
+        ("MaxPool_1", "MaxPool", (5, 5, 16), 0),
         ("Flatten_0", "Flatten", (400,), 0),
         ("Dense_0", "Dense", (120,), 48120),
         ("Dense_1", "Dense", (84,), 10164),

@@ -6,10 +6,9 @@ import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from jaxcnn.functional import _args
+from jaxcnn.functional import _args, _cpu_paths
 
 
 class ConvGeometry(NamedTuple):
@@ -91,6 +90,9 @@ def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
 
 
 def _cross_correlate(x, kernel, bias, geometry: ConvGeometry, precision):
+    if _cpu_paths.conv_path(kernel.shape[-2], geometry.groups) == "im2col":
+        y = _cpu_paths.im2col_conv(x, kernel, *geometry, precision)
+        return y if bias is None else y + bias.astype(y.dtype)
     y = lax.conv_general_dilated(
         x,
         kernel,
@@ -121,6 +123,10 @@ def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=
 
     Returns:
       `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
+
+    On CPU, convolutions with few input channels run as patches times kernel (im2col), which XLA's
+    CPU backend does faster; `JAXCNN_CONV_PATH=xla|im2col|auto` (read at trace time) forces a path.
+    See `jaxcnn.functional._cpu_paths` for the rule and its measurements.
     """
     x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
     return _cross_correlate(x, kernel, bias, geometry, precision)
@@ -156,13 +162,7 @@ def extract_patches(x, window, stride=1, padding="VALID", dilation=1):
     dilation = _args.int_tuple(dilation, ndim, "dilation")
     pads = _args.padding_pairs(padding, x.shape[1:-1], window, stride, dilation)
     out_sizes = _args.output_sizes(x.shape[1:-1], window, stride, pads, dilation)
-    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    slices = []
-    for offset in np.ndindex(*window):
-        start = tuple(o * d for o, d in zip(offset, dilation))
-        limit = tuple(b + (n - 1) * s + 1 for b, n, s in zip(start, out_sizes, stride))
-        slices.append(lax.slice(padded, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *stride, 1)))
-    return jnp.concatenate(slices, axis=-1)
+    return _cpu_paths.patches(x, window, stride, pads, dilation, out_sizes)
 
 
 def conv_output_size(size, window, stride=1, padding="VALID", dilation=1, *, exact=False) -> int:

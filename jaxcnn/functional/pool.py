@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn.functional import _args
+from jaxcnn.functional import _args, _cpu_paths
 
 
 def _pool_geometry(x, window, stride, padding):
@@ -41,8 +41,13 @@ def max_pool(x, window, stride=None, padding="VALID"):
 
     Returns:
       `(N, *out_spatial, C)`.
+
+    On CPU, non-overlapping windows without padding take a reshape and an argmax gradient instead of
+    XLA's select-and-scatter; `JAXCNN_POOL_PATH=xla|reshape|auto` (read at trace time) forces a path.
     """
     x, window, stride, pads = _pool_geometry(x, window, stride, padding)
+    if _cpu_paths.max_pool_path(window, stride, pads) == "reshape":
+        return _cpu_paths.reshape_max_pool(x, window)
     return _reduce_window(x, -np.inf, lax.max, window, stride, pads)
 
 

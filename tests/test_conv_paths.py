@@ -1,0 +1,178 @@
+"""Every CPU lowering of `jaxcnn.functional` agrees with the reference one (`lax.conv_general_dilated`,
+`lax.reduce_window`) in values and gradients, on the random configs of `test_functional.py`; the
+environment variables force the paths. Speed is measured by `experiments/benchmark.py`, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_functional import CONV_SEEDS, POOL_SEEDS, assert_close, conv_config, pool_config
+
+from jaxcnn import functional as F
+from jaxcnn.functional import _cpu_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+RTOL = 1e-4  # sums in another order: float32 rounding differs, relative to the output's magnitude
+
+
+def _values_and_grads(fn, *args):
+    """`fn(*args)` and the gradient of a non-linear scalar of it wrt every argument, jitted as one
+    new function (so it is traced under the current environment, and compiled once rather than op by op)."""
+    loss = lambda *a: jnp.sum(jnp.sin(fn(*a)))
+    grad = jax.grad(loss, argnums=tuple(range(len(args))))
+    return jax.jit(lambda *a: (fn(*a), grad(*a)))(*args)
+
+
+def _conv_fn(c):
+    kwargs = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
+    if c["b"] is None:
+        return lambda x, k: F.conv(x, k, **kwargs), (c["x"], c["k"])
+    return lambda x, k, b: F.conv(x, k, b, **kwargs), (c["x"], c["k"], c["b"])
+
+
+def _assert_trees_close(actual, expected):
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert_close(a, e, rtol=RTOL)
+
+
+@pytest.mark.parametrize("seed", CONV_SEEDS)
+def test_conv_im2col_matches_xla(monkeypatch, seed):
+    fn, args = _conv_fn(conv_config(seed))
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "xla")
+    expected = _values_and_grads(fn, *args)
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col")
+    _assert_trees_close(_values_and_grads(fn, *args), expected)
+
+
+@pytest.mark.parametrize("seed", range(0, 60, 7))
+def test_convolve_im2col_matches_xla(monkeypatch, seed):
+    c = conv_config(seed)
+    kwargs = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
+    fn = lambda x, k: F.convolve(x, k, **kwargs)
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "xla")
+    expected = _values_and_grads(fn, c["x"], c["k"])
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col")
+    _assert_trees_close(_values_and_grads(fn, c["x"], c["k"]), expected)
+
+
+def test_im2col_is_jit_grad_and_vmap_safe(monkeypatch):
+    rng = np.random.default_rng(0)
+    x, k = rng.standard_normal((3, 2, 9, 8, 4), np.float32), rng.standard_normal((3, 3, 2, 6), np.float32)
+    fn = lambda x, k: F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2), groups=2)
+    batched = lambda x, k: jax.vmap(fn)(x, jnp.broadcast_to(k, (3, *k.shape)))
+    per_example_grad = jax.vmap(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=1), in_axes=(0, None))
+    results = {}
+    for path in ("xla", "im2col"):
+        monkeypatch.setenv("JAXCNN_CONV_PATH", path)
+        results[path] = (
+            jax.jit(lambda x, k: batched(x, k))(x, k),  # a new function: traced under this path
+            per_example_grad(x, k),
+            jax.jacfwd(lambda k: fn(x[0, :1], k).sum(axis=(1, 2)))(k),
+        )
+    _assert_trees_close(results["im2col"], results["xla"])
+
+
+def _max_pool_fn(c):
+    return lambda x: F.max_pool(x, c["window"], c["stride"], c["padding"])
+
+
+@pytest.mark.parametrize("seed", POOL_SEEDS)
+def test_max_pool_paths_match_xla(monkeypatch, seed):
+    c = pool_config(seed)
+    fn = _max_pool_fn(c)
+    monkeypatch.setenv("JAXCNN_POOL_PATH", "xla")
+    expected = _values_and_grads(fn, c["x"])
+    monkeypatch.setenv("JAXCNN_POOL_PATH", "reshape")  # falls back to xla where windows overlap or pad
+    _assert_trees_close(_values_and_grads(fn, c["x"]), expected)
+
+
+@pytest.mark.parametrize(
+    "shape, window",
+    [
+        ((2, 9, 3), 2),
+        ((2, 8, 7, 3), 2),
+        ((2, 9, 6, 2), (3, 2)),
+        ((1, 4, 5, 6, 2), (2, 1, 3)),
+        ((2, 6, 6, 1), 1),
+    ],
+)
+def test_reshape_max_pool_matches_xla_with_ties(monkeypatch, shape, window):
+    """Ties (ReLU's zeros, repeated values) send the gradient to the first maximum, as select-and-scatter."""
+    rng = np.random.default_rng(1)
+    x = np.round(rng.standard_normal(shape), 0).astype(np.float32)  # many equal values
+    x[0] = 0.0
+    fn = lambda x: F.max_pool(x, window)
+    results = {}
+    for path in ("xla", "reshape"):
+        monkeypatch.setenv("JAXCNN_POOL_PATH", path)
+        g = jax.grad(lambda x: jnp.sum(fn(x) * jnp.arange(1.0, fn(x).size + 1).reshape(fn(x).shape)))(x)
+        results[path] = (fn(x), g, jax.jit(jax.vmap(lambda x: fn(x[None])))(x))
+    for a, e in zip(results["reshape"], results["xla"], strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
+def _jaxpr_text(fn, *args) -> str:
+    return str(jax.make_jaxpr(fn)(*args))  # nested jaxprs (jit, custom_vjp) are printed too
+
+
+@pytest.mark.parametrize(
+    "setting, channels, expected",
+    [("xla", 1, True), ("im2col", 16, False), ("auto", 1, False), ("auto", 16, True), ("AUTO", 3, False)],
+)
+def test_env_var_forces_conv_path(monkeypatch, setting, channels, expected):
+    monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
+    x, k = jnp.ones((2, 8, 8, channels)), jnp.ones((3, 3, channels, 4))
+    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1).sum(), argnums=(0, 1))
+    assert ("conv_general_dilated" in _jaxpr_text(grad, x, k)) == expected
+
+
+def test_auto_keeps_xla_off_cpu(monkeypatch):
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
+    monkeypatch.setenv("JAXCNN_POOL_PATH", "auto")
+    monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
+    assert _cpu_paths.conv_path(1, 1) == "xla"
+    assert _cpu_paths.max_pool_path((2, 2), (2, 2), ((0, 0), (0, 0))) == "xla"
+
+
+@pytest.mark.parametrize("setting, expected", [("xla", "reduce_window_max"), ("reshape", "argmax")])
+def test_env_var_forces_pool_path(monkeypatch, setting, expected):
+    monkeypatch.setenv("JAXCNN_POOL_PATH", setting)
+    grad = jax.grad(lambda x: F.max_pool(x, 2).sum())
+    assert expected in _jaxpr_text(grad, jnp.ones((2, 8, 8, 3)))
+
+
+@pytest.mark.parametrize("variable", ["JAXCNN_CONV_PATH", "JAXCNN_POOL_PATH"])
+def test_bad_env_value_is_named(monkeypatch, variable):
+    monkeypatch.setenv(variable, "fast")
+    with pytest.raises(ValueError, match=variable):
+        F.max_pool(F.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((1, 1, 1, 1))), 2)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # One CPU device, as a user runs it, not conftest's eight simulated ones.
+    flags = [f for f in env.pop("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "benchmark.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "jaxcnn/torch" in done.stdout
+    results = json.loads(out.read_text())
+    peers = results["models"]["lenet5"]["peers"]
+    assert {"jaxcnn", "jaxcnn[xla]", "flax"} <= set(peers)
+    assert all(p["train_examples_per_sec"] > 0 for p in peers.values())
+    assert results["loop"]["loop_examples_per_sec"] > 0
