@@ -19,7 +19,9 @@ import jaxcnn.data
 import jaxcnn.parallel
 import jaxcnn.training
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file with get_config().", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file with get_config().", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and plots.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
@@ -44,7 +46,9 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         if _COORDINATOR.value:
-            jaxcnn.parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+            jaxcnn.parallel.initialize_distributed(
+                _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
+            )
         result = jaxcnn.training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except jaxcnn.training.TrainingInterrupted as stop:
         print(stop, file=sys.stderr)

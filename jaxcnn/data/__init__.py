@@ -5,6 +5,7 @@ for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
     batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
 """
 
+from jaxcnn.data.augment import Augmentation
 from jaxcnn.data.datasets import (
     ArrayDataset,
     DataUnavailableError,
@@ -15,7 +16,6 @@ from jaxcnn.data.datasets import (
     read_idx_split,
     synthetic,
 )
-from jaxcnn.data.augment import Augmentation
 from jaxcnn.data.idx import IdxFormatError, read_idx
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
 

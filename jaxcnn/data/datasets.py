@@ -125,7 +125,9 @@ _TFDS_DATASETS = {
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
 _CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
-_DIGITS_TRAIN = 1437  # of scikit-learn's 1,797 digits, after a fixed shuffle; the other 360 are the test split
+_DIGITS_TRAIN = (
+    1437  # of scikit-learn's 1,797 digits, after a fixed shuffle; the other 360 are the test split
+)
 
 
 def available() -> list[str]:

@@ -31,7 +31,9 @@ def _command(workdir, *extra):
 
 def _run(workdir, *extra):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run(_command(workdir, *extra), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        _command(workdir, *extra), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _logged(workdir):
@@ -53,8 +55,11 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     # Kill at a random logged step after the first checkpoint (step 5), before the end.
     kill_after = random.Random().randrange(6, 55)
     process = subprocess.Popen(
-        _command(tmp_path / "killed"), cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        _command(tmp_path / "killed"),
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
@@ -74,8 +79,12 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     process = subprocess.Popen(
-        _command(tmp_path), cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        _command(tmp_path),
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline and not _steps_logged(tmp_path):

@@ -39,7 +39,9 @@ def _run(strategy, steps=4):
     model = models.create("resnet20", **kwargs)
     state = create_train_state(model, optax.sgd(0.01, momentum=0.9), (12, 12, 3), seed=0)
     train = strategy.compile_train(
-        functools.partial(_train_and_accumulate, label_smoothing=0.0, axis_name=strategy.axis_name, skip_nonfinite=False)
+        functools.partial(
+            _train_and_accumulate, label_smoothing=0.0, axis_name=strategy.axis_name, skip_nonfinite=False
+        )
     )
     evaluate = strategy.compile_eval(functools.partial(eval_step, axis_name=strategy.axis_name))
     state = strategy.put_state(state)
@@ -66,7 +68,9 @@ def test_same_losses_batch_stats_and_eval_as_one_device(single, name):
     for key in ("loss", "correct", "count"):
         np.testing.assert_allclose(final[key], single[1][key], rtol=1e-5)
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state.batch_stats, single[2].batch_stats
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        state.batch_stats,
+        single[2].batch_stats,
     )
 
 
