@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=ROOT / "results.md", type=Path, help="the markdown table to write")
     args = parser.parse_args(argv)
     # Progress lines from the loop (it logs at INFO when there is no terminal for a progress bar).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)  # absl set one up
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-checkpoint chatter
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = dict(args.set)

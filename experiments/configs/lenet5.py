@@ -5,7 +5,7 @@
 Two epochs (936 steps of batch 128) of SGD with Nesterov momentum 0.9, the learning rate warmed up to
 0.05 over 100 steps and cosine-decayed to 0, on the 60,000 training images; then the 10,000 test
 images. Measured on 2 CPU cores: 88.95% ± 0.63 test accuracy over seeds 0, 1, 2 (89.62, 88.37, 88.85), about
-20 seconds of training and 1 minute in all for each (experiments/results.md). `--config.num_epochs=8`
+20 seconds of training each, 40 with start-up (experiments/results.md). `--config.num_epochs=8`
 reached 91.32% (seed 0) in 4.6 minutes on the machine while it was shared with other jobs.
 """
 
