@@ -95,9 +95,14 @@ def run_config(name: str, seeds: list[int], workdir: Path, overrides: dict) -> d
     }
 
 
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m {seconds:02d}s"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| config | model | dataset | parameters | epochs | test accuracy (mean ± std) | seeds | minutes |",
+        "| config | model | dataset | parameters | epochs | test accuracy (mean ± std) | seeds | time |",
         "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in rows:
@@ -109,7 +114,7 @@ def markdown(rows: list[dict]) -> str:
         seeds = ",".join(map(str, r["seeds"]))
         lines.append(
             f"| `{r['config']}` | `{r['model']}` | {r['dataset']} | {r['parameters']:,} | {r['epochs']:g} | "
-            f"{accuracy} | {seeds} | {r['minutes_mean']:.1f} |"
+            f"{accuracy} | {seeds} | {_duration(60 * r['minutes_mean'])} |"
         )
     lines += ["", "Commands (add `--config.seed=S` for the other seeds):", ""]
     lines += [f"- `{r['config']}`: `{r['command']}`" for r in rows]
