@@ -8,7 +8,6 @@ collectively), so a run can resume under another strategy or device count.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -159,8 +158,3 @@ def create_strategy(parallel: str):
     if parallel not in strategies:
         raise ValueError(f"parallel must be one of {', '.join(strategies)}, got {parallel!r}")
     return strategies[parallel]()
-
-
-def bind_axis(fn: Callable, strategy) -> Callable:
-    """`fn` with the strategy's collective axis name bound (None outside pmap)."""
-    return functools.partial(fn, axis_name=strategy.axis_name)
