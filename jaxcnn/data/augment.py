@@ -82,7 +82,9 @@ class Augmentation:
             raise ValueError(f"crop_padding must be an int >= 0, got {self.crop_padding!r}")
         if not isinstance(self.flip, bool):
             raise TypeError(f"flip must be a bool, got {self.flip!r}")
-        if not 0.0 <= self.erase_probability <= 1.0:
+        probability = self.erase_probability
+        is_number = isinstance(probability, int | float) and not isinstance(probability, bool)
+        if not (is_number and 0 <= probability <= 1):
             raise ValueError(f"erase_probability must be in [0, 1], got {self.erase_probability!r}")
 
     @property

@@ -88,6 +88,7 @@ def test_pmap_shards_equal_the_single_device_batch():
         ({"crop_padding": 1.5}, ValueError, "crop_padding must be an int >= 0"),
         ({"flip": "yes"}, TypeError, "flip must be a bool"),
         ({"erase_probability": 1.5}, ValueError, "erase_probability must be in"),
+        ({"erase_probability": "half"}, ValueError, "erase_probability must be in"),
     ],
 )
 def test_bad_settings_are_named(kwargs, error, message):
