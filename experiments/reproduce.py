@@ -77,22 +77,48 @@ def run_config(name: str, seeds: list[int], workdir: Path, overrides: dict) -> d
             print(training.train_and_evaluate(config, run_dir).describe())
         results.append(json.loads((run_dir / "result.json").read_text()))
     train_split = data.load(config.dataset, "train", num_examples=1, data_dir=config.data_dir or None)
-    accuracies = [100 * r["test_accuracy"] for r in results]
-    minutes = [r["seconds"] / 60 for r in results]
     settings = "".join(f" --config.{k}={v}" for k, v in overrides.items())
-    return {
+    row = {
         "config": name,
         "model": config.model,
         "dataset": config.dataset,
         "parameters": parameter_count(config, train_split),
         "epochs": results[0]["epochs"],
-        "seeds": seeds,
-        "accuracy_mean": statistics.mean(accuracies),
-        "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-        "minutes_mean": statistics.mean(minutes),
         "command": f"python experiments/train.py --config experiments/configs/{name}.py --workdir runs/{name}"
         + settings,
     }
+    per_seed = {
+        str(seed): {"accuracy": 100 * r["test_accuracy"], "minutes": r["seconds"] / 60}
+        for seed, r in zip(seeds, results, strict=True)
+    }
+    return summarized(row, per_seed)
+
+
+def summarized(row: dict, per_seed: dict) -> dict:
+    """`row` with its per-seed results and their summary: seeds, accuracy mean and std, mean minutes."""
+    seeds = sorted(per_seed, key=int)
+    accuracies = [per_seed[s]["accuracy"] for s in seeds]
+    return {
+        **row,
+        "seeds": [int(s) for s in seeds],
+        "accuracy_mean": statistics.mean(accuracies),
+        "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "minutes_mean": statistics.mean(per_seed[s]["minutes"] for s in seeds),
+        "per_seed": {s: per_seed[s] for s in seeds},
+    }
+
+
+def merged(old: dict | None, new: dict) -> dict:
+    """`new`'s seeds added to (or replacing the same seeds of) an earlier row of the same config and
+    command. An earlier row without per-seed results can only be read back if it has one seed."""
+    earlier = {}
+    if old is not None:
+        earlier = old.get("per_seed") or (
+            {str(old["seeds"][0]): {"accuracy": old["accuracy_mean"], "minutes": old["minutes_mean"]}}
+            if len(old["seeds"]) == 1
+            else {}
+        )
+    return summarized(new, {**earlier, **new["per_seed"]})
 
 
 def _duration(seconds: float) -> str:
@@ -143,13 +169,14 @@ def main(argv=None) -> None:
     }
     for name in args.configs.split(","):
         row = run_config(name, seeds, args.workdir, overrides)
-        rows[row["config"], row["command"]] = row
+        key = row["config"], row["command"]
+        rows[key] = merged(rows.get(key), row)
     ordered = sorted(rows.values(), key=lambda r: (r["config"], r["command"]))
     store.write_text(json.dumps(ordered, indent=2) + "\n")
     table = markdown(ordered)
     header = (
         "# Reproduced results\n\nWritten by `python experiments/reproduce.py --configs NAMES --seeds SEEDS` "
-        f"on 2 CPU cores; each invocation adds or replaces its rows (kept in {store.name})."
+        f"on 2 CPU cores; each invocation adds its seeds to the rows of its configs (kept in {store.name})."
     )
     args.out.write_text(f"{header}\n\n{table}\n{PUBLISHED}\n")
     print(table)

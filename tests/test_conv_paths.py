@@ -44,41 +44,61 @@ def _assert_trees_close(actual, expected):
         assert_close(a, e, rtol=RTOL)
 
 
-@pytest.mark.parametrize("seed", CONV_SEEDS)
-def test_conv_im2col_matches_xla(monkeypatch, seed):
+# im2col on every config; the others on fewer: "tap_grad" applies to ungrouped convolutions (seeds 0-14),
+# "im2col_grad" is XLA's forward with im2col's derivatives, both already covered.
+PATH_SEEDS = [("im2col", s) for s in CONV_SEEDS]
+PATH_SEEDS += [("tap_grad", s) for s in range(15)] + [("im2col_grad", s) for s in range(0, 60, 4)]
+
+
+@pytest.mark.parametrize("path, seed", PATH_SEEDS)
+def test_conv_path_matches_xla(monkeypatch, path, seed):
     fn, args = _conv_fn(conv_config(seed))
     monkeypatch.setenv("JAXCNN_CONV_PATH", "xla")
     expected = _values_and_grads(fn, *args)
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col")
+    monkeypatch.setenv("JAXCNN_CONV_PATH", path)
     _assert_trees_close(_values_and_grads(fn, *args), expected)
 
 
+@pytest.mark.parametrize("path", ["im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("seed", range(0, 60, 7))
-def test_convolve_im2col_matches_xla(monkeypatch, seed):
+def test_convolve_path_matches_xla(monkeypatch, path, seed):
     c = conv_config(seed)
     kwargs = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
     fn = lambda x, k: F.convolve(x, k, **kwargs)
     monkeypatch.setenv("JAXCNN_CONV_PATH", "xla")
     expected = _values_and_grads(fn, c["x"], c["k"])
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col")
+    monkeypatch.setenv("JAXCNN_CONV_PATH", path)
     _assert_trees_close(_values_and_grads(fn, c["x"], c["k"]), expected)
 
 
-def test_im2col_is_jit_grad_and_vmap_safe(monkeypatch):
+@pytest.mark.parametrize("path", ["im2col_grad", "tap_grad"])
+def test_custom_derivative_paths_pass_check_grads(monkeypatch, path):
+    """Forward and reverse mode to second order (Hessian-vector products) against finite differences."""
+    monkeypatch.setenv("JAXCNN_CONV_PATH", path)
+    rng = np.random.default_rng(2)
+    x, k = 0.3 * rng.standard_normal((2, 7, 6, 3)), 0.3 * rng.standard_normal((3, 2, 3, 4))
+    fn = lambda x, k: jnp.sin(F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2)))
+    jax.test_util.check_grads(fn, (x.astype(np.float32), k.astype(np.float32)), order=2, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("path", ["im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_paths_are_jit_grad_and_vmap_safe(monkeypatch, path, groups):
     rng = np.random.default_rng(0)
-    x, k = rng.standard_normal((3, 2, 9, 8, 4), np.float32), rng.standard_normal((3, 3, 2, 6), np.float32)
-    fn = lambda x, k: F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2), groups=2)
+    x = rng.standard_normal((3, 2, 9, 8, 4), np.float32)
+    k = rng.standard_normal((3, 3, 4 // groups, 6), np.float32)
+    fn = lambda x, k: F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2), groups=groups)
     batched = lambda x, k: jax.vmap(fn)(x, jnp.broadcast_to(k, (3, *k.shape)))
     per_example_grad = jax.vmap(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=1), in_axes=(0, None))
     results = {}
-    for path in ("xla", "im2col"):
-        monkeypatch.setenv("JAXCNN_CONV_PATH", path)
-        results[path] = (
+    for setting in ("xla", path):
+        monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
+        results[setting] = (
             jax.jit(lambda x, k: batched(x, k))(x, k),  # a new function: traced under this path
             per_example_grad(x, k),
             jax.jacfwd(lambda k: fn(x[0, :1], k).sum(axis=(1, 2)))(k),
         )
-    _assert_trees_close(results["im2col"], results["xla"])
+    _assert_trees_close(results[path], results["xla"])
 
 
 def _max_pool_fn(c):
@@ -126,7 +146,7 @@ def _jaxpr_text(fn, *args) -> str:
 
 @pytest.mark.parametrize(
     "setting, channels, expected",
-    [("xla", 1, True), ("im2col", 16, False), ("auto", 1, False), ("auto", 16, True), ("AUTO", 3, False)],
+    [("xla", 1, True), ("im2col", 16, False), ("tap_grad", 16, True), ("auto", 1, False), ("AUTO", 3, False)],
 )
 def test_env_var_forces_conv_path(monkeypatch, setting, channels, expected):
     monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
@@ -135,11 +155,47 @@ def test_env_var_forces_conv_path(monkeypatch, setting, channels, expected):
     assert ("conv_general_dilated" in _jaxpr_text(grad, x, k)) == expected
 
 
-def test_auto_keeps_xla_off_cpu(monkeypatch):
+def test_im2col_grad_uses_xla_forward_only_when_not_differentiated(monkeypatch):
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col_grad")
+    x, k = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 32))
+    forward = jax.jit(lambda x, k: F.conv(x, k, padding=1))
+    assert "convolution" in forward.lower(x, k).as_text()
+    kernel_grad = jax.jit(jax.grad(lambda x, k: F.conv(x, k, padding=1).sum(), argnums=1))
+    assert "convolution" not in kernel_grad.lower(x, k).compile().as_text()
+
+
+# (kernel shape, batch, out sizes, path): the rows of the table above `conv_path`.
+MEASURED_LAYERS = [
+    ((5, 5, 1, 6), 128, (28, 28), "im2col"),
+    ((5, 5, 6, 16), 128, (10, 10), "im2col"),
+    ((3, 3, 1, 32), 128, (28, 28), "im2col_grad"),
+    ((3, 3, 3, 16), 128, (32, 32), "im2col"),
+    ((7, 7, 3, 64), 8, (112, 112), "im2col_grad"),
+    ((3, 3, 8, 32), 128, (28, 28), "im2col_grad"),
+    ((3, 3, 16, 16), 128, (32, 32), "xla"),
+    ((3, 3, 16, 32), 128, (16, 16), "tap_grad"),
+    ((3, 3, 32, 32), 128, (16, 16), "tap_grad"),
+    ((3, 3, 40, 40), 128, (14, 14), "tap_grad"),
+    ((3, 3, 64, 64), 128, (8, 8), "tap_grad"),
+    ((3, 3, 32, 64), 128, (8, 8), "im2col"),
+    ((3, 3, 64, 64), 128, (7, 7), "im2col"),
+    ((3, 3, 512, 512), 8, (7, 7), "im2col"),
+    ((3, 3, 32, 32), 512, (16, 16), "tap_grad"),
+]
+
+
+@pytest.mark.parametrize("kernel_shape, batch, out_sizes, expected", MEASURED_LAYERS)
+def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_sizes, expected):
+    monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
+    assert _cpu_paths.conv_path(kernel_shape, 1, batch, out_sizes) == expected
+
+
+def test_auto_keeps_xla_off_cpu_and_for_groups(monkeypatch):
     monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
     monkeypatch.setenv("JAXCNN_POOL_PATH", "auto")
+    assert _cpu_paths.conv_path((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
     monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
-    assert _cpu_paths.conv_path(1, 1) == "xla"
+    assert _cpu_paths.conv_path((3, 3, 1, 8), 1, 128, (28, 28)) == "xla"
     assert _cpu_paths.max_pool_path((2, 2), (2, 2), ((0, 0), (0, 0))) == "xla"
 
 

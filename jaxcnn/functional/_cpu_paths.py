@@ -2,13 +2,14 @@
 
 `lax.conv_general_dilated` and `lax.reduce_window` stay the reference paths (and the only ones on
 GPU/TPU). On CPU, XLA's convolution is slow when the input has few channels (a network's first
-layers), and the gradient of `reduce_window` max (select-and-scatter) is slow; the paths here
-avoid both. Every path computes the same function, so the choice only changes speed.
+layers), its kernel gradient is slow when the input is large, and the gradient of `reduce_window` max
+(select-and-scatter) is slow; the paths here avoid all three. Every path computes the same function, so
+the choice only changes speed (and float rounding).
 
 Forcing a path (read when a function is traced, so set it before `jax.jit` compiles):
 
-    JAXCNN_CONV_PATH=auto|xla|im2col    (default auto: the rule of `conv_path`)
-    JAXCNN_POOL_PATH=auto|xla|reshape   (default auto: the rule of `max_pool_path`)
+    JAXCNN_CONV_PATH=auto|xla|im2col|im2col_grad|tap_grad   (default auto: the rule of `conv_path`)
+    JAXCNN_POOL_PATH=auto|xla|reshape                       (default auto: the rule of `max_pool_path`)
 """
 
 from __future__ import annotations
@@ -22,22 +23,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
-CONV_PATHS = ("auto", "xla", "im2col")
+CONV_PATHS = ("auto", "xla", "im2col", "im2col_grad", "tap_grad")
 POOL_PATHS = ("auto", "xla", "reshape")
 
-# Largest C_in (per group) for which the CPU rule takes im2col. Measured on the 2-core benchmark machine
-# (float32, batch 128, fwd + grads wrt x and kernel, best of 7 alternating runs, milliseconds, XLA vs im2col):
-#   28x28x1 -> 6, 5x5 pad 2:  19.1 vs 10.3      32x32x3 -> 16, 3x3 pad 1:   16.0 vs 10.4
-#   14x14x6 -> 16, 5x5:        8.3 vs  5.8      32x32x16 -> 16, 3x3 pad 1:  33.6 vs 72.6
-#   16x16x32 -> 32, 3x3:      28.8 vs 72.6      8x8x64 -> 64, 3x3 pad 1:    18.0 vs 26.7
-# XLA's convolution is slow with few input channels; with more, building the patch matrix (C_in times
-# the input, copied by XLA's concatenate at a few GB/s) costs more than XLA's convolution saves.
-# Whole train steps agree: lenet5 (both convolutions on im2col) 1.5x XLA's examples/s, simple_cnn and
-# resnet20 (first convolution only) within noise of it. Forward alone, im2col is slower where C_out is
-# large for one input channel (simple_cnn's 28x28x1 -> 32, 3x3: 4.5 vs 3.8 ms); the rule optimises
-# training. The machine was shared (load 5-9 on 2 cores): single figures swing by 2x, ratios less.
+# The CPU rule of `conv_path`, from per-layer measurements (`experiments/conv_paths.py`; 2-core AMD EPYC,
+# jax 0.10.2, float32, best of 9; "train" = forward + gradients, wrt the kernel only for a network's first
+# layer; milliseconds):
+#
+#   layer (batch 128 unless said)     patch floats  xla train/eval  im2col     im2col_grad  tap_grad
+#   28x28x1 -> 6, 5x5 (lenet5)              2.5M      10.1 / 6.1     6.2 / 2.0   6.7 / 6.1   15.7 / 6.0
+#   14x14x6 -> 16, 5x5 (lenet5)             1.9M       8.2 / 1.1     6.7 / 1.5   6.8 / 1.1    7.6 / 1.1
+#   28x28x1 -> 32, 3x3 (simple_cnn)         0.9M      20.4 / 1.3    10.1 / 2.9  10.3 / 1.3   12.5 / 1.5
+#   32x32x3 -> 16, 3x3 (resnet20 stem)      3.5M      19.6 / 5.5    12.8 / 4.2  12.8 / 5.4   14.7 / 5.6
+#   224x224x3 -> 64, 7x7/2, batch 8        14.7M     296.0 / 22.3  131.7 / 76.2 144.7 / 23.1 178.5 / 23.6
+#   28x28x8 -> 32, 3x3                      7.2M     156.0 / 7.9    82.8 / 33.5 102.6 / 7.6  84.1 / 7.9
+#   32x32x16 -> 16, 3x3 (resnet20)         18.9M      64.7 / 5.9   119.0 / 64.8 132.5 / 6.1  84.0 / 6.1
+#   32x32x16 -> 32, 3x3/2 (resnet20)        4.7M      47.9 / 6.9    48.0 / 9.0  51.6 / 6.5   40.4 / 7.0
+#   16x16x32 -> 32, 3x3 (resnet20)          9.4M      52.1 / 9.1    68.6 / 33.3 69.6 / 9.0   39.8 / 8.7
+#   14x14x40 -> 40, 3x3 (compact)           9.0M      57.6 / 10.1   69.5 / 33.1 69.4 / 9.9   39.7 / 9.9
+#   8x8x64 -> 64, 3x3 (resnet20)            4.7M      40.5 / 8.5    43.2 / 19.1 38.2 / 7.8   29.7 / 8.2
+#   16x16x32 -> 64, 3x3/2 (resnet20)        2.4M      26.8 / 5.1    18.3 / 4.3  16.8 / 4.9   22.8 / 4.7
+#   7x7x64 -> 64, 3x3 (compact)             3.6M      27.6 / 6.8    18.2 / 6.2  18.3 / 6.6   22.9 / 6.8
+#   7x7x512 -> 512, 3x3, batch 8            1.8M      59.7 / 15.1   36.7 / 11.3 36.7 / 15.6  50.1 / 15.1
+#   16x16x32 -> 32, 3x3, batch 512         37.7M     288.0 / 35.8  266.9 / 139.7 273.2 / 33.7 195.8 / 33.5
+#
+# im2col (patches times kernel, one GEMM) wins training while the patch matrix N * out_pixels * taps * C_in
+# stays within the cache (<= 4M floats, 16 MiB) or the input has few channels (XLA's convolution is at its
+# slowest there); its forward alone wins only when, in addition, C_out <= taps * C_in (otherwise
+# "im2col_grad": XLA's forward, im2col's derivatives). Above that size, building the patch matrix costs more
+# than it saves, and XLA's kernel-gradient convolution is the slow part: per-window-position GEMMs
+# ("tap_grad") replace it once C_in * C_out >= 512; below, XLA's own path is as fast. The figures swing
+# +-20% run to run; the rule follows the clear wins.
 IM2COL_MAX_CHANNELS = 8
+IM2COL_MAX_PATCH_FLOATS = 4 * 2**20
+TAP_GRAD_MIN_CHANNEL_PRODUCT = 512
 
 
 def _choice(variable: str, choices: Sequence[str]) -> str:
@@ -49,18 +70,28 @@ def _choice(variable: str, choices: Sequence[str]) -> str:
     return value
 
 
-def conv_path(channels_per_group: int, groups: int) -> str:
-    """The path, "xla" or "im2col", for a convolution with `channels_per_group` input channels per group.
+def conv_path(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]) -> str:
+    """The path for a convolution with kernel `(*window, C_in // groups, C_out)` and this output size.
 
-    `JAXCNN_CONV_PATH` forces a path; "auto" takes im2col only on CPU, for ungrouped convolutions
-    with at most `IM2COL_MAX_CHANNELS` input channels (see the measurements above).
+    "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches times kernel, and its autodiff.
+    "im2col_grad": XLA's forward when not differentiated, im2col under differentiation. "tap_grad":
+    XLA's forward and input gradient, the kernel gradient as one GEMM per window position.
+    `JAXCNN_CONV_PATH` forces a path ("tap_grad" needs `groups == 1`, else XLA's); "auto" follows the
+    measurements above on CPU, for ungrouped convolutions, and is "xla" otherwise (GPU/TPU: cuDNN).
     """
     path = _choice("JAXCNN_CONV_PATH", CONV_PATHS)
+    if path == "tap_grad" and groups != 1:
+        return "xla"
     if path != "auto":
         return path
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or groups != 1:
         return "xla"
-    return "im2col" if groups == 1 and channels_per_group <= IM2COL_MAX_CHANNELS else "xla"
+    *window, c_in, c_out = kernel_shape
+    patch_length = math.prod(window) * c_in
+    cached = batch * math.prod(out_sizes) * patch_length <= IM2COL_MAX_PATCH_FLOATS
+    if cached or c_in <= IM2COL_MAX_CHANNELS:
+        return "im2col" if cached and c_out <= patch_length else "im2col_grad"
+    return "tap_grad" if c_in * c_out >= TAP_GRAD_MIN_CHANNEL_PRODUCT else "xla"
 
 
 def max_pool_path(window: Sequence[int], stride: Sequence[int], pads) -> str:
@@ -138,6 +169,114 @@ def im2col_conv(x, kernel, stride, pads, dilation, groups, out_sizes, precision)
     y = lax.dot_general(cols, kernel, (((batch - 1, batch + 1), (0, 1)), ((batch,), (2,))), precision)
     # y: (groups, *lead, C_out // groups) -> (*lead, C_out), group-major channels as in XLA.
     return jnp.moveaxis(y, 0, -2).reshape(*lead, c_out)
+
+
+def xla_conv(x, kernel, stride, pads, dilation, groups, precision):
+    """`lax.conv_general_dilated` on `(N, *spatial, C_in)` and `(*window, C_in // groups, C_out)`."""
+    ndim = x.ndim - 2
+    spatial = tuple(range(1, ndim + 1))
+    numbers = lax.ConvDimensionNumbers(
+        lhs_spec=(0, ndim + 1, *spatial),
+        rhs_spec=(ndim + 1, ndim, *range(ndim)),
+        out_spec=(0, ndim + 1, *spatial),
+    )
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=stride,
+        padding=pads,
+        rhs_dilation=dilation,
+        dimension_numbers=numbers,
+        feature_group_count=groups,
+        precision=precision,
+    )
+
+
+def _tap_sum(x, kernel, stride, pads, dilation, out_sizes, precision):
+    """The (ungrouped) convolution as a sum over window positions of `slice(x) @ kernel[position]`.
+
+    Slow as a forward pass; written for its transpose wrt `kernel`: per window position one 2-D GEMM
+    `slice(x)^T @ cotangent`, `(C_in, N*out) @ (N*out, C_out)`.
+    """
+    *window, c_in, c_out = kernel.shape
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    taps = kernel.reshape(-1, c_in, c_out)
+    y = None
+    for tap, piece in enumerate(_window_slices(padded, window, stride, dilation, out_sizes, 1)):
+        term = lax.dot_general(piece.reshape(-1, c_in), taps[tap], (((1,), (0,)), ((), ())), precision)
+        y = term if y is None else y + term
+    return y.reshape(x.shape[0], *out_sizes, c_out)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision):
+    """XLA's (ungrouped) convolution and input gradient, with the kernel gradient of `_tap_sum`."""
+    return xla_conv(x, kernel, stride, pads, dilation, 1, precision)
+
+
+def _tap_grad_conv_jvp(stride, pads, dilation, out_sizes, precision, primals, tangents):
+    (x, kernel), (dx, dkernel) = primals, tangents
+    y = xla_conv(x, kernel, stride, pads, dilation, 1, precision)
+    terms = []
+    if not isinstance(dx, SymbolicZero):  # a network's first layer needs no input gradient
+        terms.append(xla_conv(dx, kernel, stride, pads, dilation, 1, precision))
+    if not isinstance(dkernel, SymbolicZero):
+        terms.append(_tap_sum(x, dkernel, stride, pads, dilation, out_sizes, precision))
+    return y, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+
+
+tap_grad_conv.defjvp(_tap_grad_conv_jvp, symbolic_zeros=True)
+
+
+def forward_then(forward, differentiable):
+    """`forward(x, kernel)` when not differentiated; under any derivative, `differentiable`'s value and
+    derivatives. Both compute the same function (up to float rounding), so the faster one serves each."""
+
+    @jax.custom_jvp
+    def fn(x, kernel):
+        return forward(x, kernel)
+
+    def jvp(primals, tangents):
+        moving = [i for i, t in enumerate(tangents) if not isinstance(t, SymbolicZero)]
+
+        def of_moving(*args):
+            full = list(primals)
+            for i, a in zip(moving, args):
+                full[i] = a
+            return differentiable(*full)
+
+        if not moving:
+            y = forward(*primals)
+            return y, jnp.zeros_like(y)
+        return jax.jvp(of_moving, [primals[i] for i in moving], [tangents[i] for i in moving])
+
+    fn.defjvp(jvp, symbolic_zeros=True)
+    return fn
+
+
+def cross_correlate(x, kernel, stride, pads, dilation, groups, out_sizes, precision):
+    """The convolution of `jaxcnn.functional.conv` (no bias) on the path `conv_path` picks."""
+    path = conv_path(kernel.shape, groups, x.shape[0], out_sizes)
+    pads = tuple(tuple(pair) for pair in pads)
+    if path == "tap_grad":
+        return tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision)
+    xla = functools.partial(
+        xla_conv, stride=stride, pads=pads, dilation=dilation, groups=groups, precision=precision
+    )
+    if path == "xla":
+        return xla(x, kernel)
+    im2col = functools.partial(
+        im2col_conv,
+        stride=stride,
+        pads=pads,
+        dilation=dilation,
+        groups=groups,
+        out_sizes=out_sizes,
+        precision=precision,
+    )
+    if path == "im2col":
+        return im2col(x, kernel)
+    return forward_then(xla, im2col)(x, kernel)
 
 
 def _window_view(x, window):

@@ -6,7 +6,6 @@ import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
-from jax import lax
 
 from jaxcnn.functional import _args, _cpu_paths
 
@@ -80,29 +79,8 @@ def conv_output_shape(x_shape, kernel_shape, *, stride=1, padding="VALID", dilat
     return (x_shape[0], *geometry.out_sizes, kernel_shape[-1])
 
 
-def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
-    spatial = tuple(range(1, ndim + 1))
-    return lax.ConvDimensionNumbers(
-        lhs_spec=(0, ndim + 1, *spatial),
-        rhs_spec=(ndim + 1, ndim, *range(ndim)),
-        out_spec=(0, ndim + 1, *spatial),
-    )
-
-
 def _cross_correlate(x, kernel, bias, geometry: ConvGeometry, precision):
-    if _cpu_paths.conv_path(kernel.shape[-2], geometry.groups) == "im2col":
-        y = _cpu_paths.im2col_conv(x, kernel, *geometry, precision)
-        return y if bias is None else y + bias.astype(y.dtype)
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=geometry.stride,
-        padding=geometry.pads,
-        rhs_dilation=geometry.dilation,
-        dimension_numbers=_dimension_numbers(x.ndim - 2),
-        feature_group_count=geometry.groups,
-        precision=precision,
-    )
+    y = _cpu_paths.cross_correlate(x, kernel, *geometry, precision)
     return y if bias is None else y + bias.astype(y.dtype)
 
 
@@ -124,9 +102,11 @@ def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=
     Returns:
       `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
 
-    On CPU, convolutions with few input channels run as patches times kernel (im2col), which XLA's
-    CPU backend does faster; `JAXCNN_CONV_PATH=xla|im2col|auto` (read at trace time) forces a path.
-    See `jaxcnn.functional._cpu_paths` for the rule and its measurements.
+    On CPU, convolutions whose patch matrix is small or whose input has few channels run as patches
+    times kernel (im2col), and larger ones take their kernel gradient as one GEMM per window position
+    instead of XLA's slow kernel-gradient convolution; all paths compute the same function.
+    `JAXCNN_CONV_PATH=auto|xla|im2col|im2col_grad|tap_grad` (read at trace time) forces a path. See
+    `jaxcnn.functional._cpu_paths` for the rule and its measurements.
     """
     x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
     return _cross_correlate(x, kernel, bias, geometry, precision)

@@ -44,6 +44,29 @@ def test_two_seeds_make_a_row_with_mean_and_std(tmp_path, reproduce, capsys):
     # Again: the finished runs are read, not redone.
     reproduce.main([*args, "--set", "num_epochs=1", "--set", "log_every=22"])
     assert capsys.readouterr().out.count("done before") == 2
+    # A later invocation with another seed joins the same row.
+    reproduce.main([*args[:2], "--seeds", "2", *args[4:], "--set", "num_epochs=1", "--set", "log_every=22"])
+    third = json.loads((tmp_path / "runs" / "digits" / "seed_2" / "result.json").read_text())
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert row["seeds"] == [0, 1, 2]
+    assert row["accuracy_mean"] == pytest.approx(statistics.mean([*accuracies, 100 * third["test_accuracy"]]))
+
+
+def test_merged_adds_seeds_and_reads_single_seed_rows_without_per_seed_results(reproduce):
+    base = {"config": "c", "command": "cmd"}
+    new = reproduce.summarized(
+        base, {"1": {"accuracy": 90.0, "minutes": 2.0}, "2": {"accuracy": 92.0, "minutes": 4.0}}
+    )
+    old = {**base, "seeds": [0], "accuracy_mean": 94.0, "accuracy_std": 0.0, "minutes_mean": 6.0}
+    row = reproduce.merged(old, new)
+    assert row["seeds"] == [0, 1, 2]
+    assert row["accuracy_mean"] == pytest.approx(92.0) and row["accuracy_std"] == pytest.approx(2.0)
+    assert row["minutes_mean"] == pytest.approx(4.0)
+    # Several seeds without per-seed results cannot be split: the new row replaces them.
+    assert reproduce.merged({**old, "seeds": [0, 5]}, new)["seeds"] == [1, 2]
+    # The same seed again replaces its earlier result.
+    again = reproduce.summarized(base, {"2": {"accuracy": 80.0, "minutes": 1.0}})
+    assert reproduce.merged(row, again)["per_seed"]["2"]["accuracy"] == 80.0
 
 
 def test_unknown_config_names_the_available_ones(reproduce):
