@@ -12,11 +12,12 @@ smaller batch) it measures, float32, SGD with momentum:
   - `flax`: the architecture written with `flax.linen` (nn.Conv, nn.max_pool, nn.BatchNorm, ...),
     same parameter count (asserted), stepped by the same `train_step`;
   - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is importable.
-Peers alternate within each round and every figure is the median over rounds, since the machine is
-shared and timings swing. Also reported: eval (forward) throughput, compile time, the process's peak
-RSS after each model, and MFU = FLOPs per example (`jaxcnn.summary`, x3 for a train step) x examples/s
-/ the float32 peak of a measured 2048x2048 matmul. Finally the training loop
-(`jaxcnn.training.train_and_evaluate` on `synthetic` data) against the bare step, for lenet5.
+Peers alternate within each round; speeds are medians over rounds and ratios are medians of the ratios
+within a round (paired), since the machine is shared and timings swing. Also reported: eval (forward)
+throughput, compile time, the process's peak RSS after each model, and MFU = FLOPs per example
+(`jaxcnn.summary`, x3 for a train step) x examples/s / the float32 peak of a measured 2048x2048 matmul.
+Finally the training loop (`jaxcnn.training.train_and_evaluate`, `synthetic` data) against the bare
+step, for lenet5.
 
 Writes every figure as JSON to `--out` (default `benchmark.json`).
 """
@@ -286,7 +287,8 @@ def torch_available(threads: int) -> bool:
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-    """float32 FLOP/s of a jitted `size`x`size` matmul (median of `repeats`)."""
+    """float32 FLOP/s of a jitted `size`x`size` matmul: the fastest of `repeats`, the peak (a median
+    taken during a slow phase of a shared host made MFU exceed 100% later in the run)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
     matmul = jax.jit(jnp.matmul)
     jax.block_until_ready(matmul(a, a))
@@ -295,7 +297,7 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
         started = time.perf_counter()
         jax.block_until_ready(matmul(a, a))
         times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times)
+    return 2 * size**3 / min(times)
 
 
 def peak_rss_mib() -> float:
@@ -310,7 +312,9 @@ def throughput(run, steps: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def bench_model(name: str, batch_size: int, steps: int, rounds: int, use_torch: bool, peak: float) -> dict:
+def bench_model(
+    name: str, batch_size: int, steps: int, rounds: int, use_torch: bool, peak: float, bfloat16: bool
+) -> dict:
     image_shape, num_classes, _ = MODELS[name]
     rng = np.random.default_rng(0)
     batch = {
@@ -325,6 +329,9 @@ def bench_model(name: str, batch_size: int, steps: int, rounds: int, use_torch: 
         "jaxcnn[xla]": JaxPeer(model, image_shape, batch, xla_env),
         "flax": JaxPeer(FLAX_MODELS[name](num_classes=num_classes), image_shape, batch, {}),
     }
+    if bfloat16:  # compute in bfloat16, parameters float32: `config.dtype = "bfloat16"`
+        low = models.create(name, num_classes=num_classes, dtype=jnp.bfloat16)
+        peers["jaxcnn[bf16]"] = JaxPeer(low, image_shape, batch, {})
     if use_torch:
         peers["torch"] = TorchPeer(name, num_classes, batch)
     counts = {peer: p.params for peer, p in peers.items()}
@@ -398,6 +405,12 @@ def _loop_like_batch(batch_size: int) -> dict:
 # ---------------------------------------------------------------- report
 
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a's speed over b's in the same round: the peers ran seconds apart, so a
+    slow phase of the machine (other jobs, neighbours on the host) slows both and cancels out."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
 def table(results: dict) -> str:
     header = ("model", "peer", "train ex/s", "eval ex/s", "compile s", "train MFU", "eval MFU")
     lines = [header]
@@ -408,17 +421,18 @@ def table(results: dict) -> str:
                 f"{p['compile_seconds']:.1f}", f"{p['train_mfu']:.1%}", f"{p['eval_mfu']:.1%}",
             ))  # fmt: skip
     ratio_header = ("model", "batch", "jaxcnn/torch", "jaxcnn/flax", "jaxcnn[xla]/flax", "eval jaxcnn/torch",
-                    "peak RSS MiB")  # fmt: skip
+                    "eval jaxcnn/flax", "peak RSS MiB")  # fmt: skip
     ratios = [ratio_header]
     for name, r in results["models"].items():
         ratio = lambda a, b, kind="train", peers=r["peers"]: (
-            f"{peers[a][f'{kind}_examples_per_sec'] / peers[b][f'{kind}_examples_per_sec']:.2f}x"
+            f"{paired_ratio(peers[a][f'{kind}_rounds'], peers[b][f'{kind}_rounds']):.2f}x"
             if a in peers and b in peers
             else "n/a"
         )
         ratios.append((
             name, str(r["batch_size"]), ratio("jaxcnn", "torch"), ratio("jaxcnn", "flax"),
-            ratio("jaxcnn[xla]", "flax"), ratio("jaxcnn", "torch", "eval"), f"{r['peak_rss_mib']:,.0f}",
+            ratio("jaxcnn[xla]", "flax"), ratio("jaxcnn", "torch", "eval"), ratio("jaxcnn", "flax", "eval"),
+            f"{r['peak_rss_mib']:,.0f}",
         ))  # fmt: skip
     out = [_render(lines), "", _render(ratios)]
     if "loop" in results:
@@ -452,6 +466,9 @@ def main(argv=None) -> dict:
         "--loop-steps", type=int, default=200, help="steps of the training-loop run (0: skip)"
     )
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
+    parser.add_argument(
+        "--bfloat16", action="store_true", help="add jaxcnn computing in bfloat16 (float32 parameters)"
+    )
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: the cores)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     parser.add_argument("--out", default="benchmark.json", help="JSON output path")
@@ -484,7 +501,9 @@ def main(argv=None) -> dict:
         batch_size = args.batch_size or MODELS[name][2]
         steps = args.steps or (3 if name == "resnet18" else 10)
         print(f"{name}: batch {batch_size}, {args.rounds} rounds of {steps} steps ...", flush=True)
-        results["models"][name] = bench_model(name, batch_size, steps, args.rounds, use_torch, peak)
+        results["models"][name] = bench_model(
+            name, batch_size, steps, args.rounds, use_torch, peak, args.bfloat16
+        )
         results["models"][name]["steps"] = steps
         _write(results, args.out)  # after every model, so a long run that is cut off keeps what it measured
         for peer, p in results["models"][name]["peers"].items():
