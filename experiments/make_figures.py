@@ -2,7 +2,7 @@
 
     python experiments/make_figures.py [--workdir DIR] [--out docs]
 
-Trains the default run (`experiments/configs/lenet5.py`: two epochs, about a minute on 2 CPU cores) with
+Trains the default run (`experiments/configs/lenet5.py`: eight epochs, about two minutes on 2 CPU cores) with
 test metrics every quarter epoch, then draws its learning curves, first-layer filters, the feature maps
 of one test image, the confusion matrix and misclassified examples into `--out`. Without Fashion-MNIST
 (`jaxcnn.data.DataUnavailableError`) it trains the `compact` model on the 8x8 digits instead.

@@ -2,7 +2,7 @@
 
     python experiments/train.py --config experiments/configs/mnist.py --workdir runs/mnist
 
-The recipe of `lenet5.py` (two epochs of Nesterov SGD with warm-up and cosine decay) on handwritten
+The recipe of `lenet5.py` (eight epochs of Nesterov SGD with warm-up and cosine decay) on handwritten
 digits. Not measured here: this machine cannot reach MNIST's server and no system package carries
 MNIST; the tests run it on tiny IDX files they write.
 """
