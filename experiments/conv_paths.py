@@ -71,8 +71,8 @@ def time_layer(spec, repeats: int) -> dict:
             best_ms(jax.jit(conv), x, kernel, repeats=repeats),
         )
     os.environ["JAXCNN_CONV_PATH"] = "auto"
-    out_size = (size + 2 * padding - window) // stride + 1
-    timings["auto"] = _cpu_paths.conv_path(kernel.shape, 1, batch, (out_size, out_size))
+    out_sizes = F.conv_output_shape(x.shape, kernel.shape, stride=stride, padding=padding)[1:-1]
+    timings["auto"] = _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes)
     return timings
 
 

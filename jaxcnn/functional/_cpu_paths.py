@@ -257,23 +257,12 @@ def forward_then(forward, differentiable):
 def cross_correlate(x, kernel, stride, pads, dilation, groups, out_sizes, precision):
     """The convolution of `jaxcnn.functional.conv` (no bias) on the path `conv_path` picks."""
     path = conv_path(kernel.shape, groups, x.shape[0], out_sizes)
-    pads = tuple(tuple(pair) for pair in pads)
     if path == "tap_grad":
         return tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision)
-    xla = functools.partial(
-        xla_conv, stride=stride, pads=pads, dilation=dilation, groups=groups, precision=precision
-    )
+    xla = lambda x, kernel: xla_conv(x, kernel, stride, pads, dilation, groups, precision)
     if path == "xla":
         return xla(x, kernel)
-    im2col = functools.partial(
-        im2col_conv,
-        stride=stride,
-        pads=pads,
-        dilation=dilation,
-        groups=groups,
-        out_sizes=out_sizes,
-        precision=precision,
-    )
+    im2col = lambda x, kernel: im2col_conv(x, kernel, stride, pads, dilation, groups, out_sizes, precision)
     if path == "im2col":
         return im2col(x, kernel)
     return forward_then(xla, im2col)(x, kernel)
