@@ -2,14 +2,27 @@
 
 Eight CPU devices are simulated for the whole session (before jax is first imported), so the
 data-parallel and pmap paths run on a machine without accelerators.
+
+XLA's persistent compilation cache is shared by the pytest-xdist workers and every subprocess the
+tests start (training scripts, notebooks, multi-process runs): each of them would otherwise compile
+the same programs again, and compiling is most of this suite's time. Its keys include the JAX
+version and the XLA flags, so a stale cache is never used. It has no size limit: with one, JAX scans
+the whole directory under a lock at every write, which is slow with the thousands of small
+entries this suite writes. An entry
+read while another process writes it fails to decompress; JAX then warns and compiles it again.
 """
 
 import os
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # eager ops' programs too
 
 
 def pytest_configure(config):

@@ -2,9 +2,9 @@
 
 A checkpoint holds everything a run needs to continue bit-identically: the train state
 (step, params, optimizer state, BatchNorm statistics, RNG), the metric sums since the last
-log line, and a small JSON record of the data position. Orbax writes each step to a
-temporary directory and renames it when complete, so a run killed mid-save leaves the
-previous checkpoint intact.
+log line, and a small JSON record of the data position and the training time so far. Orbax
+writes each step to a temporary directory and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, state: TrainState, metrics: Any, position: dict[str, int]) -> None:
+    def save(self, state: TrainState, metrics: Any, position: dict[str, float]) -> None:
         """Saves at `state.step` (asynchronously; the next save or `close` waits for it)."""
         step = int(jax.device_get(state.step))
         self._manager.save(

@@ -63,7 +63,7 @@ class RunResult:
     steps: int
     epochs: float
     resumed_from: int
-    seconds: float
+    seconds: float  # wall time of training, summed over the segments of a resumed run
     examples_per_sec: float
     workdir: str
     ensemble_test_accuracy: float | None = None  # the averaged logits' accuracy (config.ensemble_size > 1)
@@ -284,8 +284,10 @@ def train_and_evaluate(
     state, metric_sums = strategy.put_state(state), strategy.put_state(metric_sums)
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoints_to_keep)
     restored = checkpoints.restore_latest(strategy.host_state(state), strategy.host_state(metric_sums))
+    earlier_seconds = 0.0  # training time of the segments before a resume, as of their last checkpoint
     if restored is not None:
         state, metric_sums = strategy.put_state(restored[0]), strategy.put_state(restored[1])
+        earlier_seconds = restored[2].get("seconds", 0.0)
     start_step = int(strategy.host_value(state.step))
     writer = MetricWriter(workdir, resume_step=start_step, enabled=is_writer)
     learning_rate = create_learning_rate_schedule(config, total_steps)
@@ -317,7 +319,12 @@ def train_and_evaluate(
                 f"the parameters became non-finite by step {done}; they were not saved, and the last good "
                 f"checkpoint in {checkpoints.directory} is kept"
             )
-        position = {"step": done, "epoch": done // steps_per_epoch, "batch": done % steps_per_epoch}
+        position = {
+            "step": done,
+            "epoch": done // steps_per_epoch,
+            "batch": done % steps_per_epoch,
+            "seconds": earlier_seconds + time.perf_counter() - started,
+        }
         checkpoints.save(strategy.host_state(state), strategy.host_state(metric_sums), position)
 
     started = time.perf_counter()
@@ -415,7 +422,7 @@ def train_and_evaluate(
         steps=total_steps,
         epochs=round(total_steps / steps_per_epoch, 2),
         resumed_from=start_step,
-        seconds=time.perf_counter() - started,
+        seconds=earlier_seconds + time.perf_counter() - started,
         examples_per_sec=steps_timed * config.batch_size / seconds_timed if seconds_timed else float("nan"),
         workdir=str(workdir),
         ensemble_test_accuracy=test_summary.get("ensemble_accuracy"),

@@ -46,13 +46,20 @@ def _steps_logged(workdir):
     return [json.loads(x)["step"] for x in path.read_text().splitlines()] if path.exists() else []
 
 
+def _committed(workdir):
+    """The steps of the checkpoints Orbax has finished (it renames a temporary directory to the step)."""
+    directory = Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 @pytest.mark.slow
 def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     whole = _run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "test accuracy" in whole.stdout and "metrics.jsonl" in whole.stdout
 
-    # Kill at a random logged step after the first checkpoint (step 5), before the end.
+    # Kill at a random logged step once the first checkpoint (step 5, written in the background) is
+    # committed, before the end.
     kill_after = random.Random().randrange(6, 55)
     process = subprocess.Popen(
         _command(tmp_path / "killed"),
@@ -63,7 +70,9 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     )
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        if any(step >= kill_after for step in _steps_logged(tmp_path / "killed")):
+        if _committed(tmp_path / "killed") and any(
+            step >= kill_after for step in _steps_logged(tmp_path / "killed")
+        ):
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
@@ -94,8 +103,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "SIGTERM at step" in stderr and "run the same command again to resume" in stderr
     stopped_at = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
-    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert saved[-1] == stopped_at
+    assert _committed(tmp_path)[-1] == stopped_at
 
 
 def test_a_bad_flag_value_is_a_clear_error(tmp_path):

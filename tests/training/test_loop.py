@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,13 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, recipe):
     with pytest.raises(TrainingInterrupted, match="SIGINT at step 12"):
         train_and_evaluate(config, tmp_path / "split")
     monkeypatch.undo()
+    # The reported time covers both segments: the first one's, as of its checkpoint, is carried over.
+    position = tmp_path / "split" / "checkpoints" / "12" / "position" / "metadata"
+    assert json.loads(position.read_text())["seconds"] > 0
+    position.write_text(json.dumps({**json.loads(position.read_text()), "seconds": 1000.0}))
+    started = time.perf_counter()
     resumed = train_and_evaluate(config, tmp_path / "split")
+    assert 1000 < resumed.seconds < 1000 + time.perf_counter() - started
     assert resumed.resumed_from == 12
     assert _logged(tmp_path / "split") == _logged(tmp_path / "whole")
     assert resumed.test_accuracy == uninterrupted.test_accuracy
