@@ -7,9 +7,9 @@ XLA's persistent compilation cache is shared by the pytest-xdist workers and eve
 tests start (training scripts, notebooks, multi-process runs): each of them would otherwise compile
 the same programs again, and compiling is most of this suite's time. Its keys include the JAX
 version and the XLA flags, so a stale cache is never used. It has no size limit: with one, JAX scans
-the whole directory under a lock at every write, which is slow with the thousands of small
-entries this suite writes. An entry
-read while another process writes it fails to decompress; JAX then warns and compiles it again.
+the whole directory under a lock at every write, slow with the thousands of small entries this suite
+writes. An entry read while another process writes it fails to decompress; JAX then warns and
+compiles it again.
 """
 
 import os
