@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import statistics
+import sys
 from pathlib import Path
 
 import jaxcnn
@@ -147,6 +148,20 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(rows: dict, out: Path) -> str:
+    """Writes the table of `rows` to `out` and the rows to the JSON file beside it; returns the table."""
+    ordered = sorted(rows.values(), key=lambda r: (r["config"], r["command"]))
+    store = out.with_suffix(".json")
+    store.write_text(json.dumps(ordered, indent=2) + "\n")
+    header = (
+        "# Reproduced results\n\nWritten by `python experiments/reproduce.py --configs NAMES --seeds SEEDS` "
+        f"on 2 CPU cores; each invocation adds its seeds to the rows of its configs (kept in {store.name})."
+    )
+    table = markdown(ordered)
+    out.write_text(f"{header}\n\n{table}\n{PUBLISHED}\n")
+    return table
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -162,23 +177,28 @@ def main(argv=None) -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-checkpoint chatter
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = dict(args.set)
+    names = args.configs.split(",")
+    for name in names:  # a typo in the last config or override is reported now, not after hours of the first
+        try:
+            load_config(name, overrides)
+        except (ValueError, KeyError, TypeError) as error:
+            parser.error(str(error.args[0]))  # a KeyError's str() would quote the message
     # Rows accumulate over invocations (one per config and overrides) in a JSON file beside the table.
     store = args.out.with_suffix(".json")
     rows = {
         (r["config"], r["command"]): r for r in (json.loads(store.read_text()) if store.is_file() else [])
     }
-    for name in args.configs.split(","):
-        row = run_config(name, seeds, args.workdir, overrides)
-        key = row["config"], row["command"]
-        rows[key] = merged(rows.get(key), row)
-    ordered = sorted(rows.values(), key=lambda r: (r["config"], r["command"]))
-    store.write_text(json.dumps(ordered, indent=2) + "\n")
-    table = markdown(ordered)
-    header = (
-        "# Reproduced results\n\nWritten by `python experiments/reproduce.py --configs NAMES --seeds SEEDS` "
-        f"on 2 CPU cores; each invocation adds its seeds to the rows of its configs (kept in {store.name})."
-    )
-    args.out.write_text(f"{header}\n\n{table}\n{PUBLISHED}\n")
+    try:
+        for name in names:
+            row = run_config(name, seeds, args.workdir, overrides)
+            key = row["config"], row["command"]
+            rows[key] = merged(rows.get(key), row)
+            table = write_results(
+                rows, args.out
+            )  # after each config: an interrupted invocation keeps its rows
+    except training.TrainingInterrupted as stop:  # the checkpoint is saved; the message says how to resume
+        print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
     print(table)
     print(f"written to {args.out}")
 

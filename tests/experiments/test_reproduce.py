@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import re
+import signal
 import statistics
 from pathlib import Path
 
@@ -72,3 +74,38 @@ def test_merged_adds_seeds_and_reads_single_seed_rows_without_per_seed_results(r
 def test_unknown_config_names_the_available_ones(reproduce):
     with pytest.raises(ValueError, match="available: .*lenet5"):
         reproduce.load_config("lenet6", {})
+
+
+def test_typos_in_any_config_or_override_stop_it_before_the_first_run(reproduce, tmp_path, capsys):
+    for args, message in [
+        (["--configs", "digits,lenet6"], "available: .*lenet5"),
+        (["--configs", "digits", "--set", "num_epoch=1"], 'Did you mean "num_epochs"'),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            reproduce.main(
+                [*args, "--workdir", str(tmp_path / "runs"), "--out", str(tmp_path / "results.md")]
+            )
+        assert stop.value.code == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_interrupt_keeps_the_finished_rows_and_exits_like_train_py(
+    reproduce, tmp_path, monkeypatch, capsys
+):
+    def run_config(name, seeds, workdir, overrides):
+        if name == "lenet5":
+            raise reproduce.training.TrainingInterrupted(7, signal.SIGINT, str(workdir / name))
+        row = {"config": name, "model": "m", "dataset": "d", "parameters": 1, "epochs": 1, "command": "c"}
+        return reproduce.summarized(row, {"0": {"accuracy": 90.0, "minutes": 1.0}})
+
+    monkeypatch.setattr(reproduce, "run_config", run_config)
+    out = tmp_path / "results.md"
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(
+            ["--configs", "digits,lenet5", "--seeds", "0", "--workdir", str(tmp_path), "--out", str(out)]
+        )
+    assert stop.value.code == 128 + signal.SIGINT
+    assert "SIGINT at step 7" in capsys.readouterr().err
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert row["config"] == "digits" and "| `digits` |" in out.read_text()
