@@ -193,9 +193,8 @@ def main(argv=None) -> None:
             row = run_config(name, seeds, args.workdir, overrides)
             key = row["config"], row["command"]
             rows[key] = merged(rows.get(key), row)
-            table = write_results(
-                rows, args.out
-            )  # after each config: an interrupted invocation keeps its rows
+            # Written after each config, so that an interrupted invocation keeps the rows it finished.
+            table = write_results(rows, args.out)
     except training.TrainingInterrupted as stop:  # the checkpoint is saved; the message says how to resume
         print(stop, file=sys.stderr)
         sys.exit(128 + stop.signum)
