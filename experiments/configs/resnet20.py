@@ -5,8 +5,8 @@
 Twelve epochs of SGD with Nesterov momentum (learning rate 0.1, warm-up then cosine decay), weight
 decay 5e-4, label smoothing 0.1; random 2-pixel crops, left-right flips and random erasing; the
 weights' moving average (decay 0.999) is evaluated. A ResNet-20 train step is about 0.2 GFLOP per
-28x28 image: ~200 examples/s on 2 CPU cores (best.py's run: 36 epochs in 2 h 58 min), so about an
-hour for these 12 epochs.
+28x28 image. Measured on 2 CPU cores (Zen 5): 93.23% test accuracy (seed 0) in 32 min 34 s at
+~370 examples/s; on the Intel host that ran best.py (~200 examples/s) it would take about an hour.
 """
 
 from jaxcnn.training import default_config
