@@ -12,6 +12,10 @@ smaller batch) it measures, float32, SGD with momentum:
   - `flax`: the architecture written with `flax.linen` (nn.Conv, nn.max_pool, nn.BatchNorm, ...),
     same parameter count (asserted), stepped by the same `train_step`;
   - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is importable.
+The JAX peers share one process and so the XLA flags: importing jaxcnn keeps CPU convolutions off
+YNNPACK (see `jaxcnn/functional/_cpu_paths.py`), for plain Flax too. For plain Flax as jaxlib runs it by
+default, run the script again with
+`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce`.
 Peers alternate within each round; speeds are medians over rounds and ratios are medians of the ratios
 within a round (paired), since the machine is shared and timings swing. Also reported: eval (forward)
 throughput, compile time, the process's peak RSS after each model, and MFU = FLOPs per example
@@ -490,6 +494,7 @@ def main(argv=None) -> dict:
             "platform": platform.platform(),
             "jax": jax.__version__,
             "backend": jax.default_backend(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # jaxcnn's import adds one, see _cpu_paths
             "matmul_peak_gflops": round(peak / 1e9, 1),
             "torch": _torch_version() if use_torch else None,
             "torch_threads": torch_threads if use_torch else None,
@@ -517,6 +522,7 @@ def main(argv=None) -> dict:
     print(
         f"\n{machine['cpu']}, {machine['cores']} cores; float32 matmul peak "
         f"{machine['matmul_peak_gflops']:.0f} GFLOP/s; medians of {args.rounds} rounds{threads}\n"
+        f"XLA_FLAGS={machine['xla_flags']!r} (every JAX peer runs under them)\n"
     )
     print(table(results))
     _write(results, args.out)

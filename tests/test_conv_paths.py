@@ -164,30 +164,38 @@ def test_im2col_grad_uses_xla_forward_only_when_not_differentiated(monkeypatch):
     assert "convolution" not in kernel_grad.lower(x, k).compile().as_text()
 
 
-# (kernel shape, batch, out sizes, path): the rows of the table above `conv_path`.
+# (kernel shape, batch, out sizes, path with XLA's own convolution, path with YNNPACK's): the rows of
+# the tables above `conv_path`.
 MEASURED_LAYERS = [
-    ((5, 5, 1, 6), 128, (28, 28), "im2col"),
-    ((5, 5, 6, 16), 128, (10, 10), "im2col"),
-    ((3, 3, 1, 32), 128, (28, 28), "im2col_grad"),
-    ((3, 3, 3, 16), 128, (32, 32), "im2col"),
-    ((7, 7, 3, 64), 8, (112, 112), "im2col_grad"),
-    ((3, 3, 8, 32), 128, (28, 28), "im2col_grad"),
-    ((3, 3, 16, 16), 128, (32, 32), "xla"),
-    ((3, 3, 16, 32), 128, (16, 16), "tap_grad"),
-    ((3, 3, 32, 32), 128, (16, 16), "tap_grad"),
-    ((3, 3, 40, 40), 128, (14, 14), "tap_grad"),
-    ((3, 3, 64, 64), 128, (8, 8), "tap_grad"),
-    ((3, 3, 32, 64), 128, (8, 8), "im2col"),
-    ((3, 3, 64, 64), 128, (7, 7), "im2col"),
-    ((3, 3, 512, 512), 8, (7, 7), "im2col"),
-    ((3, 3, 32, 32), 512, (16, 16), "tap_grad"),
+    ((5, 5, 1, 6), 128, (28, 28), "im2col", "im2col"),
+    ((5, 5, 6, 16), 128, (10, 10), "im2col", "im2col"),
+    ((3, 3, 1, 32), 128, (28, 28), "im2col_grad", "im2col_grad"),
+    ((3, 3, 3, 16), 128, (32, 32), "im2col", "im2col"),
+    ((7, 7, 3, 64), 8, (112, 112), "xla", "im2col_grad"),
+    ((3, 3, 8, 32), 128, (28, 28), "xla", "im2col_grad"),
+    ((3, 3, 32, 64), 128, (14, 14), "xla", "tap_grad"),
+    ((3, 3, 24, 24), 128, (28, 28), "xla", "tap_grad"),
+    ((3, 3, 16, 16), 128, (32, 32), "xla", "xla"),
+    ((3, 3, 16, 32), 128, (16, 16), "xla", "tap_grad"),
+    ((3, 3, 32, 32), 128, (16, 16), "xla", "tap_grad"),
+    ((3, 3, 40, 40), 128, (14, 14), "xla", "tap_grad"),
+    ((3, 3, 64, 64), 128, (8, 8), "xla", "tap_grad"),
+    ((3, 3, 32, 64), 128, (8, 8), "xla", "im2col"),
+    ((3, 3, 64, 64), 128, (7, 7), "xla", "im2col"),
+    ((3, 3, 64, 64), 8, (56, 56), "xla", "tap_grad"),
+    ((3, 3, 512, 512), 8, (7, 7), "xla", "im2col"),
+    ((3, 3, 32, 32), 512, (16, 16), "xla", "tap_grad"),
 ]
+THREADED = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce"
+YNN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce"
 
 
-@pytest.mark.parametrize("kernel_shape, batch, out_sizes, expected", MEASURED_LAYERS)
-def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_sizes, expected):
+@pytest.mark.parametrize("kernel_shape, batch, out_sizes, threaded, ynn", MEASURED_LAYERS)
+def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_sizes, threaded, ynn):
     monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
-    assert _cpu_paths.conv_path(kernel_shape, 1, batch, out_sizes) == expected
+    for flags, expected in [(THREADED, threaded), (YNN_CONVOLUTIONS, ynn), ("", ynn)]:
+        monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {flags}")
+        assert _cpu_paths.conv_path(kernel_shape, 1, batch, out_sizes) == expected, flags
 
 
 def test_auto_keeps_xla_off_cpu_and_for_groups(monkeypatch):
@@ -197,6 +205,59 @@ def test_auto_keeps_xla_off_cpu_and_for_groups(monkeypatch):
     monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
     assert _cpu_paths.conv_path((3, 3, 1, 8), 1, 128, (28, 28)) == "xla"
     assert _cpu_paths.max_pool_path((2, 2), (2, 2), ((0, 0), (0, 0))) == "xla"
+
+
+def _compiled_conv(code: str, env: dict) -> str:
+    """The compiled HLO of a small convolution, in a fresh process that runs `code` first."""
+    program = code + (
+        "\nimport jax, jax.numpy as jnp\n"
+        "from jaxcnn import functional as F\n"
+        "conv = jax.jit(lambda x, k: F.conv(x, k, padding=1))\n"
+        "print(conv.lower(jnp.ones((32, 14, 14, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text())\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_CONV_PATH": "xla", **env}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "code, flags, on_ynnpack",
+    [
+        ("import jaxcnn", "", False),  # jaxcnn keeps convolutions on XLA's own, threaded code
+        ("import jaxcnn", YNN_CONVOLUTIONS, True),  # a flag the user set is kept
+        ("import jax; jax.devices()", "", True),  # the backend started first: the flag would be ignored
+    ],
+)
+def test_import_keeps_convolutions_off_ynnpack(code, flags, on_ynnpack):
+    hlo = _compiled_conv(code, {"XLA_FLAGS": flags})
+    assert ("__ynn_fusion" in hlo) == on_ynnpack
+    assert "convolution(" in hlo
+
+
+def test_flag_is_only_added_before_the_backend_starts_and_when_unset(monkeypatch):
+    monkeypatch.setattr(_cpu_paths.xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    _cpu_paths.keep_convolutions_off_ynnpack()
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {THREADED}"
+    assert _cpu_paths.xla_convolutions_threaded()
+    _cpu_paths.keep_convolutions_off_ynnpack()  # once only
+    assert os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
+    monkeypatch.setenv("XLA_FLAGS", YNN_CONVOLUTIONS)
+    _cpu_paths.keep_convolutions_off_ynnpack()
+    assert os.environ["XLA_FLAGS"] == YNN_CONVOLUTIONS
+    assert not _cpu_paths.xla_convolutions_threaded()
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setattr(_cpu_paths.jaxlib.version, "__version_info__", (0, 9, 0))  # without the flag
+    _cpu_paths.keep_convolutions_off_ynnpack()
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setattr(_cpu_paths.jaxlib.version, "__version_info__", (0, 10, 2))
+    monkeypatch.setattr(_cpu_paths.xla_bridge, "backends_are_initialized", lambda: True)
+    _cpu_paths.keep_convolutions_off_ynnpack()
+    assert "XLA_FLAGS" not in os.environ
 
 
 @pytest.mark.parametrize("setting, expected", [("xla", "reduce_window_max"), ("reshape", "argmax")])

@@ -1,18 +1,34 @@
-"""The strongest Fashion-MNIST recipe here: `resnet20.py` trained three times longer (36 epochs).
+"""The strongest Fashion-MNIST recipe here: `fastcnn` (1.97M parameters) for 18 epochs.
 
     python experiments/train.py --config experiments/configs/best.py --workdir runs/best
 
-ResNet-20 with augmentation, label smoothing, weight decay and a moving average of the weights.
-Measured on 2 CPU cores (seed 0, experiments/reproduce.py): 94.69% test accuracy after 2 h 58 min
-of training at ~200 examples/s. Aimed at >= 95% in <= 60 minutes; both are missed (README, Results).
-On a GPU it takes minutes. Ctrl-C stops it with a checkpoint and the same command resumes it; the
-reported time sums the segments.
+SGD with Nesterov momentum on batches of 256, the learning rate warmed up to 0.2 over 200 steps and
+cosine-decayed to 0, weight decay 5e-4, label smoothing 0.2; random 2-pixel crops, left-right flips and
+random erasing; the test images are scored with their mirror images (test-time augmentation,
+`eval_flip`). Evaluated every 5 epochs and at the end.
+Measured on 2 CPU cores (Intel Xeon, seed 0): 94.60% test accuracy in 52 min 52 s (~345 examples/s).
+Aimed at >= 95% in <= 60 minutes: the time is met, the accuracy missed by 0.40 points (README, Results).
 """
 
-from configs import resnet20  # experiments/ is on sys.path when the scripts in it run
+from jaxcnn.training import default_config
 
 
 def get_config():
-    config = resnet20.get_config()
-    config.num_epochs = 36
+    config = default_config()
+    config.model = "fastcnn"
+    config.dataset = "fashion_mnist"
+    config.num_epochs = 18
+    config.batch_size = 256
+    config.optimizer = "nesterov"
+    config.learning_rate = 0.2
+    config.schedule = "warmup_cosine"
+    config.warmup_steps = 200
+    config.weight_decay = 5e-4
+    config.label_smoothing = 0.2
+    config.augment_crop_padding = 2
+    config.augment_flip = True
+    config.augment_erase_probability = 0.5
+    config.eval_flip = True
+    config.eval_every = 5 * (60_000 // 256)
+    config.checkpoint_every = 1000
     return config

@@ -5,6 +5,7 @@ Layouts are channels-last: inputs `(N, *spatial, C)` with 1, 2 or 3 spatial dims
 `ValueError`/`TypeError` naming the argument before anything reaches XLA.
 """
 
+from jaxcnn.functional import _cpu_paths
 from jaxcnn.functional.basic import batch_moments, batch_norm, dense, dropout
 from jaxcnn.functional.conv import (
     conv,
@@ -22,6 +23,8 @@ from jaxcnn.functional.pool import (
     global_max_pool,
     max_pool,
 )
+
+_cpu_paths.keep_convolutions_off_ynnpack()  # before JAX's backend starts: see _cpu_paths
 
 __all__ = [
     "adaptive_avg_pool",

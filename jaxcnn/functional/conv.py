@@ -102,9 +102,9 @@ def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=
     Returns:
       `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
 
-    On CPU, convolutions whose patch matrix is small or whose input has few channels run as patches
-    times kernel (im2col), and larger ones take their kernel gradient as one GEMM per window position
-    instead of XLA's slow kernel-gradient convolution; all paths compute the same function.
+    On CPU, a network's first layers (few input channels, a small patch matrix) run as patches times
+    kernel (im2col), the others on XLA's convolution, which importing jaxcnn keeps on XLA's threaded
+    code instead of jaxlib's single-threaded YNNPACK default; all paths compute the same function.
     `JAXCNN_CONV_PATH=auto|xla|im2col|im2col_grad|tap_grad` (read at trace time) forces a path. See
     `jaxcnn.functional._cpu_paths` for the rule and its measurements.
     """

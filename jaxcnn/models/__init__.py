@@ -1,10 +1,21 @@
 """The model zoo: `create(name, num_classes=...)`, `available()`, `@register(name)`,
 and `load_torch_state_dict` for torchvision weights."""
 
-from jaxcnn.models import allconv, cifar_resnet, compact, lenet, mobilenet, resnet, simple_cnn, vgg  # noqa: F401
+from jaxcnn.models import (  # noqa: F401
+    allconv,
+    cifar_resnet,
+    compact,
+    fastcnn,
+    lenet,
+    mobilenet,
+    resnet,
+    simple_cnn,
+    vgg,
+)
 from jaxcnn.models.allconv import AllConvNet
 from jaxcnn.models.cifar_resnet import CifarResNet, ResNet20, ResNet56
 from jaxcnn.models.compact import CompactCNN
+from jaxcnn.models.fastcnn import FastCNN
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxcnn.models.registry import arguments, available, create, register
@@ -24,6 +35,7 @@ __all__ = [
     "Bottleneck",
     "CifarResNet",
     "CompactCNN",
+    "FastCNN",
     "InvertedResidual",
     "LeNet5",
     "MobileNetV2",

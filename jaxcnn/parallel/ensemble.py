@@ -14,6 +14,7 @@ Member i computes exactly what a single model from seed i would on the same batc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import flax.linen as nn
@@ -97,9 +98,13 @@ def ensemble_train_step(
     return states, _with_ensemble_metrics(metrics, logits, batch, axis_name)
 
 
-def ensemble_eval_step(states: TrainState, batch: dict, *, axis_name: str | None = None) -> Metrics:
-    """Eval-mode metric sums of every member on `batch`, with `ensemble_train_step`'s keys."""
-    metrics, logits = jax.vmap(eval_step_outputs, in_axes=(_member_axes(states), None))(states, batch)
+def ensemble_eval_step(
+    states: TrainState, batch: dict, *, axis_name: str | None = None, flip: bool = False
+) -> Metrics:
+    """Eval-mode metric sums of every member on `batch`, with `ensemble_train_step`'s keys (`flip`:
+    each member's logits averaged over each image and its mirror image, see `training.predict`)."""
+    member_outputs = functools.partial(eval_step_outputs, flip=flip)
+    metrics, logits = jax.vmap(member_outputs, in_axes=(_member_axes(states), None))(states, batch)
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)
     return _with_ensemble_metrics(metrics, logits, batch, axis_name)

@@ -14,7 +14,7 @@ from jaxcnn.training.metrics import MetricWriter, read_metrics
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
 from jaxcnn.training.per_example import dp_optimizer, dp_train_step, per_example_grads
 from jaxcnn.training.state import TrainState, create_train_state
-from jaxcnn.training.steps import cross_entropy_loss, eval_step, train_step
+from jaxcnn.training.steps import cross_entropy_loss, eval_step, predict, train_step
 from jaxcnn.training.workdir import WorkdirError, prepare_workdir
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "initial_state",
     "per_example_grads",
+    "predict",
     "prepare_workdir",
     "read_metrics",
     "train_and_evaluate",

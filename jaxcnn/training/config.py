@@ -45,6 +45,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.augment_erase_probability = 0.0
     # > 0: evaluate an exponential moving average of the weights with this decay (e.g. 0.999).
     config.ema_decay = 0.0
+    # True: test-time augmentation, each test image's logits averaged with its mirror image's.
+    config.eval_flip = False
     # > 0: skip (don't apply) steps whose gradients are not finite, up to this many in a row
     # (optax.apply_if_finite); 0: stop the run at the first non-finite loss.
     config.skip_nonfinite_steps = 0
@@ -118,8 +120,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.momentum < 1.0:
         raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum!r}")
     _at_least(config, "augment_crop_padding", 0)
-    if not isinstance(config.augment_flip, bool):
-        raise ValueError(f"config.augment_flip must be True or False, got {config.augment_flip!r}")
+    for key in ("augment_flip", "eval_flip"):
+        if not isinstance(config[key], bool):
+            raise ValueError(f"config.{key} must be True or False, got {config[key]!r}")
     if not 0.0 <= config.augment_erase_probability <= 1.0:
         raise ValueError(
             f"config.augment_erase_probability must be in [0, 1], got {config.augment_erase_probability!r}"

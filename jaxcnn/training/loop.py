@@ -307,7 +307,9 @@ def train_and_evaluate(
         )
     )
     eval_fn = strategy.compile_eval(
-        lambda state, batch: eval_step(state.for_eval(), batch, axis_name=strategy.axis_name)
+        lambda state, batch: eval_step(
+            state.for_eval(), batch, axis_name=strategy.axis_name, flip=config.eval_flip
+        )
     )
     batches = data.prefetch(
         _train_batches(train_data, config, start_step, steps_per_epoch), transform=strategy.put_batch

@@ -76,16 +76,31 @@ def train_step(
     return state, metrics
 
 
-def eval_step_outputs(state: TrainState, batch: dict) -> tuple[Metrics, jax.Array]:
-    """This device's summed metrics of `batch` in eval mode, and the logits `(B, num_classes)`."""
-    logits = state.apply_fn(state.variables(), batch["image"], train=False)
+def predict(state: TrainState, images: jax.Array, *, flip: bool = False) -> jax.Array:
+    """Eval-mode logits `(N, num_classes)` of `images` `(N, H, W, C)`.
+
+    With `flip` (test-time augmentation), the mean of the logits of each image and of its left-right
+    mirror image: two views the model has learnt alike when its training flipped images at random.
+    """
+    logits = state.apply_fn(state.variables(), images, train=False)
+    if not flip:
+        return logits
+    mirrored = state.apply_fn(state.variables(), images[:, :, ::-1], train=False)
+    return (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2
+
+
+def eval_step_outputs(state: TrainState, batch: dict, *, flip: bool = False) -> tuple[Metrics, jax.Array]:
+    """This device's summed metrics of `batch` in eval mode, and the logits `(B, num_classes)`
+    (`flip`: see `predict`)."""
+    logits = predict(state, batch["image"], flip=flip)
     losses = cross_entropy_loss(logits, batch["label"])
     return summed_metrics(logits, batch["label"], batch["mask"], losses), logits
 
 
-def eval_step(state: TrainState, batch: dict, *, axis_name: str | None = None) -> Metrics:
-    """Summed loss and correct predictions of the padded, masked `batch` in eval mode."""
-    metrics, _ = eval_step_outputs(state, batch)
+def eval_step(state: TrainState, batch: dict, *, axis_name: str | None = None, flip: bool = False) -> Metrics:
+    """Summed loss and correct predictions of the padded, masked `batch` in eval mode; with `flip`,
+    of the logits averaged over each image and its mirror image (see `predict`)."""
+    metrics, _ = eval_step_outputs(state, batch, flip=flip)
     return metrics if axis_name is None else lax.psum(metrics, axis_name)
 
 

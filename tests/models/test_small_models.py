@@ -53,7 +53,33 @@ def test_allconv_has_no_dense_layer():
     assert _count(variables["params"]) == by_hand == 1_369_738  # All-CNN-C on CIFAR: "1.3M" in the paper
 
 
-@pytest.mark.parametrize("name", ["lenet5", "simple_cnn", "allconv", "compact"])
+def test_fastcnn_parameters_by_hand():
+    conv = lambda k, c_in, c_out: k * k * c_in * c_out  # noqa: E731 (no bias before BatchNorm)
+    norm = lambda c: 2 * c  # noqa: E731 (scale and bias)
+    for channels in (1, 3):
+        by_hand = (
+            (2 * 2 * channels * 24 + 24)  # the stem keeps its bias
+            + conv(3, 24, 64) + norm(64) + conv(3, 64, 64) + norm(64)
+            + conv(3, 64, 256) + norm(256) + conv(3, 256, 256) + norm(256)
+            + conv(3, 256, 256) + norm(256) + conv(3, 256, 256) + norm(256)
+            + 256 * 10  # the classifier has no bias
+        )  # fmt: skip
+        _, variables = _init("fastcnn", (1, 28, 28, channels))
+        assert _count(variables["params"]) == by_hand == 1_972_504 + 96 * channels
+
+
+def test_fastcnn_scales_its_logits_and_pools_to_3x3():
+    model, variables = _init("fastcnn", (2, 28, 28, 1))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 28, 28, 1)), jnp.float32)
+    logits = model.apply(variables, x)
+    unscaled = models.create("fastcnn", logit_scale=1.0).apply(variables, x)
+    np.testing.assert_allclose(logits, unscaled / 9, rtol=1e-6)
+    # 28 -> 27 (2x2 stem, VALID) -> 13 -> 6 -> 3 (2x2 pooling, rounding down)
+    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    assert state["intermediates"]["Conv_6"]["__call__"][0].shape == (2, 3, 3, 256)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "simple_cnn", "allconv", "compact", "fastcnn"])
 @pytest.mark.parametrize("shape, classes", [((3, 28, 28, 1), 10), ((2, 32, 32, 3), 7)])
 def test_logits_shape_in_both_modes(name, shape, classes):
     model, variables = _init(name, shape, num_classes=classes)
@@ -66,7 +92,9 @@ def test_logits_shape_in_both_modes(name, shape, classes):
     assert set(updates) == set(variables) - {"params"}
 
 
-@pytest.mark.parametrize("name, minimum", [("lenet5", 12), ("simple_cnn", 4), ("allconv", 9), ("compact", 4)])
+@pytest.mark.parametrize(
+    "name, minimum", [("lenet5", 12), ("simple_cnn", 4), ("allconv", 9), ("compact", 4), ("fastcnn", 9)]
+)
 def test_input_below_minimum_names_it(name, minimum):
     model = models.create(name)
     x = jnp.zeros((1, minimum - 1, minimum + 5, 1))

@@ -81,6 +81,7 @@ RECIPES = {
         "augment_flip": True,
         "augment_erase_probability": 0.5,
         "ema_decay": 0.9,
+        "eval_flip": True,
     },
 }
 
@@ -124,6 +125,9 @@ def test_augmentation_and_ema_change_the_run(tmp_path):
     # The moving average is what gets evaluated: its test metrics differ from the raw weights'.
     averaged = train_and_evaluate(digits_config(num_steps=12, ema_decay=0.95), tmp_path / "ema")
     assert averaged.train_loss == plain.train_loss and averaged.test_loss != plain.test_loss
+    # Test-time flips change what is evaluated, not what is trained.
+    flipped = train_and_evaluate(digits_config(num_steps=12, eval_flip=True), tmp_path / "flip")
+    assert flipped.train_loss == plain.train_loss and flipped.test_loss != plain.test_loss
 
 
 def test_ema_update_by_hand():

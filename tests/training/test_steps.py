@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxcnn import models
-from jaxcnn.training import create_train_state, cross_entropy_loss, eval_step, train_step
+from jaxcnn.training import create_train_state, cross_entropy_loss, eval_step, predict, train_step
 
 
 def test_cross_entropy_against_numpy():
@@ -58,6 +58,26 @@ def test_metrics_are_sums_and_masked():
     assert float(full["count"]) == 8 and float(masked["count"]) == 4
     np.testing.assert_allclose(masked["loss"], half["loss"], rtol=1e-5)
     np.testing.assert_allclose(masked["correct"], half["correct"])
+
+
+def test_flip_averages_the_logits_of_each_image_and_its_mirror_image():
+    state = create_train_state(models.create("compact"), optax.sgd(0.0), (28, 28, 1), seed=0)
+    batch = _batch(8)
+    images = np.asarray(batch["image"])
+    plain = np.asarray(predict(state, batch["image"]))
+    mirrored = np.asarray(predict(state, jnp.asarray(images[:, :, ::-1].copy())))
+    assert not np.allclose(plain, mirrored)  # the model is not flip-invariant, so the test can fail
+    flipped = predict(state, batch["image"], flip=True)
+    np.testing.assert_allclose(flipped, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    # A flip-symmetric image gives the plain logits; eval_step scores the averaged logits.
+    symmetric = jnp.asarray(images + images[:, :, ::-1])
+    np.testing.assert_allclose(
+        predict(state, symmetric, flip=True), predict(state, symmetric), rtol=1e-5, atol=1e-6
+    )
+    metrics = eval_step(state, batch, flip=True)
+    expected = cross_entropy_loss(flipped, batch["label"]).sum()
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+    assert float(metrics["correct"]) == np.sum(np.argmax(flipped, -1) == np.asarray(batch["label"]))
 
 
 def test_train_step_updates_step_batch_stats_and_uses_dropout_rng():
