@@ -3,10 +3,10 @@
     python experiments/train.py --config experiments/configs/compact.py --workdir runs/compact
 
 Fifteen epochs of SGD with Nesterov momentum, cosine-decayed learning rate after a short
-warm-up, weight decay 5e-4 and label smoothing 0.1. Measured on 2 CPU cores: 93.66% ± 0.03 test
-accuracy over seeds 0, 1, 2 (93.64, 93.64, 93.70), above the 2-conv-layer < 100k-parameter published
-92.5%. About 35 minutes undisturbed on the 2-core AMD host (~450 examples/s); the 15-minute target is not
-met on this CPU (see README, Results).
+warm-up, weight decay 5e-4 and label smoothing 0.1. Measured on 2 CPU cores (Intel Xeon): 93.73% ± 0.17
+test accuracy over seeds 0, 1, 2 (93.56, 93.90, 93.72) in 11 min 40 s of training on average
+(~1,290 examples/s), above the published 92.5% of 2 conv layers under 100k parameters; the targets
+(>= 93.5% in <= 15 minutes) are met.
 """
 
 from jaxcnn.training import default_config

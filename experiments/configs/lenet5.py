@@ -4,9 +4,9 @@
 
 Eight epochs (3,744 steps of batch 128) of SGD with Nesterov momentum 0.9, the learning rate warmed up to
 0.05 over 100 steps and cosine-decayed to 0, on the 60,000 training images; then the 10,000 test
-images. Measured on 2 CPU cores: 90.81% ± 0.42 test accuracy over seeds 0, 1, 2 (91.28, 90.46, 90.68),
-1m 45s of training on average, under two minutes with start-up (experiments/results.md).
-The digits depend on the CPU's kernels (seed 0 on a Zen 5 host: 90.96% in 41 seconds).
+images. Measured on 2 CPU cores (Intel Xeon): 90.90% ± 0.16 test accuracy over seeds 0, 1, 2 (90.96,
+90.71, 91.02), 45 seconds of training each, about a minute with start-up (experiments/results.md).
+The last digits depend on the CPU's kernels and XLA's flags (seed 0 on an earlier host: 91.28%).
 `--config.num_epochs=2` gives 88.95% ± 0.63 in about 20 seconds of training.
 """
 

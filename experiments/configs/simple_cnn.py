@@ -3,7 +3,7 @@
     python experiments/train.py --config experiments/configs/simple_cnn.py --workdir runs/simple_cnn
 
 Five epochs of SGD with momentum 0.9 (learning rate 0.1, batch 128), as in Flax's example. Measured on
-2 CPU cores: 91.04% test accuracy (seed 0) after 3 minutes 15 seconds of training.
+2 CPU cores (Intel Xeon): 90.98% test accuracy (seed 0) after 1 minute 18 seconds of training.
 """
 
 from jaxcnn.training import default_config

@@ -38,8 +38,9 @@ CONV_PATHS = ("auto", "xla", "im2col", "im2col_grad", "tap_grad")
 POOL_PATHS = ("auto", "xla", "reshape")
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 YNN_WITHOUT_CONVOLUTIONS = "individual_dot,reduce"
-# The jaxlib releases measured to send convolutions to YNNPACK by default, with the default above. Others
-# are left alone: XLA aborts on a flag it does not know, and their default set may differ.
+# The jaxlib releases measured to send convolutions to YNNPACK by default, with the default above, as a
+# half-open range of (major, minor): 0.10.x. Others are left alone: XLA aborts on a flag it does not know,
+# and their default set may differ.
 YNN_CONVOLUTION_JAXLIBS = ((0, 10), (0, 11))
 
 
