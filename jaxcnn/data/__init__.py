@@ -5,7 +5,7 @@ for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
     batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
 """
 
-from jaxcnn.data.augment import Augmentation
+from jaxcnn.data.augment import Augmentation, eval_views, translate
 from jaxcnn.data.datasets import (
     ArrayDataset,
     DataUnavailableError,
@@ -28,6 +28,7 @@ __all__ = [
     "batches",
     "digits",
     "epoch_order",
+    "eval_views",
     "load",
     "normalize",
     "num_batches",
@@ -36,4 +37,5 @@ __all__ = [
     "read_cifar10_archive",
     "read_idx_split",
     "synthetic",
+    "translate",
 ]

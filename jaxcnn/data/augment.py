@@ -1,10 +1,12 @@
-"""Data augmentation on device: per-example random crops, flips and erasing, jitted and vmapped.
+"""Data augmentation on device: per-example random crops, flips and erasing, jitted and vmapped;
+and the fixed views of test-time augmentation.
 
 Every example draws from its own key, split from one key per batch, so a batch's augmentation is a
 function of (key, batch) only: the same on one device, sharded over many, or under `pmap`.
 
     spec = Augmentation(crop_padding=2, flip=True, erase_probability=0.5)
     images = spec(jax.random.key(0), images)          # (N, H, W, C) -> (N, H, W, C)
+    views = eval_views(images, flip=True, shift=1)  # 10 batches (N, H, W, C)
 """
 
 from __future__ import annotations
@@ -60,6 +62,29 @@ def random_erasing(
     inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
     erase = inside & jax.random.bernoulli(apply_key, probability)
     return jnp.where(erase, jnp.asarray(value, image.dtype), image)
+
+
+def translate(images: jax.Array, rows: int, cols: int) -> jax.Array:
+    """`images` `(N, H, W, C)` moved `rows` pixels down and `cols` right (negative: up, left), zero-filled:
+    the window `random_crop` takes at that offset from the centre."""
+    _, height, width, _ = images.shape
+    if abs(rows) >= height or abs(cols) >= width:
+        raise ValueError(f"shift ({rows}, {cols}) must be smaller than the images' {height}x{width} pixels")
+    padded = jnp.pad(images, ((0, 0), (max(rows, 0), max(-rows, 0)), (max(cols, 0), max(-cols, 0)), (0, 0)))
+    top, left = max(-rows, 0), max(-cols, 0)
+    return padded[:, top : top + height, left : left + width]
+
+
+def eval_views(images: jax.Array, *, flip: bool = False, shift: int = 0) -> list[jax.Array]:
+    """The batches `(N, H, W, C)` a test-time augmented prediction averages over: `images` itself; with
+    `shift`, `images` moved `shift` pixels up, down, left and right; with `flip`, the mirror image of each."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"shift must be an int >= 0, got {shift!r}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    offsets = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
+    views = [translate(images, rows, cols) for rows, cols in offsets]
+    return views + [view[:, :, ::-1] for view in views] if flip else views
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,11 +99,11 @@ def ensemble_train_step(
 
 
 def ensemble_eval_step(
-    states: TrainState, batch: dict, *, axis_name: str | None = None, flip: bool = False
+    states: TrainState, batch: dict, *, axis_name: str | None = None, flip: bool = False, shift: int = 0
 ) -> Metrics:
-    """Eval-mode metric sums of every member on `batch`, with `ensemble_train_step`'s keys (`flip`:
-    each member's logits averaged over each image and its mirror image, see `training.predict`)."""
-    member_outputs = functools.partial(eval_step_outputs, flip=flip)
+    """Eval-mode metric sums of every member on `batch`, with `ensemble_train_step`'s keys (`flip`,
+    `shift`: each member's logits averaged over test-time views, see `training.predict`)."""
+    member_outputs = functools.partial(eval_step_outputs, flip=flip, shift=shift)
     metrics, logits = jax.vmap(member_outputs, in_axes=(_member_axes(states), None))(states, batch)
     if axis_name is not None:
         metrics = lax.psum(metrics, axis_name)

@@ -47,6 +47,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.ema_decay = 0.0
     # True: test-time augmentation, each test image's logits averaged with its mirror image's.
     config.eval_flip = False
+    # > 0: test-time augmentation, the logits averaged with those of the image moved this many pixels up,
+    # down, left and right (zero-filled, as augment_crop_padding's crops); with eval_flip, of each mirrored.
+    config.eval_shift = 0
     # > 0: skip (don't apply) steps whose gradients are not finite, up to this many in a row
     # (optax.apply_if_finite); 0: stop the run at the first non-finite loss.
     config.skip_nonfinite_steps = 0
@@ -120,6 +123,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.momentum < 1.0:
         raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum!r}")
     _at_least(config, "augment_crop_padding", 0)
+    _at_least(config, "eval_shift", 0)
     for key in ("augment_flip", "eval_flip"):
         if not isinstance(config[key], bool):
             raise ValueError(f"config.{key} must be True or False, got {config[key]!r}")

@@ -268,6 +268,11 @@ def train_and_evaluate(
         raise ValueError(
             f"config.batch_size {config.batch_size} is larger than the {len(train_data)} training examples"
         )
+    if config.eval_shift >= min(test_data.image_shape[:2]):
+        raise ValueError(
+            f"config.eval_shift {config.eval_shift} must be smaller than the test images' "
+            f"{test_data.image_shape[0]}x{test_data.image_shape[1]} pixels"
+        )
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
     eval_every = config.eval_every or steps_per_epoch
     # A small test split needs no full eval batch (rounded up to a multiple of the devices).
@@ -308,7 +313,11 @@ def train_and_evaluate(
     )
     eval_fn = strategy.compile_eval(
         lambda state, batch: eval_step(
-            state.for_eval(), batch, axis_name=strategy.axis_name, flip=config.eval_flip
+            state.for_eval(),
+            batch,
+            axis_name=strategy.axis_name,
+            flip=config.eval_flip,
+            shift=config.eval_shift,
         )
     )
     batches = data.prefetch(

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxcnn.data.augment import eval_views
 from jaxcnn.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -76,31 +77,36 @@ def train_step(
     return state, metrics
 
 
-def predict(state: TrainState, images: jax.Array, *, flip: bool = False) -> jax.Array:
+def predict(state: TrainState, images: jax.Array, *, flip: bool = False, shift: int = 0) -> jax.Array:
     """Eval-mode logits `(N, num_classes)` of `images` `(N, H, W, C)`.
 
-    With `flip` (test-time augmentation), the mean of the logits of each image and of its left-right
-    mirror image: two views the model has learnt alike when its training flipped images at random.
+    With `flip` or `shift` (test-time augmentation), the mean logits over `data.eval_views`: each
+    image, its left-right mirror image (`flip`) and its copies moved `shift` pixels up, down, left and
+    right (`shift`), views the model has learnt alike when its training flipped and cropped at random.
     """
-    logits = state.apply_fn(state.variables(), images, train=False)
-    if not flip:
-        return logits
-    mirrored = state.apply_fn(state.variables(), images[:, :, ::-1], train=False)
-    return (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2
+    views = eval_views(images, flip=flip, shift=shift)
+    logits = [state.apply_fn(state.variables(), view, train=False) for view in views]
+    if len(logits) == 1:
+        return logits[0]
+    return sum(view_logits.astype(jnp.float32) for view_logits in logits) / len(logits)
 
 
-def eval_step_outputs(state: TrainState, batch: dict, *, flip: bool = False) -> tuple[Metrics, jax.Array]:
+def eval_step_outputs(
+    state: TrainState, batch: dict, *, flip: bool = False, shift: int = 0
+) -> tuple[Metrics, jax.Array]:
     """This device's summed metrics of `batch` in eval mode, and the logits `(B, num_classes)`
-    (`flip`: see `predict`)."""
-    logits = predict(state, batch["image"], flip=flip)
+    (`flip`, `shift`: see `predict`)."""
+    logits = predict(state, batch["image"], flip=flip, shift=shift)
     losses = cross_entropy_loss(logits, batch["label"])
     return summed_metrics(logits, batch["label"], batch["mask"], losses), logits
 
 
-def eval_step(state: TrainState, batch: dict, *, axis_name: str | None = None, flip: bool = False) -> Metrics:
-    """Summed loss and correct predictions of the padded, masked `batch` in eval mode; with `flip`,
-    of the logits averaged over each image and its mirror image (see `predict`)."""
-    metrics, _ = eval_step_outputs(state, batch, flip=flip)
+def eval_step(
+    state: TrainState, batch: dict, *, axis_name: str | None = None, flip: bool = False, shift: int = 0
+) -> Metrics:
+    """Summed loss and correct predictions of the padded, masked `batch` in eval mode; with `flip` or
+    `shift`, of the logits averaged over test-time views (see `predict`)."""
+    metrics, _ = eval_step_outputs(state, batch, flip=flip, shift=shift)
     return metrics if axis_name is None else lax.psum(metrics, axis_name)
 
 

@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn.data.augment import Augmentation, random_crop, random_erasing, random_flip
+from jaxcnn.data.augment import (
+    Augmentation,
+    eval_views,
+    random_crop,
+    random_erasing,
+    random_flip,
+    translate,
+)
 
 IMAGES = np.random.default_rng(0).uniform(1, 2, (16, 7, 9, 2)).astype(np.float32)  # no zeros: erasing shows
 
@@ -99,3 +106,48 @@ def test_bad_settings_are_named(kwargs, error, message):
 def test_images_must_be_a_batch():
     with pytest.raises(ValueError, match="images must be"):
         Augmentation(flip=True)(jax.random.key(0), jnp.zeros((7, 9, 2)))
+
+
+@pytest.mark.parametrize("rows, cols", [(0, 0), (1, 0), (-2, 0), (0, 3), (-1, -4), (6, 8)])
+def test_translate_moves_the_pixels_and_fills_zeros(rows, cols):
+    moved = np.asarray(translate(jnp.asarray(IMAGES), rows, cols))
+    expected = np.zeros_like(IMAGES)
+    for y in range(7):
+        for x in range(9):
+            if 0 <= y - rows < 7 and 0 <= x - cols < 9:
+                expected[:, y, x] = IMAGES[:, y - rows, x - cols]
+    np.testing.assert_array_equal(moved, expected)
+
+
+def test_translate_is_the_crop_at_that_offset():
+    padded = np.pad(IMAGES[0], ((2, 2), (2, 2), (0, 0)))
+    np.testing.assert_array_equal(translate(jnp.asarray(IMAGES), 1, -2)[0], padded[1:8, 4:13])
+
+
+def test_eval_views_are_the_image_its_moves_and_mirrors():
+    images = jnp.asarray(IMAGES)
+    (plain,) = eval_views(images)
+    np.testing.assert_array_equal(plain, IMAGES)
+    views = eval_views(images, flip=True, shift=1)
+    moved = [translate(images, r, c) for r, c in [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]]
+    assert len(views) == 10
+    for view, expected in zip(views, moved + [m[:, :, ::-1] for m in moved], strict=True):
+        np.testing.assert_array_equal(view, expected)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: translate(jnp.asarray(IMAGES), 7, 0),
+            r"shift \(7, 0\) must be smaller than the images' 7x9",
+        ),
+        (lambda: translate(jnp.asarray(IMAGES), 0, -9), "must be smaller"),
+        (lambda: eval_views(jnp.asarray(IMAGES), shift=-1), "shift must be an int >= 0"),
+        (lambda: eval_views(jnp.asarray(IMAGES), shift=1.0), "shift must be an int >= 0"),
+        (lambda: eval_views(jnp.asarray(IMAGES[0]), shift=1), "images must be"),
+    ],
+)
+def test_bad_eval_views_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

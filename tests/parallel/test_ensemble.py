@@ -84,9 +84,9 @@ def test_metrics_are_member_sums_and_the_accuracy_of_averaged_logits():
     assert float(metrics["ensemble_correct"]) == np.sum(mean.argmax(-1) == batch["label"])
     assert float(metrics["ensemble_count"]) == 32 and float(metrics["count"]) == 3 * 32
     assert float(metrics["correct"]) == sum(np.sum(x.argmax(-1) == batch["label"]) for x in logits)
-    # With flip, each member scores its own flip-averaged logits, the ensemble their mean.
-    flipped = jax.jit(functools.partial(ensemble_eval_step, flip=True))(states, batch)
-    members = [predict(ensemble_member(states, i), batch["image"], flip=True) for i in range(3)]
+    # With flip and shift, each member scores its own view-averaged logits, the ensemble their mean.
+    flipped = jax.jit(functools.partial(ensemble_eval_step, flip=True, shift=1))(states, batch)
+    members = [predict(ensemble_member(states, i), batch["image"], flip=True, shift=1) for i in range(3)]
     assert float(flipped["correct"]) == sum(np.sum(x.argmax(-1) == batch["label"]) for x in members)
     mean = np.mean(members, axis=0)
     assert float(flipped["ensemble_correct"]) == np.sum(mean.argmax(-1) == batch["label"])

@@ -46,6 +46,7 @@ def test_unknown_key_is_refused():
         ("momentum", 1.0, "config.momentum"),
         ("label_smoothing", 1.0, "config.label_smoothing"),
         ("dtype", "float64", "config.dtype"),
+        ("eval_shift", -1, "config.eval_shift"),
     ],
 )
 def test_bad_values_name_the_key(key, value, match):

@@ -82,6 +82,7 @@ RECIPES = {
         "augment_erase_probability": 0.5,
         "ema_decay": 0.9,
         "eval_flip": True,
+        "eval_shift": 1,
     },
 }
 
@@ -125,9 +126,12 @@ def test_augmentation_and_ema_change_the_run(tmp_path):
     # The moving average is what gets evaluated: its test metrics differ from the raw weights'.
     averaged = train_and_evaluate(digits_config(num_steps=12, ema_decay=0.95), tmp_path / "ema")
     assert averaged.train_loss == plain.train_loss and averaged.test_loss != plain.test_loss
-    # Test-time flips change what is evaluated, not what is trained.
+    # Test-time flips and shifts change what is evaluated, not what is trained.
     flipped = train_and_evaluate(digits_config(num_steps=12, eval_flip=True), tmp_path / "flip")
     assert flipped.train_loss == plain.train_loss and flipped.test_loss != plain.test_loss
+    shifted = train_and_evaluate(digits_config(num_steps=12, eval_shift=1), tmp_path / "shift")
+    assert shifted.train_loss == plain.train_loss
+    assert shifted.test_loss not in (plain.test_loss, flipped.test_loss)
 
 
 def test_ema_update_by_hand():
@@ -195,6 +199,11 @@ def test_non_finite_steps_can_be_skipped():
     new_state, sums = step(state, zero_metrics(skipped=True), batch)
     jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
     assert float(sums["skipped"]) == 1 and float(sums["count"]) == 0 and float(sums["loss"]) == 0
+
+
+def test_a_test_time_shift_as_large_as_the_images_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="config.eval_shift 8 must be smaller than the test images' 8x8"):
+        train_and_evaluate(digits_config(num_steps=1, eval_shift=8), tmp_path)
 
 
 def test_batch_larger_than_the_data(tmp_path):

@@ -80,6 +80,25 @@ def test_flip_averages_the_logits_of_each_image_and_its_mirror_image():
     assert float(metrics["correct"]) == np.sum(np.argmax(flipped, -1) == np.asarray(batch["label"]))
 
 
+def test_shift_averages_the_logits_of_the_image_moved_one_way_each():
+    state = create_train_state(models.create("compact"), optax.sgd(0.0), (28, 28, 1), seed=0)
+    batch = _batch(8)
+    images = np.asarray(batch["image"])
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    # Moved down by r and right by c: the window at (2 - r, 2 - c) of the zero-padded image.
+    moved = [padded[:, 2 - r : 30 - r, 2 - c : 30 - c] for r, c in [(0, 0), (-2, 0), (2, 0), (0, -2), (0, 2)]]
+    views = [np.asarray(predict(state, jnp.asarray(view))) for view in moved]
+    assert not np.allclose(views[0], views[1])  # the model is not shift-invariant, so the test can fail
+    np.testing.assert_allclose(
+        predict(state, batch["image"], shift=2), np.mean(views, axis=0), rtol=1e-5, atol=1e-6
+    )
+    mirrored = [np.asarray(predict(state, jnp.asarray(view[:, :, ::-1].copy()))) for view in moved]
+    both = predict(state, batch["image"], flip=True, shift=2)
+    np.testing.assert_allclose(both, np.mean(views + mirrored, axis=0), rtol=1e-5, atol=1e-6)
+    metrics = eval_step(state, batch, flip=True, shift=2)
+    assert float(metrics["correct"]) == np.sum(np.argmax(both, -1) == np.asarray(batch["label"]))
+
+
 def test_train_step_updates_step_batch_stats_and_uses_dropout_rng():
     state = create_train_state(models.create("compact"), optax.sgd(0.1), (28, 28, 1), seed=0)
     new_state, _ = jax.jit(train_step)(state, _batch())
