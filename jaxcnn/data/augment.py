@@ -67,12 +67,17 @@ def random_erasing(
 def translate(images: jax.Array, rows: int, cols: int) -> jax.Array:
     """`images` `(N, H, W, C)` moved `rows` pixels down and `cols` right (negative: up, left), zero-filled:
     the window `random_crop` takes at that offset from the centre."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    for name, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
     _, height, width, _ = images.shape
     if abs(rows) >= height or abs(cols) >= width:
         raise ValueError(f"shift ({rows}, {cols}) must be smaller than the images' {height}x{width} pixels")
-    padded = jnp.pad(images, ((0, 0), (max(rows, 0), max(-rows, 0)), (max(cols, 0), max(-cols, 0)), (0, 0)))
-    top, left = max(-rows, 0), max(-cols, 0)
-    return padded[:, top : top + height, left : left + width]
+    margin = max(abs(rows), abs(cols))
+    padded = jnp.pad(images, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+    return padded[:, margin - rows : margin - rows + height, margin - cols : margin - cols + width]
 
 
 def eval_views(images: jax.Array, *, flip: bool = False, shift: int = 0) -> list[jax.Array]:
@@ -80,10 +85,8 @@ def eval_views(images: jax.Array, *, flip: bool = False, shift: int = 0) -> list
     `shift`, `images` moved `shift` pixels up, down, left and right; with `flip`, the mirror image of each."""
     if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
         raise ValueError(f"shift must be an int >= 0, got {shift!r}")
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
     offsets = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
-    views = [translate(images, rows, cols) for rows, cols in offsets]
+    views = [translate(images, rows, cols) for rows, cols in offsets]  # (0, 0) too: it checks `images`
     return views + [view[:, :, ::-1] for view in views] if flip else views
 
 

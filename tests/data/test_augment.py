@@ -146,8 +146,16 @@ def test_eval_views_are_the_image_its_moves_and_mirrors():
         (lambda: eval_views(jnp.asarray(IMAGES), shift=-1), "shift must be an int >= 0"),
         (lambda: eval_views(jnp.asarray(IMAGES), shift=1.0), "shift must be an int >= 0"),
         (lambda: eval_views(jnp.asarray(IMAGES[0]), shift=1), "images must be"),
+        (lambda: eval_views(jnp.asarray(IMAGES[0])), "images must be"),
+        (lambda: translate(jnp.asarray(IMAGES[0]), 1, 0), "images must be"),
     ],
 )
 def test_bad_eval_views_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("rows, cols, name", [(1.0, 0, "rows"), (0, True, "cols")])
+def test_translate_offsets_must_be_ints(rows, cols, name):
+    with pytest.raises(TypeError, match=f"{name} must be an int"):
+        translate(jnp.asarray(IMAGES), rows, cols)
