@@ -1,11 +1,12 @@
 """Trains a model from a config file and reports its test accuracy.
 
     python experiments/train.py --config experiments/configs/lenet5.py --workdir runs/lenet5 \
-        [--config.num_epochs=5 --config.batch_size=256 ...]
+        [--config.num_epochs=5 --config.batch_size=256 --config.augment.flip=True ...]
 
-Running the same command again resumes from the newest checkpoint in the workdir; SIGTERM or
-Ctrl-C saves a checkpoint first. Multi-process runs (one process per host, or several on one
-machine) add `--coordinator_address HOST:PORT --num_processes N --process_id I`.
+Running the same command again resumes from the newest checkpoint in the workdir (or, once the run is
+finished, reports its result); SIGTERM or Ctrl-C saves a checkpoint first. A larger `--config.num_epochs`
+on the same workdir extends the run. Multi-process runs (one process per host, or several on one machine)
+add `--coordinator_address HOST:PORT --num_processes N --process_id I`.
 """
 
 import logging
@@ -15,9 +16,11 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+import jaxcnn
 import jaxcnn.data
 import jaxcnn.parallel
 import jaxcnn.training
+import jaxcnn.visualize
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file with get_config().", lock_config=True
@@ -39,9 +42,18 @@ _USER_ERRORS = (
 )
 
 
+class PlotLearningCurves(jaxcnn.training.Action):
+    """At the end of the run, its learning curves in `WORKDIR/plots/curves.png` (process 0)."""
+
+    def end(self, run) -> None:
+        if run.is_writer:
+            jaxcnn.visualize.save_learning_curves(run.workdir)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    jaxcnn.configure_cpu()  # XLA's threaded CPU convolutions: before JAX starts its backend
     # Orbax and TFDS log every checkpoint and file through absl at INFO; jaxcnn's own lines stay.
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
@@ -49,7 +61,9 @@ def main(argv):
             jaxcnn.parallel.initialize_distributed(
                 _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
             )
-        result = jaxcnn.training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        result = jaxcnn.training.train_and_evaluate(
+            _CONFIG.value, _WORKDIR.value, actions=[PlotLearningCurves()]
+        )
     except jaxcnn.training.TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(128 + stop.signum)

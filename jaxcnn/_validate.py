@@ -6,6 +6,7 @@ Each check returns the value normalised (an int, a float, a tuple) or raises bef
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -111,3 +112,33 @@ def shape(value, name: str, *, length: int | None = None, minimum: int = 1) -> t
     if length is not None and len(value) != length:
         raise ValueError(f"{name} must have {length} entries, got {value!r}")
     return tuple(int(d) for d in value)
+
+
+class Settings:
+    """Base of a config section: a frozen dataclass whose `__post_init__` checks its own fields.
+
+    `jaxcnn.training.default_config()` takes each section's defaults from its dataclass and
+    `from_config` reads the section back, so a key's default, check and meaning sit in one class, next
+    to the code that uses it. Check messages start with the field's name, which `from_config` prefixes
+    with the section's: "config.augment.crop_padding must be an int >= 0, got -1".
+    """
+
+    @classmethod
+    def from_config(cls, section, name: str):
+        """The settings of `config.<name>` (a mapping of this class's fields)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(
+                f"config.{name} has unknown keys {', '.join(unknown)}; it has {', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**dict(section))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"config.{name}.{error}") from None
+
+    @classmethod
+    def resumable(cls) -> set[str]:
+        """Fields that may change between the segments of one run (they change what is logged or kept,
+        not the training itself): marked `dataclasses.field(..., metadata={"resumable": True})`."""
+        return {f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable")}

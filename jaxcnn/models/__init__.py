@@ -20,7 +20,7 @@ from jaxcnn.models.compact import CompactCNN
 from jaxcnn.models.fastcnn import FastCNN
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
-from jaxcnn.models.registry import arguments, available, create, create_nnx, register
+from jaxcnn.models.registry import arguments, available, create, create_nnx, is_nnx, register
 from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
 from jaxcnn.models.simple_cnn import SimpleCNN
 from jaxcnn.models.torch_weights import load_torch_state_dict
@@ -53,6 +53,7 @@ __all__ = [
     "available",
     "create",
     "create_nnx",
+    "is_nnx",
     "linen_variables",
     "load_linen_variables",
     "load_torch_state_dict",

@@ -66,20 +66,62 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> nnx
 
 
 def _abstract_model(nnx_class: Callable, kwargs: FrozenDict, input_shape: tuple[int, ...]):
-    """`(graphdef, state)` of `nnx_class(**kwargs, input_shape=...)` without computing its weights."""
-    model = nnx.eval_shape(lambda: nnx_class(**kwargs, input_shape=input_shape, rngs=nnx.Rngs(0)))
-    return nnx.split(model)
+    """`abstract_state` of `nnx_class(**kwargs, input_shape=...)`, its weights never computed."""
+    return nnx.split(nnx.eval_shape(lambda: nnx_class(**kwargs, input_shape=input_shape, rngs=nnx.Rngs(0))))
 
 
 _cached_abstract_model = functools.lru_cache(maxsize=64)(_abstract_model)
 
 
-def set_mode(model: nnx.Module, train: bool) -> None:
-    """Dropout on and BatchNorm on batch statistics when `train`, both off otherwise (NNX's modes)."""
+def call(model: nnx.Module, x: jax.Array, *, train: bool, dropout_key: jax.Array | None = None) -> jax.Array:
+    """`model(x)` in train mode (Dropout on, BatchNorm on batch statistics, which it moves) or eval mode;
+    in train mode the Dropout streams restart from `dropout_key` (`nnx_layers.reseed_dropout`)."""
     if train:
         model.train()
+        if nnx_layers.has_dropout(model):
+            if dropout_key is None:
+                raise ValueError(
+                    f"{type(model).__name__} has Dropout: training it needs a key, rngs={{'dropout': key}}"
+                )
+            nnx_layers.reseed_dropout(model, dropout_key)
     else:
         model.eval()
+    return model(x)
+
+
+def abstract_state(model: nnx.Module):
+    """`(graphdef, state)` of `model` with shapes and dtypes in place of its arrays."""
+    graphdef, state = nnx.split(model)
+    return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+
+
+def merge_abstract(graphdef, abstract) -> nnx.Module:
+    """A new model from `abstract_state`'s parts, ready for `load_linen_variables`: with fresh Variables,
+    since a Variable may only be set in the trace (`jax.jit`, `jax.grad`, ...) it was made in."""
+    return nnx.merge(graphdef, jax.tree.map(lambda a: a, abstract))
+
+
+def nnx_apply(model: nnx.Module) -> Callable:
+    """The functional form of an NNX model, with Linen's calling convention:
+
+        apply(variables, x, train=False, rngs=None, mutable=False)
+            -> logits, or (logits, {"batch_stats": ...}) when `mutable` names "batch_stats"
+
+    `variables` are `linen_variables(model)` or any of the same paths and shapes (a train state's), so
+    jaxcnn's train and eval steps run NNX models natively (merged from the variables inside `jax.jit`)
+    exactly as they run Linen modules (`module.apply`). Only shapes are kept of `model` itself.
+    """
+    graphdef, abstract = abstract_state(model)
+
+    def apply(variables, x, *, train: bool = False, rngs=None, mutable=False):
+        module = load_linen_variables(merge_abstract(graphdef, abstract), variables)
+        y = call(module, x, train=train, dropout_key=(rngs or {}).get("dropout"))
+        if not mutable:
+            return y
+        mutable = [mutable] if isinstance(mutable, str) else list(mutable)
+        return y, {k: v for k, v in linen_variables(module).items() if k in mutable and k != "params"}
+
+    return apply
 
 
 class LinenModel(nn.Module):
@@ -108,8 +150,8 @@ class LinenModel(nn.Module):
         try:
             hash(key)
         except TypeError:  # an argument that cannot be a cache key (a list, say): built every time
-            return nnx.merge(*_abstract_model(*key))
-        return nnx.merge(*_cached_abstract_model(*key))
+            return merge_abstract(*_abstract_model(*key))
+        return merge_abstract(*_cached_abstract_model(*key))
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -119,10 +161,8 @@ class LinenModel(nn.Module):
             self._store(linen_variables(model))  # the initial state, before a train-mode call moves it
         else:
             model = load_linen_variables(self.abstract_nnx_model(input_shape), self.variables)
-        set_mode(model, train)
-        if train and nnx_layers.has_dropout(model):
-            nnx_layers.reseed_dropout(model, self.make_rng("dropout"))
-        y = model(x)
+        dropout = train and nnx_layers.has_dropout(model)
+        y = call(model, x, train=train, dropout_key=self.make_rng("dropout") if dropout else None)
         if train and not self.is_initializing():
             self._store({"batch_stats": linen_variables(model).get("batch_stats", {})})
         return y

@@ -30,10 +30,14 @@ def _origin(factory: Factory) -> tuple[str, str]:
     return getattr(target, "__module__", ""), getattr(target, "__qualname__", repr(target))
 
 
-def is_nnx(factory: Factory) -> bool:
-    """Whether a registered factory builds a Flax NNX module (the zoo's models) rather than a Linen one."""
+def _builds_nnx(factory: Factory) -> bool:
     target = _target(factory)
     return isinstance(target, type) and issubclass(target, nnx.Module)
+
+
+def is_nnx(name: str) -> bool:
+    """Whether the registered model `name` is a Flax NNX module (every zoo model) rather than a Linen one."""
+    return _builds_nnx(_factory(name))
 
 
 def register(name: str, factory: Factory | None = None, *, overwrite: bool = False):
@@ -119,7 +123,7 @@ def create(name: str, *, num_classes: int = 10, **kwargs) -> nn.Module:
         `num_classes`, or a keyword the model does not take (the message lists those it does).
     """
     factory = _checked(name, num_classes, kwargs)
-    if is_nnx(factory):
+    if _builds_nnx(factory):
         return LinenModel(factory, FrozenDict(num_classes=num_classes, **kwargs))
     return factory(num_classes=num_classes, **kwargs)
 
@@ -147,7 +151,7 @@ def create_nnx(
     factory = _checked(name, num_classes, kwargs)
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"rngs must be a flax.nnx.Rngs, e.g. nnx.Rngs(0), got {type(rngs).__name__}")
-    if is_nnx(factory):
+    if _builds_nnx(factory):
         shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
         return factory(num_classes=num_classes, **shape, **kwargs, rngs=rngs)
     if input_shape is None:

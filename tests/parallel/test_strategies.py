@@ -11,8 +11,7 @@ import pytest
 from jaxcnn import models
 from jaxcnn.parallel import DataParallel, Pmap, SingleDevice, create_strategy
 from jaxcnn.training import create_train_state
-from jaxcnn.training.loop import _train_and_accumulate
-from jaxcnn.training.steps import eval_step, zero_metrics
+from jaxcnn.training.steps import accumulating, eval_step, train_step, zero_metrics
 
 GLOBAL_BATCH = 16
 
@@ -38,11 +37,7 @@ def _run(strategy, steps=4):
     kwargs = {"axis_name": strategy.axis_name} if strategy.axis_name else {}
     model = models.create("resnet20", **kwargs)
     state = create_train_state(model, optax.sgd(0.01, momentum=0.9), (12, 12, 3), seed=0)
-    train = strategy.compile_train(
-        functools.partial(
-            _train_and_accumulate, label_smoothing=0.0, axis_name=strategy.axis_name, skip_nonfinite=False
-        )
-    )
+    train = strategy.compile_train(accumulating(functools.partial(train_step, axis_name=strategy.axis_name)))
     evaluate = strategy.compile_eval(functools.partial(eval_step, axis_name=strategy.axis_name))
     state = strategy.put_state(state)
     losses = []
@@ -98,6 +93,8 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(name):
         create_strategy(name).check_batch_size(12)
 
 
-def test_unknown_mode():
-    with pytest.raises(ValueError, match="parallel must be one of"):
+def test_unknown_mode_lists_the_registered_ones():
+    with pytest.raises(
+        ValueError, match="unknown parallel strategy name 'model'; available: data, none, pmap"
+    ):
         create_strategy("model")
