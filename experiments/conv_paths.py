@@ -6,19 +6,19 @@
 For each layer (those of lenet5, simple_cnn, compact, resnet20 and resnet18, plus a few probes), float32,
 milliseconds, best of `--repeats`: "train" is the forward pass and the gradients of a non-linear loss
 (wrt the kernel only for a network's first layer, whose input needs none), "eval" the forward pass alone,
-on each path of `jaxcnn.functional` (forced with JAXCNN_CONV_PATH); the last column is the path "auto"
-picks. The table in `jaxcnn/functional/_cpu_paths.py` comes from this script.
+on each lowering of `jaxcnn.functional.conv` (its `impl` argument); the last column is the one "auto"
+picks. The tables in docs/conv-lowerings.md come from this script.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 
+import jaxcnn
 from jaxcnn import functional as F
 from jaxcnn.functional import _cpu_paths
 
@@ -60,19 +60,17 @@ def time_layer(spec, repeats: int) -> dict:
     batch, size, c_in, c_out, window, padding, stride, first = spec
     x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
     kernel = 0.1 * jax.random.normal(jax.random.key(1), (window, window, c_in, c_out))
-    conv = lambda x, k: F.conv(x, k, stride=stride, padding=padding)
-    loss = lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
     timings = {}
     for path in PATHS:
-        os.environ["JAXCNN_CONV_PATH"] = path  # read when the new functions below are traced
+        conv = lambda x, k, path=path: F.conv(x, k, stride=stride, padding=padding, impl=path)
+        loss = lambda x, k, conv=conv: jnp.sum(jnp.sin(conv(x, k)))
         train = jax.jit(jax.grad(loss, argnums=(1,) if first else (0, 1)))
         timings[path] = (
             best_ms(train, x, kernel, repeats=repeats),
             best_ms(jax.jit(conv), x, kernel, repeats=repeats),
         )
-    os.environ["JAXCNN_CONV_PATH"] = "auto"
     out_sizes = F.conv_output_shape(x.shape, kernel.shape, stride=stride, padding=padding)[1:-1]
-    timings["auto"] = _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes)
+    timings["auto"] = _cpu_paths.conv_impl("auto", kernel.shape, 1, batch, out_sizes)
     return timings
 
 
@@ -81,6 +79,7 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", default="", help="only layers whose name contains this text")
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
+    jaxcnn.configure_cpu()
     print(f"{'layer':34s}" + "".join(f"{p + ' train/eval':>24s}" for p in PATHS) + "  auto")
     for name, spec in LAYERS.items():
         if args.layers not in name:

@@ -100,7 +100,7 @@ class LogMetrics(Action):
         elapsed = time.perf_counter() - self.window_start - (run.paused_seconds - self.paused)
         summary = steps.summarize(sums)
         check_finite(run, summary["loss"])
-        speed = self.window_steps * run.batch_size / elapsed if self.window_steps else float("nan")
+        speed = self.window_steps * run.batch_size / elapsed if self.window_steps else None  # none timed
         self.steps_timed += self.window_steps
         self.seconds_timed += elapsed
         if self.seconds_timed:

@@ -36,7 +36,7 @@ from jaxcnn.training import actions as actions_lib
 from jaxcnn.training import ensemble as ensemble_lib
 from jaxcnn.training import steps
 from jaxcnn.training.checkpoint import Checkpoints, tree_bytes
-from jaxcnn.training.config import SECTIONS, resumable_keys, validate_config
+from jaxcnn.training.config import read_sections, resumable_keys, validate_config
 from jaxcnn.training.evaluation import evaluate
 from jaxcnn.training.metrics import MetricWriter, logged_training, read_metrics
 from jaxcnn.training.model import create_model
@@ -205,31 +205,31 @@ def initial_state(
 ):
     """`(state, metric_sums, step_fn, eval_step)` of a run before its first step, in the layout its
     checkpoints have (DP-SGD optimizer state, ensemble member axis, moving average of the weights)."""
-    s = {name: settings.from_config(config[name], name) for name, settings in SECTIONS.items()}
+    sections = read_sections(config)
     model = functools.partial(
         create_model, config.model, num_classes, image_shape,
-        compute=s["compute"], model_kwargs=config.model_kwargs, axis_name=axis_name,
+        compute=sections["compute"], model_kwargs=config.model_kwargs, axis_name=axis_name,
     )  # fmt: skip
-    tx = create_optimizer(config.optimizer, config.learning_rate, total_steps, s["optim"])
+    tx = create_optimizer(config.optimizer, config.learning_rate, total_steps, sections["optim"])
     step_fn, eval_step = steps.train_step, steps.eval_step
-    if s["dp"].enabled:
-        tx = dp_optimizer(tx, s["dp"].clip_norm, s["dp"].noise_multiplier, seed=config.seed)
+    if sections["dp"].enabled:
+        tx = dp_optimizer(tx, sections["dp"].clip_norm, sections["dp"].noise_multiplier, seed=config.seed)
         step_fn = dp_train_step
-    if s["ensemble"].size > 1:
-        seeds = range(config.seed, config.seed + s["ensemble"].size)
+    if sections["ensemble"].size > 1:
+        seeds = range(config.seed, config.seed + sections["ensemble"].size)
         state = ensemble_lib.create_ensemble_state(model, tx, image_shape, seeds)
         step_fn, eval_step = ensemble_lib.ensemble_train_step, ensemble_lib.ensemble_eval_step
     else:
         state = create_train_state(model(config.seed), tx, image_shape, config.seed)
-    if s["ema"].decay:
+    if sections["ema"].decay:
         state = state.with_ema()
-    if s["dp"].enabled and state.batch_stats:
+    if sections["dp"].enabled and state.batch_stats:
         raise ValueError(
             f"config.dp.clip_norm > 0 (DP-SGD) needs per-example gradients, which config.model "
             f"{config.model!r} lacks: its BatchNorm mixes the examples; pick a model without BatchNorm"
         )
     metric_sums = steps.zero_metrics(
-        skipped=bool(s["optim"].skip_nonfinite_steps), ensemble=s["ensemble"].size > 1
+        skipped=bool(sections["optim"].skip_nonfinite_steps), ensemble=sections["ensemble"].size > 1
     )
     return state, metric_sums, step_fn, eval_step
 
@@ -250,7 +250,7 @@ def build_run(
       DataUnavailableError: the dataset cannot be had (the message says how to get it).
     """
     validate_config(config)
-    s = {name: settings.from_config(config[name], name) for name, settings in SECTIONS.items()}
+    sections = read_sections(config)
     workdir = Path(workdir)
     with contextlib.ExitStack() as undo:  # closes what was opened if building fails part way
         lock = undo.enter_context(
@@ -259,7 +259,7 @@ def build_run(
         strategy = create_strategy(config.parallel)
         strategy.check_batch_size(config.batch_size)
         load = functools.partial(
-            data.load, config.dataset, data_dir=s["data"].dir or None, source=s["data"].source
+            data.load, config.dataset, data_dir=sections["data"].dir or None, source=sections["data"].source
         )
         train_data = load("train", num_examples=config.train_examples)
         test_data = load("test", num_examples=config.test_examples)
@@ -269,15 +269,15 @@ def build_run(
                 f"config.batch_size {config.batch_size} is larger than the {len(train_data)} training "
                 "examples"
             )
-        if s["eval"].shift >= min(test_data.image_shape[:2]):
+        if sections["eval"].shift >= min(test_data.image_shape[:2]):
             raise ValueError(
-                f"config.eval.shift {s['eval'].shift} must be smaller than the test images' "
+                f"config.eval.shift {sections['eval'].shift} must be smaller than the test images' "
                 f"{test_data.image_shape[0]}x{test_data.image_shape[1]} pixels"
             )
         total_steps = config.num_steps or config.num_epochs * steps_per_epoch
         # A small test split needs no full eval batch (rounded up to a multiple of the devices).
         devices = strategy.num_devices
-        eval_batch_size = min(s["eval"].batch_size, math.ceil(len(test_data) / devices) * devices)
+        eval_batch_size = min(sections["eval"].batch_size, math.ceil(len(test_data) / devices) * devices)
         strategy.check_batch_size(eval_batch_size, "config.eval.batch_size")
 
         state, metric_sums, step_fn, eval_step = initial_state(
@@ -290,7 +290,7 @@ def build_run(
                 config,
                 resumable=resumable_keys(),
                 checkpoint_bytes=tree_bytes(state),
-                checkpoints_to_keep=s["checkpoints"].keep,
+                checkpoints_to_keep=sections["checkpoints"].keep,
                 overwrite=config.overwrite,
             ),
         )
@@ -298,7 +298,7 @@ def build_run(
         # global (spanning every process's devices) for Orbax to read and write them collectively.
         state, metric_sums = strategy.put_state(state), strategy.put_state(metric_sums)
         checkpoints = undo.enter_context(
-            contextlib.closing(Checkpoints(workdir / "checkpoints", s["checkpoints"].keep))
+            contextlib.closing(Checkpoints(workdir / "checkpoints", sections["checkpoints"].keep))
         )
         restored = checkpoints.restore_latest(strategy.host_state(state), strategy.host_state(metric_sums))
         earlier_seconds = 0.0
@@ -325,33 +325,28 @@ def build_run(
                 MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
             )
         )
+        # The step, wrapped once as the config asks: augmentation before it, the moving average of the
+        # weights after it, its metrics added to the window's sums.
+        step = functools.partial(
+            step_fn, label_smoothing=sections["loss"].label_smoothing, axis_name=strategy.axis_name
+        )
+        augment_key = jax.random.fold_in(jax.random.key(config.seed), _AUGMENT_STREAM)
+        step = steps.augmenting(step, sections["augment"], augment_key, strategy.axis_name)
+        step = steps.averaging_weights(step, sections["ema"].decay)
         train_fn = strategy.compile_train(
-            steps.accumulating(
-                steps.averaging_weights(
-                    steps.augmenting(
-                        functools.partial(
-                            step_fn, label_smoothing=s["loss"].label_smoothing, axis_name=strategy.axis_name
-                        ),
-                        s["augment"],
-                        jax.random.fold_in(jax.random.key(config.seed), _AUGMENT_STREAM),
-                        strategy.axis_name,
-                    ),
-                    s["ema"].decay,
-                ),
-                skip_nonfinite=bool(s["optim"].skip_nonfinite_steps),
-            )
+            steps.accumulating(step, bool(sections["optim"].skip_nonfinite_steps))
         )
         eval_fn = strategy.compile_eval(
             lambda state, batch: eval_step(
                 state.for_eval(),
                 batch,
                 axis_name=strategy.axis_name,
-                flip=s["eval"].flip,
-                shift=s["eval"].shift,
+                flip=sections["eval"].flip,
+                shift=sections["eval"].shift,
             )
         )
-        updates = max(total_steps // s["optim"].accumulate_steps, 1)
-        schedule = create_learning_rate_schedule(config.learning_rate, updates, s["optim"])
+        updates = max(total_steps // sections["optim"].accumulate_steps, 1)
+        schedule = create_learning_rate_schedule(config.learning_rate, updates, sections["optim"])
         batches = data.prefetch(
             _train_batches(train_data, config.batch_size, config.seed, start_step, steps_per_epoch),
             transform=strategy.put_batch,
@@ -374,7 +369,7 @@ def build_run(
             steps_per_epoch=steps_per_epoch,
             batch_size=config.batch_size,
             eval_batch_size=eval_batch_size,
-            learning_rate=lambda step: float(schedule(step // s["optim"].accumulate_steps)),
+            learning_rate=lambda step: float(schedule(step // sections["optim"].accumulate_steps)),
             checkpoints=checkpoints,
             writer=writer,
             earlier_seconds=earlier_seconds,
@@ -383,13 +378,13 @@ def build_run(
         )
         run.actions = [
             actions_lib.LogMetrics(config.log_every),
-            actions_lib.Evaluate(s["eval"].every or steps_per_epoch),
+            actions_lib.Evaluate(sections["eval"].every or steps_per_epoch),
             actions_lib.SaveCheckpoint(config.checkpoint_every),
             actions_lib.ProgressBar(run),
         ]
         if handle_signals:
             run.actions.append(actions_lib.StopOnSignal(config.log_every))
-        if s["profile"].steps:
-            run.actions.append(actions_lib.Profile(s["profile"], workdir / "tensorboard"))
+        if sections["profile"].steps:
+            run.actions.append(actions_lib.Profile(sections["profile"], workdir / "tensorboard"))
         undo.pop_all()
         return run

@@ -126,6 +126,11 @@ def resumable_keys() -> set[str]:
     return top | {f"{name}.{field}" for name, settings in SECTIONS.items() for field in settings.resumable()}
 
 
+def read_sections(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Each section of `config` as its owner's settings object: `{"optim": OptimizerSettings(...), ...}`."""
+    return {name: settings.from_config(config[name], name) for name, settings in SECTIONS.items()}
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every key's type and range and the keys that constrain each other; a ValueError or
     TypeError naming `config.KEY` and the value."""
@@ -137,7 +142,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config is missing keys {', '.join(missing)}; start from default_config()")
     for name, key in KEYS.items():
         key.check(config[name], f"config.{name}")
-    sections = {name: settings.from_config(config[name], name) for name, settings in SECTIONS.items()}
+    sections = read_sections(config)
     if config.num_epochs == 0 and config.num_steps == 0:
         raise ValueError("config.num_epochs or config.num_steps must be > 0")
     if sections["dp"].enabled:
