@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -45,14 +46,31 @@ class MetricWriter:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of a `metrics.jsonl` (a missing file has none; a torn last line is ignored)."""
+    """The rows of a `metrics.jsonl` (a missing file has none).
+
+    A line that is not a row is skipped with a warning, and the rows after it are kept: the last
+    line, unterminated, is one a crash cut short; another is damage.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            break
-    return lines
+    text = path.read_bytes().decode("utf-8", errors="replace")  # a garbled byte costs only its line
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        row = _row(line)
+        if row is not None:
+            rows.append(row)
+        elif number == len(lines) and not text.endswith("\n"):
+            logging.warning("%s: dropped its torn last line %d: %.80r", path, number, line)
+        elif line.strip():
+            logging.warning("%s: skipped unreadable line %d: %.80r", path, number, line)
+    return rows
+
+
+def _row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and {"step", "split"} <= row.keys() else None

@@ -1,6 +1,9 @@
-"""metrics.jsonl writing, reading and truncation on resume."""
+"""metrics.jsonl writing, reading (tolerant of damaged lines) and truncation on resume."""
 
 import json
+import logging
+
+import pytest
 
 from jaxcnn.training import MetricWriter, read_metrics
 
@@ -30,11 +33,56 @@ def test_fresh_run_starts_an_empty_file(tmp_path):
     assert read_metrics(tmp_path / "metrics.jsonl") == []
 
 
-def test_torn_last_line_is_ignored(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "train"}\n{"step": 2, "spl')
-    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "split": "train"}]
-
-
 def test_disabled_writer_touches_nothing(tmp_path):
     MetricWriter(tmp_path, enabled=False).write(1, "train", loss=1.0)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def _write_rows(tmp_path, steps):
+    writer = MetricWriter(tmp_path)
+    for step in steps:
+        writer.write(step, "train", loss=1.0 / step)
+    writer.close()
+    return tmp_path / "metrics.jsonl"
+
+
+def test_torn_last_line_is_dropped_and_logged(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "split": "train"}\n{"step": 2, "spl')
+    with caplog.at_level(logging.WARNING):
+        assert read_metrics(path) == [{"step": 1, "split": "train"}]
+    assert f"{path}: dropped its torn last line 2" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda line: line[:9], lambda line: "\x00" * 8, lambda line: "[1, 2]"],
+    ids=["cut", "zeroed", "not_a_row"],
+)
+def test_a_bad_line_in_the_middle_costs_only_itself(tmp_path, caplog, damage):
+    path = _write_rows(tmp_path, (10, 20, 30, 40))
+    lines = path.read_text().splitlines()
+    lines[1] = damage(lines[1])
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert [row["step"] for row in read_metrics(path)] == [10, 30, 40]
+    assert f"{path}: skipped unreadable line 2" in caplog.text
+
+
+def test_undecodable_bytes_cost_only_their_line(tmp_path):
+    path = _write_rows(tmp_path, (10, 20, 30))
+    lines = path.read_bytes().splitlines()
+    lines[0] = b"\xff\xfe" + lines[0]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert [row["step"] for row in read_metrics(path)] == [20, 30]
+
+
+def test_resume_keeps_every_readable_row_before_the_checkpoint(tmp_path, caplog):
+    path = _write_rows(tmp_path, (10, 20, 30, 40, 50))
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:5]
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        MetricWriter(tmp_path, resume_step=40).close()
+    assert [row["step"] for row in read_metrics(path)] == [10, 30, 40]
+    assert "skipped unreadable line 2" in caplog.text
