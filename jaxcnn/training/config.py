@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 PARALLEL_MODES = ("none", "data", "pmap")
@@ -84,6 +86,16 @@ def _at_least(config, key, minimum, kind=int):
         raise ValueError(f"config.{key} must be a {kind.__name__} >= {minimum}, got {value!r}")
 
 
+def _leaves(tree, prefix: str = ""):
+    """`(dotted key, value)` for every value of a config, those in nested dicts and sequences included."""
+    items = tree.items() if isinstance(tree, (dict, ml_collections.ConfigDict)) else enumerate(tree)
+    for key, value in items:
+        if isinstance(value, (dict, ml_collections.ConfigDict, list, tuple)):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every key's type and range; ValueError naming `config.KEY` and the value."""
     missing = sorted(set(default_config()) - set(config))
@@ -92,6 +104,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     unknown = sorted(set(config) - set(default_config()))
     if unknown:
         raise ValueError(f"config has unknown keys {', '.join(unknown)}")
+    for key, value in _leaves(config):  # NaN passes every range check below (all comparisons are False)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config.{key} must be a finite number, got {value!r}")
     _choice(config, "parallel", PARALLEL_MODES)
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "schedule", SCHEDULES)
