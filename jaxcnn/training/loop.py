@@ -26,13 +26,13 @@ from jaxcnn import data, models, visualize
 from jaxcnn.parallel import ensemble as ensemble_lib  # a module: jaxcnn.parallel imports jaxcnn.training
 from jaxcnn.parallel.strategies import create_strategy
 from jaxcnn.training import steps as step_lib
-from jaxcnn.training.checkpoint import Checkpoints
+from jaxcnn.training.checkpoint import Checkpoints, tree_bytes
 from jaxcnn.training.config import validate_config
-from jaxcnn.training.metrics import MetricWriter
+from jaxcnn.training.metrics import MetricWriter, logged_training, read_metrics
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
 from jaxcnn.training.per_example import dp_optimizer, dp_train_step
 from jaxcnn.training.state import create_train_state
-from jaxcnn.training.workdir import WorkdirError, prepare_workdir
+from jaxcnn.training.workdir import WorkdirError, finished_result, lock_workdir, prepare_workdir
 
 _AUGMENT_STREAM = 1  # folded into the seed's key: augmentation draws apart from initialisation
 
@@ -177,25 +177,22 @@ def _stop_requests(enabled: bool):
             signal.signal(sig, handler)
 
 
-def _tree_bytes(tree) -> int:
-    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
-
-
-def _prepare_workdir_once(workdir: Path, config, checkpoint_bytes: int) -> None:
-    """Process 0 prepares the workdir; the others wait for it (it may remove an old run's checkpoints)
+def _on_process_0(workdir: Path, action):
+    """`action()` on process 0 (it locks or prepares the workdir), None on the others, which wait for it
     and fail with it, instead of hanging in the first collective."""
-    error = None
+    error, value = None, None
     if jax.process_index() == 0:
         try:
-            prepare_workdir(workdir, config, checkpoint_bytes=checkpoint_bytes)
+            value = action()
         except WorkdirError as e:
             error = e
     if jax.process_count() > 1:
         failed = bool(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
         if failed and error is None:
-            raise WorkdirError(f"process 0 could not prepare workdir {workdir}; its output says why")
+            raise WorkdirError(f"process 0 could not use workdir {workdir}; its output says why")
     if error is not None:
         raise error
+    return value
 
 
 def _agreed_stop(received: list[int]) -> int:
@@ -244,16 +241,32 @@ def train_and_evaluate(
     """Trains `config.model` on `config.dataset`, evaluating, logging and checkpointing in `workdir`.
 
     Running it again with the same config and workdir resumes from the newest checkpoint and
-    ends with the same metrics as a run that was never interrupted. With `handle_signals`,
-    SIGTERM and Ctrl-C save a checkpoint and raise `TrainingInterrupted`.
+    ends with the same metrics as a run that was never interrupted; once the run has finished, it
+    returns the stored result and writes nothing. The workdir is locked while the run uses it.
+    With `handle_signals`, SIGTERM and Ctrl-C save a checkpoint and raise `TrainingInterrupted`.
 
     Raises:
       ValueError: a bad config value (named).
-      WorkdirError: the workdir is unwritable, too full, or holds another config's run.
+      WorkdirError: the workdir is in use by another run, unwritable, too full, or holds another
+        config's run.
+      CheckpointError: no checkpoint in the workdir can be read, or the disk is too full for one.
       FloatingPointError: the loss or the parameters became non-finite (no checkpoint of them is saved).
       TrainingInterrupted: a signal stopped the run after a checkpoint.
     """
     validate_config(config)
+    workdir = Path(workdir)
+    with _on_process_0(workdir, lambda: lock_workdir(workdir)) or contextlib.nullcontext():
+        stored = finished_result(workdir, config)  # reads only: every process may
+        if stored is not None:
+            if jax.process_index() == 0:
+                logging.info(
+                    "%s holds this run, finished: its result is reported, nothing is rewritten", workdir
+                )
+            return RunResult(**{**stored, "workdir": str(workdir)})  # where it is now
+        return _train_and_evaluate(config, workdir, handle_signals)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, handle_signals: bool) -> RunResult:
     strategy = create_strategy(config.parallel)
     strategy.check_batch_size(config.batch_size)
     is_writer = jax.process_index() == 0
@@ -282,8 +295,7 @@ def train_and_evaluate(
 
     model = create_model(config, train_data.num_classes, strategy.axis_name)
     state, metric_sums, step_fn, eval_step = initial_state(config, model, train_data.image_shape, total_steps)
-    workdir = Path(workdir)
-    _prepare_workdir_once(workdir, config, _tree_bytes(state))
+    _on_process_0(workdir, lambda: prepare_workdir(workdir, config, checkpoint_bytes=tree_bytes(state)))
     # Restored straight into the strategy's checkpoint layout: with several processes, arrays must be
     # global (spanning every process's devices) for Orbax to read and write them collectively.
     state, metric_sums = strategy.put_state(state), strategy.put_state(metric_sums)
@@ -422,7 +434,10 @@ def train_and_evaluate(
 
     if test_summary is None:  # nothing left to train: report the restored state
         test_summary = evaluate(eval_fn, state, test_data, eval_batch_size, strategy)
-    train_summary = train_summary or {"loss": float("nan"), "accuracy": float("nan")}
+    if train_summary is None:  # ... whose last training window and throughput are in metrics.jsonl
+        train_summary = logged_training(read_metrics(workdir / "metrics.jsonl"))
+    else:
+        train_summary = {**train_summary, "examples_per_sec": steps_timed * config.batch_size / seconds_timed}
     result = RunResult(
         model=config.model,
         dataset=config.dataset,
@@ -434,11 +449,14 @@ def train_and_evaluate(
         epochs=round(total_steps / steps_per_epoch, 2),
         resumed_from=start_step,
         seconds=earlier_seconds + time.perf_counter() - started,
-        examples_per_sec=steps_timed * config.batch_size / seconds_timed if seconds_timed else float("nan"),
+        examples_per_sec=train_summary["examples_per_sec"],
         workdir=str(workdir),
         ensemble_test_accuracy=test_summary.get("ensemble_accuracy"),
     )
     if is_writer:
-        (workdir / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
         visualize.save_learning_curves(workdir)
+        # Written last, whole or not at all: it marks the run finished.
+        temporary = workdir / "result.json.tmp"
+        temporary.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        os.replace(temporary, workdir / "result.json")
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def _row(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return row if isinstance(row, dict) and {"step", "split"} <= row.keys() else None
+
+
+def logged_training(rows: list[dict]) -> dict:
+    """From `metrics.jsonl` rows: the last training window's `loss` and `accuracy`, and the
+    `examples_per_sec` of all logged windows together; NaN where nothing was logged."""
+    train = [row for row in rows if row["split"] == "train"]
+    # A window of n steps at v examples/s took n·B/v seconds: together, Σn·B / Σ(n·B/v) examples/s.
+    steps, seconds_over_batch, previous = 0, 0.0, 0
+    for row in train:
+        speed = row.get("examples_per_sec")
+        if speed and math.isfinite(speed):  # NaN: a window of only a segment's first step (not timed)
+            steps += row["step"] - previous
+            seconds_over_batch += (row["step"] - previous) / speed
+        previous = row["step"]
+    last = train[-1] if train else {"loss": math.nan, "accuracy": math.nan}
+    speed = steps / seconds_over_batch if steps else math.nan
+    return {"loss": last["loss"], "accuracy": last["accuracy"], "examples_per_sec": speed}
