@@ -58,8 +58,8 @@ class RunResult:
     dataset: str
     test_loss: float
     test_accuracy: float
-    train_loss: float
-    train_accuracy: float
+    train_loss: float | None  # None: every step of the last logged window was skipped (non-finite)
+    train_accuracy: float | None
     steps: int
     epochs: float
     resumed_from: int
@@ -72,10 +72,15 @@ class RunResult:
         """A few lines for a person: the accuracy, how long it took and where the files are."""
         minutes, seconds = divmod(round(self.seconds), 60)
         resumed = f", resumed from step {self.resumed_from}" if self.resumed_from else ""
+        training = (
+            "every step skipped (non-finite)"
+            if self.train_loss is None
+            else f"accuracy {self.train_accuracy:.2%}, loss {self.train_loss:.4f}"
+        )
         lines = [
             f"{self.model} on {self.dataset}: test accuracy {self.test_accuracy:.2%} "
             f"(loss {self.test_loss:.4f}) after {self.epochs:g} epochs ({self.steps} steps{resumed})",
-            f"  last training window: accuracy {self.train_accuracy:.2%}, loss {self.train_loss:.4f}; "
+            f"  last training window: {training}; "
             f"{minutes}m {seconds:02d}s, {self.examples_per_sec:,.0f} examples/s",
             f"  metrics:     {os.path.join(self.workdir, 'metrics.jsonl')}",
             f"  checkpoints: {os.path.join(self.workdir, 'checkpoints')}",
@@ -209,6 +214,26 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
+def _kept(checkpoints: Checkpoints) -> str:
+    newest = checkpoints.newest()
+    if newest is None:
+        return "no checkpoint has been saved yet"
+    return f"the last good checkpoint, step {newest[0]}, is kept in {newest[1]}"
+
+
+def _check_finite(done: int, loss: float | None, params, checkpoints: Checkpoints) -> None:
+    """FloatingPointError if the window's loss (None: not measured) or the parameters are not finite."""
+    if loss is not None and not math.isfinite(loss):
+        raise FloatingPointError(
+            f"the training loss became {loss} by step {done}; {_kept(checkpoints)} "
+            "(config.skip_nonfinite_steps skips such steps instead)"
+        )
+    if not bool(_all_finite(params)):
+        raise FloatingPointError(
+            f"the parameters became non-finite by step {done}; they were not saved, and {_kept(checkpoints)}"
+        )
+
+
 def initial_state(config: ml_collections.ConfigDict, model, image_shape, total_steps: int):
     """`(state, metric_sums, step_fn, eval_step)` of a run before its first step: the layout its
     checkpoints have (DP-SGD optimizer state, ensemble member axis, moving average of the weights)."""
@@ -337,11 +362,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, handle
     )
 
     def save(done: int) -> None:
-        if not bool(_all_finite(state.params)):
-            raise FloatingPointError(
-                f"the parameters became non-finite by step {done}; they were not saved, and the last good "
-                f"checkpoint in {checkpoints.directory} is kept"
-            )
+        _check_finite(done, None, state.params, checkpoints)
         position = {
             "step": done,
             "epoch": done // steps_per_epoch,
@@ -373,12 +394,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, handle
                 if done % config.log_every == 0 or done == total_steps:
                     sums = strategy.host_value(metric_sums)
                     train_summary = step_lib.summarize(sums)
-                    if not math.isfinite(train_summary["loss"]):
-                        raise FloatingPointError(
-                            f"the training loss became {train_summary['loss']} by step {done}; the last good "
-                            f"checkpoint in {checkpoints.directory} is kept (config.skip_nonfinite_steps "
-                            "skips such steps instead)"
-                        )
+                    _check_finite(done, train_summary["loss"], state.params, checkpoints)
                     elapsed = time.perf_counter() - window_start
                     speed = window_steps * config.batch_size / elapsed if window_steps else float("nan")
                     steps_timed, seconds_timed = steps_timed + window_steps, seconds_timed + elapsed
@@ -391,12 +407,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, handle
                         learning_rate=float(learning_rate(step)),
                         **extra,
                     )
-                    bar.set_postfix(
-                        loss=f"{train_summary['loss']:.4f}",
-                        acc=f"{train_summary['accuracy']:.2%}",
-                        ex_s=f"{speed:,.0f}",
-                    )
-                    if bar.disable and is_writer:  # no progress bar (not a terminal): log instead
+                    if train_summary["loss"] is None:
+                        if is_writer:
+                            logging.warning(
+                                "step %d: every step since the last log line was skipped (non-finite)", done
+                            )
+                    elif not bar.disable:
+                        bar.set_postfix(
+                            loss=f"{train_summary['loss']:.4f}",
+                            acc=f"{train_summary['accuracy']:.2%}",
+                            ex_s=f"{speed:,.0f}",
+                        )
+                    elif is_writer:  # no progress bar (not a terminal): log instead
                         logging.info(
                             "step %d/%d: loss %.4f, accuracy %.2f%%, %.0f examples/s",
                             done,

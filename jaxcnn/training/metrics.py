@@ -39,7 +39,8 @@ class MetricWriter:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
         for name, value in values.items():
-            self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+            if value is not None:  # None: not measured (a window whose every step was skipped has no loss)
+                self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
         if self._tensorboard is not None:

@@ -114,13 +114,16 @@ def add_metrics(total: Metrics, new: Metrics) -> Metrics:
     return jax.tree.map(jnp.add, total, new)
 
 
-def summarize(metrics: Metrics) -> dict[str, float]:
+def summarize(metrics: Metrics) -> dict[str, float | None]:
     """Sums on host -> `{"loss": mean loss, "accuracy": fraction correct}`, plus `ensemble_accuracy`
     (the accuracy of the members' averaged logits) for an ensemble, whose loss and accuracy are the
-    members' means."""
-    count = max(float(metrics["count"]), 1.0)
-    summary = {"loss": float(metrics["loss"]) / count, "accuracy": float(metrics["correct"]) / count}
+    members' means. Means over no example (every step of a window skipped) are None."""
+    count = float(metrics["count"])
+    summary = {"loss": _mean(metrics["loss"], count), "accuracy": _mean(metrics["correct"], count)}
     if "ensemble_correct" in metrics:
-        ensemble_count = max(float(metrics["ensemble_count"]), 1.0)
-        summary["ensemble_accuracy"] = float(metrics["ensemble_correct"]) / ensemble_count
+        summary["ensemble_accuracy"] = _mean(metrics["ensemble_correct"], float(metrics["ensemble_count"]))
     return summary
+
+
+def _mean(total, count: float) -> float | None:
+    return float(total) / count if count else None

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -174,9 +175,13 @@ def test_an_unwritable_workdir_is_reported(tmp_path):
 
 def test_diverging_loss_stops_without_saving_nan(tmp_path):
     config = digits_config(num_steps=40, optimizer="sgd", learning_rate=1e6, log_every=1, checkpoint_every=1)
-    with pytest.raises(FloatingPointError, match="by step"):
+    with pytest.raises(FloatingPointError, match="by step") as error:
         train_and_evaluate(config, tmp_path)
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    kept = tmp_path / "checkpoints" / str(saved[-1]) if saved else None
+    assert (
+        f"the last good checkpoint, step {saved[-1]}, is kept in {kept}" if saved else "no checkpoint"
+    ) in str(error.value)
     for line in read_metrics(tmp_path / "metrics.jsonl"):
         assert np.isfinite(line["loss"])
     if saved:  # every checkpoint that exists holds finite parameters
@@ -212,6 +217,37 @@ def test_a_test_time_shift_as_large_as_the_images_is_refused(tmp_path):
 def test_batch_larger_than_the_data(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         train_and_evaluate(digits_config(batch_size=4096), tmp_path)
+
+
+def test_skipped_windows_and_non_finite_weights_are_reported_then_a_corrected_config_runs(tmp_path, caplog):
+    # Step 1's update (learning rate 1e30) leaves huge, finite weights whose loss overflows: steps 2-4 are
+    # skipped, and after 3 in a row optax.apply_if_finite applies step 5's non-finite update.
+    config = digits_config(
+        num_steps=20,
+        optimizer="sgd",
+        learning_rate=1e30,
+        skip_nonfinite_steps=3,
+        log_every=1,
+        checkpoint_every=100,
+    )
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            FloatingPointError,
+            match=r"^the parameters became non-finite by step 5; they were not saved, and no checkpoint "
+            r"has been saved yet$",
+        ),
+    ):
+        train_and_evaluate(config, tmp_path)
+    train = [line for line in read_metrics(tmp_path / "metrics.jsonl") if line["split"] == "train"]
+    assert [line["step"] for line in train if line["loss"] is None] == [2, 3, 4]
+    assert all(
+        line["accuracy"] is None and line["skipped_steps"] == 1 for line in train if line["loss"] is None
+    )
+    assert "step 3: every step since the last log line was skipped (non-finite)" in caplog.text
+    # The failed run saved nothing of value: a corrected config may use its workdir.
+    result = train_and_evaluate(digits_config(num_steps=2, optimizer="sgd", learning_rate=0.05), tmp_path)
+    assert result.resumed_from == 0 and "it saved no checkpoint and no result" in caplog.text
 
 
 @pytest.fixture(scope="module")

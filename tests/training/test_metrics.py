@@ -2,10 +2,12 @@
 
 import json
 import logging
+import math
 
 import pytest
 
 from jaxcnn.training import MetricWriter, read_metrics
+from jaxcnn.training.metrics import logged_training
 
 
 def test_writes_one_json_object_a_line(tmp_path):
@@ -86,3 +88,29 @@ def test_resume_keeps_every_readable_row_before_the_checkpoint(tmp_path, caplog)
         MetricWriter(tmp_path, resume_step=40).close()
     assert [row["step"] for row in read_metrics(path)] == [10, 30, 40]
     assert "skipped unreadable line 2" in caplog.text
+
+
+def test_a_value_not_measured_is_null_in_the_file_and_absent_from_tensorboard(tmp_path):
+    writer = MetricWriter(tmp_path)
+    writer.write(5, "train", loss=None, accuracy=None, skipped_steps=5)
+    writer.close()
+    assert read_metrics(tmp_path / "metrics.jsonl") == [
+        {"step": 5, "split": "train", "loss": None, "accuracy": None, "skipped_steps": 5}
+    ]
+
+
+def test_logged_training_is_the_last_window_and_the_throughput_of_all():
+    rows = [
+        {"step": 4, "split": "train", "loss": 0.9, "accuracy": 0.5, "examples_per_sec": 100.0},
+        {"step": 4, "split": "test", "loss": 0.8, "accuracy": 0.6},
+        {"step": 5, "split": "train", "loss": 0.7, "accuracy": 0.6, "examples_per_sec": float("nan")},
+        {"step": 12, "split": "train", "loss": 0.5, "accuracy": 0.75, "examples_per_sec": 300.0},
+    ]
+    # 4 steps at 100/s and 7 at 300/s (step 5 alone, a resumed segment's first, is not timed): 11 steps'
+    # examples in 4/100 + 7/300 units of time.
+    assert logged_training(rows) == {
+        "loss": 0.5,
+        "accuracy": 0.75,
+        "examples_per_sec": 11 / (4 / 100 + 7 / 300),
+    }
+    assert all(math.isnan(value) for value in logged_training([]).values())

@@ -10,6 +10,7 @@ import pytest
 
 from jaxcnn import models
 from jaxcnn.training import create_train_state, cross_entropy_loss, eval_step, predict, train_step
+from jaxcnn.training.steps import summarize
 
 
 def test_cross_entropy_against_numpy():
@@ -47,6 +48,13 @@ def test_overfits_one_small_batch(name):
     # In eval mode (running BatchNorm statistics) the memorised batch is still classified.
     evaluated = eval_step(state, batch)
     assert float(evaluated["correct"]) >= 15
+
+
+def test_a_summary_of_no_example_has_no_loss_or_accuracy():
+    sums = {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(()), "skipped": jnp.ones(())}
+    assert summarize(sums) == {"loss": None, "accuracy": None}  # not 0.0: every step was skipped
+    sums.update(loss=jnp.asarray(3.0), correct=jnp.asarray(1.0), count=jnp.asarray(2.0))
+    assert summarize(sums) == {"loss": 1.5, "accuracy": 0.5}
 
 
 def test_metrics_are_sums_and_masked():
