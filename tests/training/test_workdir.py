@@ -5,36 +5,18 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import namedtuple
 
 import pytest
+from lock_holder import hold_lock
 
 from jaxcnn.training import WorkdirError, default_config, prepare_workdir, train_and_evaluate
 from jaxcnn.training import workdir as workdir_lib
 
-HOLD_LOCK = (
-    "import sys; from jaxcnn.training.workdir import lock_workdir; lock = lock_workdir(sys.argv[1]); "
-    "print('locked', flush=True); sys.stdin.read()"
-)
-
-
-def _holder(workdir):
-    """Another process that holds `workdir`'s lock until its stdin closes."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(workdir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout.readline() == "locked\n"
-    return process
-
 
 def test_a_locked_workdir_is_refused_at_once_naming_the_holder(tmp_path):
-    holder = _holder(tmp_path)
+    holder = hold_lock(tmp_path)
     try:
         with pytest.raises(
             WorkdirError, match=rf"workdir {tmp_path} is in use by another run \(pid {holder.pid} on "
@@ -56,7 +38,7 @@ def test_a_locked_workdir_is_refused_at_once_naming_the_holder(tmp_path):
 
 
 def test_the_lock_of_a_killed_run_is_taken_over_with_a_warning(tmp_path, caplog):
-    holder = _holder(tmp_path)
+    holder = hold_lock(tmp_path)
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=60)
     with caplog.at_level(logging.WARNING), workdir_lib.lock_workdir(tmp_path):
