@@ -11,17 +11,18 @@ the traceback). Multi-process runs (one process per host, or several on one mach
 """
 
 # ruff: noqa: E402 - the SIGINT handler is installed before the imports, which take seconds
+import os
 import signal
-import sys
 
 
 def _interrupted(signum, _frame):
-    print(
-        f"{signal.Signals(signum).name}: stopped before training, or after it; nothing is half-written: "
-        "run the same command again to continue",
-        file=sys.stderr,
-    )
-    raise SystemExit(128 + signum)
+    """Ends the process at once: an exception raised here may land in a callback that swallows it (one of
+    JAX's garbage-collection hooks does), and the run would go on. What the run wrote stays consistent
+    (checkpoints, config.json and result.json are replaced atomically; a rerun redoes the rest), and the
+    workdir's lock dies with the process."""
+    name = signal.Signals(signum).name
+    os.write(2, f"{name}: stopped outside training; run the same command again to continue\n".encode())
+    os._exit(128 + signum)
 
 
 # Ctrl-C outside the training steps (importing, loading data, compiling; the final evaluation): one line,
@@ -29,8 +30,8 @@ def _interrupted(signum, _frame):
 signal.signal(signal.SIGINT, _interrupted)
 
 import logging
-import os
 import re
+import sys
 from typing import NoReturn
 
 from absl import app, flags

@@ -86,10 +86,10 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     assert _logged(tmp_path / "killed") == _logged(tmp_path / "whole")
 
 
-@pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def _signal_when(workdir, signum, ready):
+    """Runs the script in `workdir`, sends it `signum` once `ready()`; its exit code and stderr."""
     process = subprocess.Popen(
-        _command(tmp_path),
+        _command(workdir),
         cwd=ROOT,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
         stdout=subprocess.PIPE,
@@ -97,11 +97,17 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
         text=True,
     )
     deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline and not _steps_logged(tmp_path):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    while process.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.01)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    return process.returncode, stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    returncode, stderr = _signal_when(tmp_path, signal.SIGTERM, lambda: _steps_logged(tmp_path))
+    assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "SIGTERM at step" in stderr and "run the same command again to resume" in stderr
     stopped_at = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
     assert _committed(tmp_path)[-1] == stopped_at
@@ -154,22 +160,10 @@ def test_the_traceback_is_there_when_asked_for(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
-    process = subprocess.Popen(
-        _command(tmp_path),
-        cwd=ROOT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline and not (tmp_path / ".lock").exists():
-        time.sleep(0.01)  # the workdir is locked: the data is loaded and the model compiled next
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-3000:]
+    # Once the workdir is locked, the script loads the data and compiles: it has not begun training.
+    returncode, stderr = _signal_when(tmp_path, signal.SIGINT, lambda: (tmp_path / ".lock").exists())
+    assert returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
-    assert stderr.splitlines()[-1] == (
-        "SIGINT: stopped before training, or after it; nothing is half-written: run the same command again "
-        "to continue"
+    assert (
+        stderr.splitlines()[-1] == "SIGINT: stopped outside training; run the same command again to continue"
     )
