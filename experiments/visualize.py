@@ -41,7 +41,7 @@ def restore(workdir: Path, config, test_data: data.ArrayDataset):
     # the schedule accepts will do.
     total_steps = max(config.num_steps, config.warmup_steps + 1)
     template, metrics, _, _ = training.initial_state(config, model, test_data.image_shape, total_steps)
-    checkpoints = training.Checkpoints(workdir / "checkpoints")
+    checkpoints = training.Checkpoints(workdir / "checkpoints", read_only=True)  # the run may be saving now
     try:
         restored = checkpoints.restore_latest(template, metrics)
     finally:

@@ -116,6 +116,24 @@ def test_an_unreadable_checkpoint_is_moved_aside_so_its_step_can_be_saved_again(
     _assert_same(restored.params, second.params)
 
 
+def test_a_reader_moves_and_removes_nothing(tmp_path):
+    checkpoints = Checkpoints(tmp_path)
+    first = _advance(_state())
+    checkpoints.save(first, zero_metrics(), {})
+    checkpoints.save(_advance(first), zero_metrics(), {})
+    checkpoints.close()
+    _corrupt(tmp_path / "2")
+    shutil.copytree(tmp_path / "1", tmp_path / "3.orbax-checkpoint-tmp-1234")  # the run saving now
+    before = _files(tmp_path)
+    reader = Checkpoints(tmp_path, read_only=True)
+    restored, _, _ = reader.restore_latest(_state(), zero_metrics())
+    assert int(restored.step) == 1 and _files(tmp_path) == before
+    with pytest.raises(CheckpointError, match="read-only"):
+        reader.save(first, zero_metrics(), {})
+    reader.close()
+    assert Checkpoints(tmp_path / "none", read_only=True).restore_latest(_state(), zero_metrics()) is None
+
+
 def test_all_corrupted_names_the_directory_and_moves_nothing(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     checkpoints.save(_advance(_state()), zero_metrics(), {})
