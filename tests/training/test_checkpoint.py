@@ -75,13 +75,20 @@ def _corrupt(step_dir):
             path.write_bytes(b"garbage")
 
 
-def test_corrupted_newest_falls_back_with_a_warning(tmp_path, caplog):
-    checkpoints = Checkpoints(tmp_path)
+def _two_saved_the_second_corrupted(directory):
+    """The states of steps 1 and 2, saved in `directory`; then checkpoint 2 is corrupted."""
+    checkpoints = Checkpoints(directory)
     first = _advance(_state())
+    second = _advance(first)
     checkpoints.save(first, zero_metrics(), {})
-    checkpoints.save(_advance(first), zero_metrics(), {})
+    checkpoints.save(second, zero_metrics(), {})
     checkpoints.close()
-    _corrupt(tmp_path / "2")
+    _corrupt(directory / "2")
+    return first, second
+
+
+def test_corrupted_newest_falls_back_with_a_warning(tmp_path, caplog):
+    first, _ = _two_saved_the_second_corrupted(tmp_path)
     with caplog.at_level(logging.WARNING):
         restored, _, _ = Checkpoints(tmp_path).restore_latest(_state(), zero_metrics())
     assert int(restored.step) == 1
@@ -94,13 +101,7 @@ def _files(directory):
 
 
 def test_an_unreadable_checkpoint_is_moved_aside_so_its_step_can_be_saved_again(tmp_path, caplog):
-    checkpoints = Checkpoints(tmp_path)
-    first = _advance(_state())
-    second = _advance(first)
-    checkpoints.save(first, zero_metrics(), {})
-    checkpoints.save(second, zero_metrics(), {})
-    checkpoints.close()
-    _corrupt(tmp_path / "2")
+    _, second = _two_saved_the_second_corrupted(tmp_path)
     corrupted = _files(tmp_path / "2")
     checkpoints = Checkpoints(tmp_path)
     with caplog.at_level(logging.WARNING):
@@ -117,12 +118,7 @@ def test_an_unreadable_checkpoint_is_moved_aside_so_its_step_can_be_saved_again(
 
 
 def test_a_reader_moves_and_removes_nothing(tmp_path):
-    checkpoints = Checkpoints(tmp_path)
-    first = _advance(_state())
-    checkpoints.save(first, zero_metrics(), {})
-    checkpoints.save(_advance(first), zero_metrics(), {})
-    checkpoints.close()
-    _corrupt(tmp_path / "2")
+    first, _ = _two_saved_the_second_corrupted(tmp_path)
     shutil.copytree(tmp_path / "1", tmp_path / "3.orbax-checkpoint-tmp-1234")  # the run saving now
     before = _files(tmp_path)
     reader = Checkpoints(tmp_path, read_only=True)
