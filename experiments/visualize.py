@@ -42,7 +42,7 @@ def restore(workdir: Path, config, test_data: data.ArrayDataset):
     template, metrics, _, _ = training.initial_state(
         config, test_data.num_classes, test_data.image_shape, total_steps=10**9
     )
-    checkpoints = training.Checkpoints(workdir / "checkpoints")
+    checkpoints = training.Checkpoints(workdir / "checkpoints", read_only=True)  # the run may be saving now
     try:
         restored = checkpoints.restore_latest(template, metrics)
     finally:

@@ -33,8 +33,10 @@ def plot_learning_curves(lines: list[dict]):
         if not points:
             continue
         steps = [line["step"] for line in points]
-        loss_axes.plot(steps, [line["loss"] for line in points], style, label=split, markersize=4)
-        accuracy = [100 * line["accuracy"] for line in points]
+        # A window whose every step was skipped (non-finite) has no loss: a gap in the curve.
+        loss = np.array([line["loss"] for line in points], dtype=float)
+        accuracy = 100 * np.array([line["accuracy"] for line in points], dtype=float)
+        loss_axes.plot(steps, loss, style, label=split, markersize=4)
         accuracy_axes.plot(steps, accuracy, style, label=split, markersize=4)
     loss_axes.set(xlabel="step", ylabel="cross-entropy loss", title="Loss")
     accuracy_axes.set(xlabel="step", ylabel="accuracy (%)", title="Accuracy")

@@ -127,6 +127,16 @@ def test_plot_learning_curves_draws_train_and_test():
     _draws(visualize.plot_learning_curves(lines))
 
 
+def test_a_window_of_skipped_steps_is_a_gap_in_the_curves():
+    lines = [{"step": s, "split": "train", "loss": 1 / s, "accuracy": 0.5} for s in (1, 2, 3)]
+    lines[1].update(loss=None, accuracy=None)  # every step of that window skipped (non-finite)
+    figure = visualize.plot_learning_curves(lines)
+    _draws(figure)
+    loss, accuracy = (axes.lines[0].get_ydata() for axes in figure.axes)
+    np.testing.assert_array_equal(loss, [1.0, np.nan, 1 / 3])
+    np.testing.assert_array_equal(accuracy, [50.0, np.nan, 50.0])
+
+
 def test_importing_leaves_the_matplotlib_backend_alone():
     code = "import matplotlib; matplotlib.use('svg'); import jaxcnn.training; print(matplotlib.get_backend())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

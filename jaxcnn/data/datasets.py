@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn._registry import Registry
-from jaxcnn._validate import Settings, choice, integer
+from jaxcnn._validate import Settings, choice, integer, shape
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
 SPLITS = ("train", "test")
@@ -412,11 +412,8 @@ def synthetic(
     The templates depend only on `seed`, the examples also on the split, so train and test share classes.
     Default size: 10,000 train and 2,000 test examples.
     """
-    image_shape = tuple(image_shape)
-    if len(image_shape) != 3 or min(image_shape) < 1:
-        raise ValueError(f"image_shape must be (H, W, C) of positive ints, got {image_shape}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    image_shape = shape(image_shape, "image_shape (H, W, C)", length=3)
+    integer(num_classes, "num_classes", minimum=2)
     count = num_examples if num_examples is not None else (10_000 if split == "train" else 2_000)
     templates = np.random.default_rng([seed, 0]).uniform(0.15, 0.85, (num_classes, *image_shape))
     rng = np.random.default_rng([seed, 1 + SPLITS.index(split)])

@@ -54,8 +54,7 @@ def batches(
     for key, value, minimum in (("batch_size", batch_size, 1), ("start_batch", start_batch, 0),
                                 ("process_count", process_count, 1), ("epoch", epoch, 0)):  # fmt: skip
         integer(value, key, minimum=minimum)
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+    integer(process_index, "process_index", minimum=0, maximum=process_count - 1)
     if batch_size % process_count:
         raise ValueError(f"batch_size {batch_size} must be divisible by process_count {process_count}")
     local = batch_size // process_count

@@ -59,7 +59,7 @@ def tree_bytes(tree) -> int:
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
-def directory_bytes(path: str | os.PathLike) -> int:
+def _directory_bytes(path: str | os.PathLike) -> int:
     """The bytes of the files under `path` (0 if it does not exist)."""
     return sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file())
 
@@ -76,7 +76,7 @@ def replaceable_bytes(directory: str | os.PathLike) -> int:
     directory = Path(directory)
     if not directory.is_dir():
         return 0
-    return sum(directory_bytes(path) for path in directory.iterdir() if path.name != UNREADABLE)
+    return sum(_directory_bytes(path) for path in directory.iterdir() if path.name != UNREADABLE)
 
 
 _UNITS = ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "bytes"))
@@ -118,16 +118,20 @@ def _everywhere(ok: bool) -> bool:
 
 
 class Checkpoints:
-    """The checkpoints of one run: `save` every so often, `restore_latest` on start."""
+    """The checkpoints of one run: `save` every so often, `restore_latest` on start.
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
+    The run that writes them owns the directory: on start it removes what an unfinished save left,
+    and moves unreadable checkpoints aside. With `read_only` (a reader of another run's checkpoints,
+    which may be saving one now), nothing is moved or removed, and `save` is refused.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, *, read_only: bool = False):
         self.directory = os.path.abspath(os.fspath(directory))
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
-            ),
+        self.read_only = read_only
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only
         )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._checkpoint_bytes = 0
         self._quiet = _DropDiskFullRecords()
         for name in ("absl", "asyncio"):  # Orbax logs through absl; asyncio logs its tasks' failures
@@ -148,12 +152,14 @@ class Checkpoints:
           CheckpointError: the disk has no room for it (checked first), or filled up while the
             previous save was written.
         """
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only: no checkpoint can be saved")
         step = int(jax.device_get(state.step))
         tree = _state_tree(state)
         with self._reporting_disk_full():
             self._manager.wait_until_finished()  # the previous save, so its rotation has freed its space
             newest = self.newest()
-            self._checkpoint_bytes = max(tree_bytes(tree), directory_bytes(newest[1]) if newest else 0)
+            self._checkpoint_bytes = max(tree_bytes(tree), _directory_bytes(newest[1]) if newest else 0)
             if not _everywhere(shutil.disk_usage(self.directory).free >= self._checkpoint_bytes):
                 raise self._disk_full()
             self._manager.save(
@@ -191,17 +197,18 @@ class Checkpoints:
     def restore_latest(self, template: TrainState, template_metrics: Any):
         """The newest readable checkpoint as `(state, metrics, position)`, or None if there is none.
 
-        A checkpoint that fails to load is skipped with a warning naming it. The skipped ones are then
-        moved aside, into `unreadable/STEP-TIME` (kept for a post-mortem, and out of the way of this
-        run's saves of the same steps), each with a warning naming its new path. If none loads,
-        `CheckpointError` names the directory and nothing is moved.
+        A checkpoint that fails to load is skipped with a warning naming it. Unless `read_only`, the
+        skipped ones are then moved aside, into `unreadable/STEP-TIME` (kept for a post-mortem, and out
+        of the way of this run's saves of the same steps), each with a warning naming its new path. If
+        none loads, `CheckpointError` names the directory and nothing is moved.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (_state_tree(template), template_metrics))
         unreadable = []
         for step in reversed(self.steps()):
             restored = self._restore(step, *abstract)
             if restored is not None:
-                self._set_aside(unreadable)
+                if not self.read_only:
+                    self._set_aside(unreadable)
                 return (
                     template.replace(**restored["state"]),
                     restored["metric_sums"],

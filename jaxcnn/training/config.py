@@ -26,6 +26,7 @@ how long it goes on, not what it computes); `num_epochs` and `num_steps` may gro
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,16 @@ def resumable_keys() -> set[str]:
     return top | {f"{name}.{field}" for name, settings in SECTIONS.items() for field in settings.resumable()}
 
 
+def _leaves(tree, prefix: str = ""):
+    """`(dotted key, value)` for every value of a config, those in nested dicts and sequences included."""
+    items = tree.items() if isinstance(tree, (dict, ml_collections.ConfigDict)) else enumerate(tree)
+    for key, value in items:
+        if isinstance(value, (dict, ml_collections.ConfigDict, list, tuple)):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def read_sections(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Each section of `config` as its owner's settings object: `{"optim": OptimizerSettings(...), ...}`."""
     return {name: settings.from_config(config[name], name) for name, settings in SECTIONS.items()}
@@ -140,6 +151,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config has unknown keys {', '.join(unknown)}")
     if missing:
         raise ValueError(f"config is missing keys {', '.join(missing)}; start from default_config()")
+    for key, value in _leaves(config):  # model_kwargs too: NaN passes every range check (comparisons fail)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config.{key} must be a finite number, got {value!r}")
     for name, key in KEYS.items():
         key.check(config[name], f"config.{name}")
     sections = read_sections(config)

@@ -15,7 +15,7 @@ import logging
 import optax
 
 from jaxcnn._registry import Registry
-from jaxcnn._validate import Settings, integer, number
+from jaxcnn._validate import Settings, choice, integer, number
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
@@ -51,8 +51,7 @@ class OptimizerSettings(Settings):
     def __post_init__(self):
         number(self.momentum, "momentum", minimum=0.0, below=1.0)
         number(self.weight_decay, "weight_decay", minimum=0.0)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES.names())}, got {self.schedule!r}")
+        choice(self.schedule, "schedule", SCHEDULES.names())
         integer(self.warmup_steps, "warmup_steps", minimum=0)
         integer(self.accumulate_steps, "accumulate_steps", minimum=1)
         integer(self.skip_nonfinite_steps, "skip_nonfinite_steps", minimum=0)

@@ -217,4 +217,5 @@ def finished_result(workdir: str | os.PathLike, config: ml_collections.ConfigDic
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         logging.warning("%s is unreadable (%s); the result is computed again", result, error)
         return None
-    return stored if stored.get("steps") in saved_steps(workdir / "checkpoints") else None
+    finished = isinstance(stored, dict) and stored.get("steps") in saved_steps(workdir / "checkpoints")
+    return stored if finished else None

@@ -94,7 +94,11 @@ def test_pmap_shards_equal_the_single_device_batch():
         ({"crop_padding": -1}, ValueError, "crop_padding must be an int >= 0"),
         ({"crop_padding": 1.5}, TypeError, "crop_padding must be an int >= 0"),
         ({"flip": "yes"}, TypeError, "flip must be True or False"),
-        ({"erase_probability": 1.5}, ValueError, "erase_probability must be a finite number >= 0.0 and <= 1.0"),
+        (
+            {"erase_probability": 1.5},
+            ValueError,
+            "erase_probability must be a finite number >= 0.0 and <= 1.0",
+        ),
         ({"erase_probability": "half"}, TypeError, "erase_probability must be a finite number"),
     ],
 )

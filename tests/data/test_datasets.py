@@ -87,7 +87,9 @@ def test_a_registered_dataset_loads_by_name_and_in_a_config(tmp_path):
         return data.ArrayDataset("test_squares", split, images, labels, ("empty", "square"), (0.2,), (0.4,))
 
     assert "test_squares" in data.available()
-    assert len(data.load("test_squares", "test")) == 10 and len(data.load("test_squares", num_examples=8)) == 8
+    assert (
+        len(data.load("test_squares", "test")) == 10 and len(data.load("test_squares", num_examples=8)) == 8
+    )
     with pytest.raises(ValueError, match="already registered"):
         data.register("test_squares", lambda split, **kwargs: None)
     config = training.default_config()

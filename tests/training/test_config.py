@@ -62,3 +62,31 @@ def test_a_run_needs_epochs_or_steps():
     config.num_epochs = 0
     with pytest.raises(ValueError, match="num_epochs or config.num_steps"):
         validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("learning_rate", float("nan")),
+        ("weight_decay", float("inf")),
+        ("dp_clip_norm", float("inf")),
+        ("momentum", float("-inf")),
+        ("model_kwargs.dropout_rate", float("nan")),
+    ],
+)
+def test_non_finite_float_values_are_refused_by_name(key, value):
+    config = default_config()
+    config.unlock()
+    config.model_kwargs.unlock()
+    holder, _, name = key.rpartition(".")
+    (config[holder] if holder else config)[name] = value
+    with pytest.raises(ValueError, match=rf"config\.{key} must be a finite number, got {value!r}"):
+        validate_config(config)
+
+
+def test_a_non_finite_float_inside_a_sequence_is_named_by_its_index():
+    config = default_config()
+    config.model_kwargs.unlock()
+    config.model_kwargs.widths = (1.0, float("inf"))
+    with pytest.raises(ValueError, match=r"config\.model_kwargs\.widths\.1 must be a finite number, got inf"):
+        validate_config(config)

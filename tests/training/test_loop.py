@@ -1,7 +1,11 @@
 """The training loop end to end on small data: accuracy, resume, determinism, and failures."""
 
+import dataclasses
 import json
+import logging
+import math
 import os
+import shutil
 import signal
 import time
 
@@ -171,9 +175,13 @@ def test_an_unwritable_workdir_is_reported(tmp_path):
 
 def test_diverging_loss_stops_without_saving_nan(tmp_path):
     config = digits_config(num_steps=40, optimizer="sgd", learning_rate=1e6, log_every=1, checkpoint_every=1)
-    with pytest.raises(FloatingPointError, match="by step"):
+    with pytest.raises(FloatingPointError, match="by step") as error:
         train_and_evaluate(config, tmp_path)
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    kept = tmp_path / "checkpoints" / str(saved[-1]) if saved else None
+    assert (
+        f"the last good checkpoint, step {saved[-1]}, is kept in {kept}" if saved else "no checkpoint"
+    ) in str(error.value)
     for line in read_metrics(tmp_path / "metrics.jsonl"):
         assert np.isfinite(line["loss"])
     if saved:  # every checkpoint that exists holds finite parameters
@@ -209,3 +217,81 @@ def test_a_test_time_shift_as_large_as_the_images_is_refused(tmp_path):
 def test_batch_larger_than_the_data(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         train_and_evaluate(digits_config(batch_size=4096), tmp_path)
+
+
+def test_skipped_windows_and_non_finite_weights_are_reported_then_a_corrected_config_runs(tmp_path, caplog):
+    # Step 1's update (learning rate 1e30) leaves huge, finite weights whose loss overflows: steps 2-4 are
+    # skipped, and after 3 in a row optax.apply_if_finite applies step 5's non-finite update.
+    config = digits_config(
+        num_steps=20,
+        optimizer="sgd",
+        learning_rate=1e30,
+        skip_nonfinite_steps=3,
+        log_every=1,
+        checkpoint_every=100,
+    )
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            FloatingPointError,
+            match=r"^the parameters became non-finite by step 5; they were not saved, and no checkpoint "
+            r"has been saved yet$",
+        ),
+    ):
+        train_and_evaluate(config, tmp_path)
+    train = [line for line in read_metrics(tmp_path / "metrics.jsonl") if line["split"] == "train"]
+    assert [line["step"] for line in train if line["loss"] is None] == [2, 3, 4]
+    assert all(
+        line["accuracy"] is None and line["skipped_steps"] == 1 for line in train if line["loss"] is None
+    )
+    assert "step 3: every step since the last log line was skipped (non-finite)" in caplog.text
+    # The failed run saved nothing of value: a corrected config may use its workdir.
+    result = train_and_evaluate(digits_config(num_steps=2, optimizer="sgd", learning_rate=0.05), tmp_path)
+    assert result.resumed_from == 0 and "it saved no checkpoint and no result" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """`(config, workdir, result)` of a finished run, checkpoints at steps 5, 10 and 12."""
+    workdir = tmp_path_factory.mktemp("finished")
+    config = digits_config(num_steps=12, log_every=4, checkpoint_every=5)
+    return config, workdir, train_and_evaluate(config, workdir)
+
+
+def _copy(finished_run, tmp_path):
+    config, workdir, result = finished_run
+    shutil.copytree(workdir, tmp_path / "run")
+    return config, tmp_path / "run", result
+
+
+def _files(workdir):
+    """Every file of a workdir (its lock aside): modification time and bytes."""
+    files = sorted(p for p in workdir.rglob("*") if p.is_file() and p.name != ".lock")
+    return {p.relative_to(workdir): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+def test_a_finished_run_is_reported_again_without_rewriting_anything(finished_run, tmp_path):
+    config, workdir, result = _copy(finished_run, tmp_path)
+    before = _files(workdir)
+    assert train_and_evaluate(config, workdir) == dataclasses.replace(result, workdir=str(workdir))
+    assert _files(workdir) == before
+    # A crash after the final checkpoint lost result.json: it is built again, the last training window
+    # from metrics.jsonl.
+    (workdir / "result.json").unlink()
+    rebuilt = train_and_evaluate(config, workdir)
+    for field in ("test_loss", "test_accuracy", "train_loss", "train_accuracy", "steps"):
+        assert getattr(rebuilt, field) == getattr(result, field), field
+    assert math.isfinite(rebuilt.examples_per_sec) and rebuilt.examples_per_sec > 0
+    assert json.loads((workdir / "result.json").read_text())["train_loss"] == result.train_loss
+
+
+def test_an_unreadable_final_checkpoint_is_set_aside_and_the_run_finishes(finished_run, tmp_path):
+    config, workdir, result = _copy(finished_run, tmp_path)
+    for path in (workdir / "checkpoints" / "12").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    (workdir / "result.json").unlink()  # not finished: its final checkpoint is to be read again
+    rerun = train_and_evaluate(config, workdir)
+    assert rerun.resumed_from == 10 and rerun.test_accuracy == result.test_accuracy
+    assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "unreadable").iterdir()] == ["12"]
+    assert _logged(workdir) == _logged(finished_run[1])

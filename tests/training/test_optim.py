@@ -104,7 +104,7 @@ def test_non_finite_updates_are_skipped():
     [
         ({"momentum": 1.0}, "momentum must be a finite number >= 0.0 and < 1.0"),
         ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
-        ({"schedule": "linear"}, "schedule must be one of constant, cosine, warmup_cosine"),
+        ({"schedule": "linear"}, "schedule must be one of 'constant', 'cosine', 'warmup_cosine'"),
         ({"accumulate_steps": 0}, "accumulate_steps must be an int >= 1"),
     ],
 )

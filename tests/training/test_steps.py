@@ -11,7 +11,7 @@ from flax import nnx
 
 from jaxcnn import data, models
 from jaxcnn.training import create_train_state, cross_entropy_loss, eval_step, predict, train_step
-from jaxcnn.training.steps import accumulating, augmenting, averaging_weights, zero_metrics
+from jaxcnn.training.steps import accumulating, augmenting, averaging_weights, summarize, zero_metrics
 
 
 def _state(name, tx, api="linen", seed=0):
@@ -56,6 +56,13 @@ def test_overfits_one_small_batch(name, api):
     # In eval mode (running BatchNorm statistics) the memorised batch is still classified.
     evaluated = eval_step(state, batch)
     assert float(evaluated["correct"]) >= 15
+
+
+def test_a_summary_of_no_example_has_no_loss_or_accuracy():
+    sums = {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(()), "skipped": jnp.ones(())}
+    assert summarize(sums) == {"loss": None, "accuracy": None}  # not 0.0: every step was skipped
+    sums.update(loss=jnp.asarray(3.0), correct=jnp.asarray(1.0), count=jnp.asarray(2.0))
+    assert summarize(sums) == {"loss": 1.5, "accuracy": 0.5}
 
 
 def test_metrics_are_sums_and_masked():
