@@ -36,7 +36,7 @@ from jaxcnn.training import actions as actions_lib
 from jaxcnn.training import ensemble as ensemble_lib
 from jaxcnn.training import steps
 from jaxcnn.training.checkpoint import Checkpoints, tree_bytes
-from jaxcnn.training.config import read_sections, resumable_keys, validate_config
+from jaxcnn.training.config import read_sections, validate_config
 from jaxcnn.training.evaluation import evaluate
 from jaxcnn.training.metrics import MetricWriter, logged_training, read_metrics
 from jaxcnn.training.model import create_model
@@ -288,7 +288,6 @@ def build_run(
             lambda: prepare_workdir(
                 workdir,
                 config,
-                resumable=resumable_keys(),
                 checkpoint_bytes=tree_bytes(state),
                 checkpoints_to_keep=sections["checkpoints"].keep,
                 overwrite=config.overwrite,

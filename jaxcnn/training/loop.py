@@ -65,7 +65,7 @@ def train_and_evaluate(
     stored = finished_result(Path(workdir), config)
     if stored is not None:
         logging.info("%s holds this run, finished: its result is reported, nothing is rewritten", workdir)
-        return RunResult(**stored)
+        return RunResult(**{**stored, "workdir": str(workdir)})  # where it is now, if it was moved
     run = build_run(config, workdir, handle_signals=handle_signals)
     run.actions.extend(actions)
     return train(run)

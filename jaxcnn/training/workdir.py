@@ -17,6 +17,7 @@ from pathlib import Path
 import ml_collections
 
 from jaxcnn.training.checkpoint import replaceable_bytes, saved_steps, sizes
+from jaxcnn.training.config import resumable_keys
 
 LENGTH_KEYS = ("num_epochs", "num_steps")  # may grow between segments: the run is extended
 LOCK_FILE = ".lock"
@@ -159,14 +160,15 @@ def prepare_workdir(
     workdir: str | os.PathLike,
     config: ml_collections.ConfigDict,
     *,
-    resumable: set[str],
     checkpoint_bytes: int,
-    checkpoints_to_keep: int,
+    checkpoints_to_keep: int = 3,
     overwrite: bool = False,
+    resumable: set[str] | None = None,
 ) -> Path:
     """Makes `workdir` ready for `config` and records the config in `workdir/config.json`.
 
-    A workdir that holds another config's run (keys other than the `resumable` ones differ) is refused
+    A workdir that holds another config's run (keys other than the `resumable` ones, default
+    `training.resumable_keys()`, differ) is refused
     (the message lists what differs), unless `overwrite`, or that run left nothing of value (no
     checkpoint, no result: it failed early); either way that run's outputs are discarded first, with a
     warning. A run made longer (`num_epochs` / `num_steps`) loses its `result.json`: it is no longer finished.
@@ -177,6 +179,7 @@ def prepare_workdir(
     workdir = Path(workdir)
     _check_writable(workdir)
     old, new = _recorded(workdir), _flat(json.loads(config.to_json()))
+    resumable = resumable_keys() if resumable is None else resumable
     differences = [] if old is None else _differences(old, new, resumable)
     if differences:
         described = f"workdir {workdir} holds a run with another config ({'; '.join(differences)})"

@@ -20,7 +20,7 @@ ARGS = [
     "--config.dataset=digits",
     "--config.batch_size=32",
     "--config.num_steps=60",
-    "--config.warmup_steps=10",
+    "--config.optim.warmup_steps=10",
     "--config.log_every=3",
     "--config.checkpoint_every=5",
 ]

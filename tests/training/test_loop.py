@@ -20,14 +20,15 @@ from jaxcnn.training import (
     Checkpoints,
     TrainingInterrupted,
     WorkdirError,
-    create_optimizer,
     create_train_state,
     default_config,
+    initial_state,
     read_metrics,
     train_and_evaluate,
+    train_step,
 )
-from jaxcnn.training import loop as loop_lib
-from jaxcnn.training.steps import zero_metrics
+from jaxcnn.training.metrics import MetricWriter
+from jaxcnn.training.steps import accumulating, zero_metrics
 
 TIMING_KEYS = {"examples_per_sec"}
 
@@ -42,8 +43,7 @@ def digits_config(**overrides):
     config.learning_rate = 2e-3
     config.log_every = 5
     config.checkpoint_every = 10
-    for key, value in overrides.items():
-        config[key] = value
+    config.update_from_flattened_dict(overrides)  # dotted keys reach sections: "augment.flip"
     return config
 
 
@@ -81,12 +81,12 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
 RECIPES = {
     "plain": {},
     "augmented_with_ema": {
-        "augment_crop_padding": 1,
-        "augment_flip": True,
-        "augment_erase_probability": 0.5,
-        "ema_decay": 0.9,
-        "eval_flip": True,
-        "eval_shift": 1,
+        "augment.crop_padding": 1,
+        "augment.flip": True,
+        "augment.erase_probability": 0.5,
+        "ema.decay": 0.9,
+        "eval.flip": True,
+        "eval.shift": 1,
     },
 }
 
@@ -98,14 +98,14 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, recipe):
     )
     uninterrupted = train_and_evaluate(config, tmp_path / "whole")
 
-    write = loop_lib.MetricWriter.write
+    write = MetricWriter.write
 
     def write_then_interrupt(self, step, split, **values):
         write(self, step, split, **values)
         if step == 12 and split == "train":  # mid-window for checkpoints (every 10), as a Ctrl-C would be
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(loop_lib.MetricWriter, "write", write_then_interrupt)
+    monkeypatch.setattr(MetricWriter, "write", write_then_interrupt)
     with pytest.raises(TrainingInterrupted, match="SIGINT at step 12"):
         train_and_evaluate(config, tmp_path / "split")
     monkeypatch.undo()
@@ -124,16 +124,16 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, recipe):
 def test_augmentation_and_ema_change_the_run(tmp_path):
     plain = train_and_evaluate(digits_config(num_steps=12), tmp_path / "plain")
     augmented = train_and_evaluate(
-        digits_config(num_steps=12, augment_crop_padding=2), tmp_path / "augmented"
+        digits_config(num_steps=12, **{"augment.crop_padding": 2}), tmp_path / "augmented"
     )
     assert augmented.train_loss != plain.train_loss
     # The moving average is what gets evaluated: its test metrics differ from the raw weights'.
-    averaged = train_and_evaluate(digits_config(num_steps=12, ema_decay=0.95), tmp_path / "ema")
+    averaged = train_and_evaluate(digits_config(num_steps=12, **{"ema.decay": 0.95}), tmp_path / "ema")
     assert averaged.train_loss == plain.train_loss and averaged.test_loss != plain.test_loss
     # Test-time flips and shifts change what is evaluated, not what is trained.
-    flipped = train_and_evaluate(digits_config(num_steps=12, eval_flip=True), tmp_path / "flip")
+    flipped = train_and_evaluate(digits_config(num_steps=12, **{"eval.flip": True}), tmp_path / "flip")
     assert flipped.train_loss == plain.train_loss and flipped.test_loss != plain.test_loss
-    shifted = train_and_evaluate(digits_config(num_steps=12, eval_shift=1), tmp_path / "shift")
+    shifted = train_and_evaluate(digits_config(num_steps=12, **{"eval.shift": 1}), tmp_path / "shift")
     assert shifted.train_loss == plain.train_loss
     assert shifted.test_loss not in (plain.test_loss, flipped.test_loss)
 
@@ -185,8 +185,8 @@ def test_diverging_loss_stops_without_saving_nan(tmp_path):
     for line in read_metrics(tmp_path / "metrics.jsonl"):
         assert np.isfinite(line["loss"])
     if saved:  # every checkpoint that exists holds finite parameters
-        template = create_train_state(models.create("simple_cnn"), create_optimizer(config, 40), (8, 8, 1), 0)
-        restored, _, _ = Checkpoints(tmp_path / "checkpoints").restore_latest(template, zero_metrics())
+        template, sums, _, _ = initial_state(config, 10, (8, 8, 1), 40)
+        restored, _, _ = Checkpoints(tmp_path / "checkpoints").restore_latest(template, sums)
         assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(restored.params))
 
 
@@ -199,19 +199,15 @@ def test_non_finite_steps_can_be_skipped():
         "label": jnp.zeros(4, jnp.int32),
         "mask": jnp.ones(4),
     }
-    step = jax.jit(
-        lambda s, m, b: loop_lib._train_and_accumulate(
-            s, m, b, label_smoothing=0.0, axis_name=None, skip_nonfinite=True
-        )
-    )
+    step = jax.jit(accumulating(train_step, skip_nonfinite=True))
     new_state, sums = step(state, zero_metrics(skipped=True), batch)
     jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
     assert float(sums["skipped"]) == 1 and float(sums["count"]) == 0 and float(sums["loss"]) == 0
 
 
 def test_a_test_time_shift_as_large_as_the_images_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="config.eval_shift 8 must be smaller than the test images' 8x8"):
-        train_and_evaluate(digits_config(num_steps=1, eval_shift=8), tmp_path)
+    with pytest.raises(ValueError, match="config.eval.shift 8 must be smaller than the test images' 8x8"):
+        train_and_evaluate(digits_config(num_steps=1, **{"eval.shift": 8}), tmp_path)
 
 
 def test_batch_larger_than_the_data(tmp_path):
@@ -226,7 +222,7 @@ def test_skipped_windows_and_non_finite_weights_are_reported_then_a_corrected_co
         num_steps=20,
         optimizer="sgd",
         learning_rate=1e30,
-        skip_nonfinite_steps=3,
+        **{"optim.skip_nonfinite_steps": 3},
         log_every=1,
         checkpoint_every=100,
     )
