@@ -291,3 +291,28 @@ def test_an_unreadable_final_checkpoint_is_set_aside_and_the_run_finishes(finish
     assert rerun.resumed_from == 10 and rerun.test_accuracy == result.test_accuracy
     assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "unreadable").iterdir()] == ["12"]
     assert _logged(workdir) == _logged(finished_run[1])
+
+
+def test_a_finished_run_is_extended_by_a_longer_config(finished_run, tmp_path, caplog):
+    """As Keras's initial_epoch or Lightning's max_epochs: more steps on the same workdir go on from the
+    last checkpoint, and the log says the schedule was stretched."""
+    config, workdir, result = _copy(finished_run, tmp_path)
+    longer = digits_config(num_steps=18, log_every=4, checkpoint_every=5)
+    with caplog.at_level(logging.WARNING):
+        extended = train_and_evaluate(longer, workdir)
+    assert extended.resumed_from == 12 and extended.steps == 18
+    assert "goes on to step 18 instead of 12: its learning-rate schedule is stretched" in caplog.text
+    steps = [line["step"] for line in read_metrics(workdir / "metrics.jsonl") if line["split"] == "train"]
+    assert steps == [4, 8, 12, 16, 18]
+    assert json.loads((workdir / "result.json").read_text())["steps"] == 18
+    with pytest.raises(ValueError, match="at step 18, past the 12 steps configured now"):
+        train_and_evaluate(config, workdir)  # shorter again: refused, nothing lost
+
+
+def test_gradient_accumulation_and_a_profile_of_a_few_steps(tmp_path):
+    config = digits_config(num_steps=6, log_every=2, **{"optim.accumulate_steps": 2})
+    config.update_from_flattened_dict({"profile.start_step": 2, "profile.steps": 2})
+    result = train_and_evaluate(config, tmp_path)
+    assert result.steps == 6 and math.isfinite(result.train_loss)
+    traces = list((tmp_path / "tensorboard" / "plugins" / "profile").rglob("*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0
