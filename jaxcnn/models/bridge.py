@@ -109,7 +109,9 @@ class LinenModel(nn.Module):
             hash(key)
         except TypeError:  # an argument that cannot be a cache key (a list, say): built every time
             return nnx.merge(*_abstract_model(*key))
-        return nnx.merge(*_cached_abstract_model(*key))
+        # copy: new Variables each time, so that loading weights into one model (under any trace)
+        # leaves the cached one abstract
+        return nnx.merge(*_cached_abstract_model(*key), copy=True)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
