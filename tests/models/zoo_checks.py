@@ -61,14 +61,12 @@ def fake_variables(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> d
     flat = traverse_util.flatten_dict(variable_shapes(model, shape))
     values = {}
     for path, leaf in flat.items():
-        if path[-1] == "kernel":
-            value = rng.standard_normal(leaf.shape, np.float32) / np.float32(
-                math.sqrt(math.prod(leaf.shape[:-1]))
-            )
-        elif path[-1] in ("scale", "var"):
-            value = rng.random(leaf.shape, np.float32) + np.float32(0.5)
+        if path[-1] in ("scale", "var"):
+            value = rng.random(leaf.shape, np.float32)
+            value += np.float32(0.5)
         else:
-            value = rng.standard_normal(leaf.shape, np.float32) * np.float32(0.1)
+            value = rng.standard_normal(leaf.shape, np.float32)
+            value *= np.float32(1 / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1] == "kernel" else 0.1)
         values[path] = jnp.asarray(value, leaf.dtype)
     return traverse_util.unflatten_dict(values)
 
