@@ -26,6 +26,8 @@ def conv_kernel_shape(
     window = int_tuple(kernel_size, spatial_dims, "kernel_size")
     if in_features % groups:
         raise ValueError(f"groups={groups} must divide the input channels C_in={in_features}")
+    if features % groups:
+        raise ValueError(f"groups={groups} must divide the output channels C_out={features}")
     return (*window, in_features // groups, features)
 
 

@@ -98,6 +98,7 @@ class Conv(nnx.Module):
         rngs: nnx.Rngs,
     ):
         integer(in_features, "in_features", minimum=1)
+        integer(out_features, "out_features", minimum=1)
         spatial_dims = _layer_calls.spatial_dims_of(
             kernel_size, integer(spatial_dims, "spatial_dims", minimum=1)
         )

@@ -321,7 +321,8 @@ def summary(
       input_shape: the shape of one example; the batch dim (1) is added.
       dtype: the input's dtype.
       rngs: for a Linen model's `init`; default `params` and `dropout` keys.
-      **kwargs: passed to a Linen model's call, e.g. `train=False`.
+      **kwargs: passed to a Linen model's call, e.g. `train=True`. Neither `rngs` nor `kwargs` is taken
+        for an NNX model (a TypeError says so).
 
     Returns:
       A `Summary`: `rows`, `total_params`, `total_state`, `total_flops`; `print` it for a table.
@@ -331,6 +332,12 @@ def summary(
     if isinstance(model, LinenModel):
         model = model.abstract_nnx_model(input_shape)
     if isinstance(model, nnx.Module):
+        if kwargs or rngs is not None:  # they would change nothing: say so rather than ignore them
+            given = ", ".join(sorted([*kwargs, *(["rngs"] if rngs is not None else [])]))
+            raise TypeError(
+                f"summary passes rngs and **kwargs ({given}) to a Linen model's init; "
+                f"{type(model).__name__} is tabulated as an NNX model, in eval mode"
+            )
         out, calls, params, state = _nnx_calls(model, x)
     elif isinstance(model, nn.Module):
         key = jax.random.PRNGKey(0)

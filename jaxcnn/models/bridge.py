@@ -98,7 +98,7 @@ def abstract_state(model: nnx.Module):
 def merge_abstract(graphdef, abstract) -> nnx.Module:
     """A new model from `abstract_state`'s parts, ready for `load_linen_variables`: with fresh Variables,
     since a Variable may only be set in the trace (`jax.jit`, `jax.grad`, ...) it was made in."""
-    return nnx.merge(graphdef, jax.tree.map(lambda a: a, abstract))
+    return nnx.merge(graphdef, abstract, copy=True)
 
 
 def nnx_apply(model: nnx.Module) -> Callable:

@@ -92,8 +92,7 @@ def _accepted_arguments(factory: Factory) -> set[str]:
     else:  # an NNX module (whose metaclass hides the signature of its __init__) or a function
         names = set(inspect.signature(target.__init__ if isinstance(target, type) else target).parameters)
         names.discard("self")
-    bound = set(factory.keywords) if isinstance(factory, functools.partial) else set()
-    return names - _BUILT_BY_THE_REGISTRY - bound
+    return names - _BUILT_BY_THE_REGISTRY  # a partial's keywords are defaults: create may override them
 
 
 def arguments(name: str) -> set[str]:
