@@ -83,7 +83,11 @@ def _config_error(error: Exception) -> str:
         paths = re.findall(r"--config\.([\w.]+)", " ".join(sys.argv))
         path = next((p for p in paths if p.rsplit(".", 1)[-1] == key), key)
         suggestion = re.search(r'Did you mean "([^"]+)"', str(error))
-        return f"config has unknown keys {path}" + (f" (did you mean {suggestion[1]}?)" if suggestion else "")
+        if path in jaxcnn.training.config.MOVED:
+            hint = f" (now config.{jaxcnn.training.config.MOVED[path]})"
+        else:
+            hint = f" (did you mean config.{suggestion[1]}?)" if suggestion else ""
+        return f"config has unknown keys config.{path}{hint}"
     if isinstance(error, flags.Error) and "\n" not in str(error):
         return str(error)
     return f"--config: {type(root).__name__}: {str(root).strip().splitlines()[-1].strip()}"  # the gist

@@ -173,20 +173,18 @@ class ProgressBar(Action):
         if summary is self.shown or summary is None or summary["loss"] is None:
             return
         self.shown = summary
+        # None: the window held a compilation or a pause, so it was not timed
+        speed = "-" if summary["examples_per_sec"] is None else f"{summary['examples_per_sec']:,.0f}"
         if not self.bar.disable:
-            self.bar.set_postfix(
-                loss=f"{summary['loss']:.4f}",
-                acc=f"{summary['accuracy']:.2%}",
-                ex_s=f"{summary['examples_per_sec']:,.0f}",
-            )
+            self.bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.2%}", ex_s=speed)
         elif run.is_writer:
             logging.info(
-                "step %d/%d: loss %.4f, accuracy %.2f%%, %.0f examples/s",
+                "step %d/%d: loss %.4f, accuracy %.2f%%, %s examples/s",
                 run.step,
                 run.total_steps,
                 summary["loss"],
                 100 * summary["accuracy"],
-                summary["examples_per_sec"],
+                speed,
             )
 
     def close(self) -> None:

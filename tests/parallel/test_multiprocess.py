@@ -26,7 +26,7 @@ OVERRIDES = {
     "num_steps": STEPS,
     "log_every": LOG_EVERY,
     "checkpoint_every": CHECKPOINT_EVERY,
-    "schedule": "constant",
+    "optim.schedule": "constant",
     "optim.warmup_steps": 0,
 }
 
