@@ -1,4 +1,4 @@
-"""Scaling: data parallelism (jit + NamedSharding, or pmap) and multi-process runs.
+"""Scaling: data parallelism (jit + NamedSharding, or pmap), sharded state (fsdp) and multi-process runs.
 
 How a step runs on the devices (a strategy: placement of the state and the batch, compilation) is
 here; what a step computes, ensembles (`vmap` over members) included, is in `jaxcnn.training`.
@@ -14,6 +14,7 @@ from jaxcnn.parallel.distributed import (
 from jaxcnn.parallel.strategies import (
     STRATEGIES,
     DataParallel,
+    FullySharded,
     Pmap,
     SingleDevice,
     create_strategy,
@@ -24,6 +25,7 @@ __all__ = [
     "DISTRIBUTED_MODES",
     "STRATEGIES",
     "DataParallel",
+    "FullySharded",
     "Pmap",
     "SingleDevice",
     "create_strategy",
