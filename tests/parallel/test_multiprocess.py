@@ -139,7 +139,7 @@ def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint(tm
             p.kill()
     assert [p.returncode for p in processes] == [128 + signal.SIGTERM] * 2, errors[0][-3000:]
     saved = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
-    assert len(saved) == 1 and 0 < saved[0] < 10**5 and saved[0] % LOG_EVERY == 0
+    assert len(saved) == 1 and 0 < saved[0] < 10**5  # the step JAX's preemption service chose
     for error in errors:  # each process reports the one step both saved
         assert f"SIGTERM at step {saved[0]}: checkpoint saved" in error
 
