@@ -38,6 +38,7 @@ import re
 import sys
 from typing import NoReturn
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -129,7 +130,8 @@ def main(argv):
         group = jaxcnn.parallel.join_process_group(
             _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
         )
-        logging.info("%s", group)
+        if jax.process_count() > 1:  # one process: nothing to tell, and a refused run stays one line
+            logging.info("%s", group)
         result = jaxcnn.training.train_and_evaluate(
             _CONFIG.value, _WORKDIR.value, actions=[PlotLearningCurves()]
         )
