@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxcnn import functional as F
 from jaxcnn.functional import _cpu_paths
 
-PATHS = ("xla", "im2col", "im2col_grad", "tap_grad")
+PATHS = ("onednn", "xla", "im2col", "im2col_grad", "tap_grad")
 # name: (batch, input size, C_in, C_out, window, padding, stride, first layer)
 LAYERS = {
     "lenet5 conv1": (128, 28, 1, 6, 5, 2, 1, True),
@@ -72,7 +72,7 @@ def time_layer(spec, repeats: int) -> dict:
         )
     os.environ["JAXCNN_CONV_PATH"] = "auto"
     out_sizes = F.conv_output_shape(x.shape, kernel.shape, stride=stride, padding=padding)[1:-1]
-    timings["auto"] = _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes)
+    timings["auto"] = _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes, x.dtype)
     return timings
 
 

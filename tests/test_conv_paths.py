@@ -18,7 +18,7 @@ import pytest
 from test_functional import CONV_SEEDS, POOL_SEEDS, assert_close, conv_config, pool_config
 
 from jaxcnn import functional as F
-from jaxcnn.functional import _cpu_paths
+from jaxcnn.functional import _cpu_paths, _onednn
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-4  # sums in another order: float32 rounding differs, relative to the output's magnitude
@@ -48,6 +48,7 @@ def _assert_trees_close(actual, expected):
 # "im2col_grad" is XLA's forward with im2col's derivatives, both already covered.
 PATH_SEEDS = [("im2col", s) for s in CONV_SEEDS]
 PATH_SEEDS += [("tap_grad", s) for s in range(15)] + [("im2col_grad", s) for s in range(0, 60, 4)]
+PATH_SEEDS += [("onednn", s) for s in range(1, 60, 4)]  # the primitive itself: tests/test_onednn.py
 
 
 @pytest.mark.parametrize("path, seed", PATH_SEEDS)
@@ -59,7 +60,7 @@ def test_conv_path_matches_xla(monkeypatch, path, seed):
     _assert_trees_close(_values_and_grads(fn, *args), expected)
 
 
-@pytest.mark.parametrize("path", ["im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("path", ["onednn", "im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("seed", range(0, 60, 7))
 def test_convolve_path_matches_xla(monkeypatch, path, seed):
     c = conv_config(seed)
@@ -71,7 +72,7 @@ def test_convolve_path_matches_xla(monkeypatch, path, seed):
     _assert_trees_close(_values_and_grads(fn, c["x"], c["k"]), expected)
 
 
-@pytest.mark.parametrize("path", ["im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("path", ["onednn", "im2col_grad", "tap_grad"])
 def test_custom_derivative_paths_pass_check_grads(monkeypatch, path):
     """Forward and reverse mode to second order (Hessian-vector products) against finite differences."""
     monkeypatch.setenv("JAXCNN_CONV_PATH", path)
@@ -81,7 +82,7 @@ def test_custom_derivative_paths_pass_check_grads(monkeypatch, path):
     jax.test_util.check_grads(fn, (x.astype(np.float32), k.astype(np.float32)), order=2, atol=5e-2, rtol=5e-2)
 
 
-@pytest.mark.parametrize("path", ["im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("path", ["onednn", "im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_paths_are_jit_grad_and_vmap_safe(monkeypatch, path, groups):
     rng = np.random.default_rng(0)
@@ -155,6 +156,19 @@ def test_env_var_forces_conv_path(monkeypatch, setting, channels, expected):
     assert ("conv_general_dilated" in _jaxpr_text(grad, x, k)) == expected
 
 
+@pytest.mark.skipif(not _onednn.available(), reason="jaxcnn's oneDNN extension is unavailable")
+@pytest.mark.parametrize("setting", ["auto", "onednn"])
+def test_onednn_serves_float32_on_cpu_and_xla_the_rest(monkeypatch, setting):
+    """oneDNN computes the convolution and both gradients of float32 arrays; other dtypes keep XLA's paths."""
+    monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
+    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1).sum(), argnums=(0, 1))
+    x, k = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
+    text = _jaxpr_text(grad, x, k)
+    assert all(f"computes={array}" in text for array in "xwy") and "conv_general_dilated" not in text
+    text = _jaxpr_text(grad, x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
+    assert "onednn_conv" not in text and "conv_general_dilated" in text
+
+
 def test_im2col_grad_uses_xla_forward_only_when_not_differentiated(monkeypatch):
     monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col_grad")
     x, k = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 32))
@@ -195,15 +209,18 @@ def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_size
     monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
     for flags, expected in [(THREADED, threaded), (YNN_CONVOLUTIONS, ynn), ("", ynn)]:
         monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {flags}")
-        assert _cpu_paths.conv_path(kernel_shape, 1, batch, out_sizes) == expected, flags
+        assert _cpu_paths.xla_conv_path(kernel_shape, 1, batch, out_sizes) == expected, flags
 
 
 def test_auto_keeps_xla_off_cpu_and_for_groups(monkeypatch):
     monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
     monkeypatch.setenv("JAXCNN_POOL_PATH", "auto")
-    assert _cpu_paths.conv_path((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
+    assert _cpu_paths.xla_conv_path((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
+    monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: False)
+    assert _cpu_paths.conv_path((3, 3, 1, 8), 4, 128, (28, 28), jnp.float32) == "xla"
     monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
-    assert _cpu_paths.conv_path((3, 3, 1, 8), 1, 128, (28, 28)) == "xla"
+    monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: True)
+    assert _cpu_paths.conv_path((3, 3, 1, 8), 1, 128, (28, 28), jnp.float32) == "xla"
     assert _cpu_paths.max_pool_path((2, 2), (2, 2), ((0, 0), (0, 0))) == "xla"
 
 

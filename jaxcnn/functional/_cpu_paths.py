@@ -15,8 +15,8 @@ yourself to choose otherwise; `...=individual_dot,individual_convolution,reduce`
 
 Forcing a path (read when a function is traced, so set it before `jax.jit` compiles):
 
-    JAXCNN_CONV_PATH=auto|xla|im2col|im2col_grad|tap_grad   (default auto: the rule of `conv_path`)
-    JAXCNN_POOL_PATH=auto|xla|reshape                       (default auto: the rule of `max_pool_path`)
+    JAXCNN_CONV_PATH=auto|onednn|xla|im2col|im2col_grad|tap_grad   (default auto: the rule of `conv_path`)
+    JAXCNN_POOL_PATH=auto|xla|reshape                              (default auto: `max_pool_path`'s rule)
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from jax import lax
 from jax._src import xla_bridge
 from jax.custom_derivatives import SymbolicZero
 
-CONV_PATHS = ("auto", "xla", "im2col", "im2col_grad", "tap_grad")
+from jaxcnn.functional import _onednn
+
+CONV_PATHS = ("auto", "onednn", "xla", "im2col", "im2col_grad", "tap_grad")
 POOL_PATHS = ("auto", "xla", "reshape")
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 YNN_WITHOUT_CONVOLUTIONS = "individual_dot,reduce"
@@ -139,22 +141,35 @@ def _choice(variable: str, choices: Sequence[str]) -> str:
     return value
 
 
-def conv_path(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]) -> str:
+def conv_path(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int], dtype) -> str:
     """The path for a convolution with kernel `(*window, C_in // groups, C_out)` and this output size.
 
-    "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches times kernel, and its autodiff.
-    "im2col_grad": XLA's forward when not differentiated, im2col under differentiation. "tap_grad":
-    XLA's forward and input gradient, the kernel gradient as one GEMM per window position.
-    `JAXCNN_CONV_PATH` forces a path ("tap_grad" needs `groups == 1`, else XLA's); "auto" follows the
-    measurements above on CPU, for ungrouped convolutions (the rule of whichever convolution XLA runs),
-    and is "xla" otherwise (GPU/TPU: cuDNN).
+    "onednn": oneDNN's convolutions and their gradients (`_onednn`), on CPU for float32 when jaxcnn's
+    extension loads. "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches times kernel,
+    and its autodiff. "im2col_grad": XLA's forward when not differentiated, im2col under differentiation.
+    "tap_grad": XLA's forward and input gradient, the kernel gradient as one GEMM per window position.
+    `JAXCNN_CONV_PATH` forces a path where it applies ("onednn" needs the extension and float32,
+    "tap_grad" `groups == 1`; else "xla"). "auto" is "onednn" where it applies on CPU, else the rule of
+    `xla_conv_path`, and "xla" on GPU/TPU (cuDNN).
     """
     path = _choice("JAXCNN_CONV_PATH", CONV_PATHS)
+    on_cpu = jax.default_backend() == "cpu"
+    if path == "onednn" or (path == "auto" and on_cpu):
+        if np.dtype(dtype) == np.float32 and batch > 0 and _onednn.available():
+            return "onednn"
+        if path == "onednn":
+            return "xla"
     if path == "tap_grad" and groups != 1:
         return "xla"
     if path != "auto":
         return path
-    if jax.default_backend() != "cpu" or groups != 1:
+    return xla_conv_path(kernel_shape, groups, batch, out_sizes) if on_cpu else "xla"
+
+
+def xla_conv_path(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]) -> str:
+    """The CPU rule among XLA's lowerings (without oneDNN), from the measurements above: for ungrouped
+    convolutions, the rule of whichever convolution XLA runs; "xla" for grouped ones."""
+    if groups != 1:
         return "xla"
     *window, c_in, c_out = kernel_shape
     patch_length = math.prod(window) * c_in
@@ -330,7 +345,9 @@ def forward_then(forward, differentiable):
 
 def cross_correlate(x, kernel, stride, pads, dilation, groups, out_sizes, precision):
     """The convolution of `jaxcnn.functional.conv` (no bias) on the path `conv_path` picks."""
-    path = conv_path(kernel.shape, groups, x.shape[0], out_sizes)
+    path = conv_path(kernel.shape, groups, x.shape[0], out_sizes, x.dtype)
+    if path == "onednn":
+        return _onednn.conv(x, kernel, stride, pads, dilation, groups, out_sizes)
     if path == "tap_grad":
         return tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision)
     xla = lambda x, kernel: xla_conv(x, kernel, stride, pads, dilation, groups, precision)

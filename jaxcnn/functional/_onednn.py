@@ -39,8 +39,6 @@ from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcnn.functional import _cpu_paths
-
 TARGET = "jaxcnn_onednn_conv"
 EXTENSION = "jaxcnn.functional._onednn_conv"  # built from csrc/onednn_conv.cc by setup.py
 LIBRARY = ("onednn-cpu-gomp", "libdnnl.so.3")  # the wheel and the file it installs
@@ -183,7 +181,9 @@ batching.primitive_batchers[onednn_conv_p] = _batch
 
 def _xla(a, b, *, computes, shape, stride, padding, dilation, groups):
     """The same array computed by XLA's convolution and its transposes (every platform but CPU)."""
-    forward = lambda x, w: _cpu_paths.xla_conv(x, w, stride, padding, dilation, groups, None)
+    from jaxcnn.functional._cpu_paths import xla_conv  # here: _cpu_paths imports this module
+
+    forward = lambda x, w: xla_conv(x, w, stride, padding, dilation, groups, None)
     if computes == "y":
         return forward(a, b)
     known, cotangent = a, b  # x is computed from (w, y), w from (x, y)

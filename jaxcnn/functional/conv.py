@@ -102,11 +102,12 @@ def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=
     Returns:
       `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
 
-    On CPU, a network's first layers (few input channels, a small patch matrix) run as patches times
-    kernel (im2col), the others on XLA's convolution, which importing jaxcnn keeps on XLA's threaded
-    code instead of jaxlib's single-threaded YNNPACK default; all paths compute the same function.
-    `JAXCNN_CONV_PATH=auto|xla|im2col|im2col_grad|tap_grad` (read at trace time) forces a path. See
-    `jaxcnn.functional._cpu_paths` for the rule and its measurements.
+    On CPU, float32 convolutions and their gradients run on oneDNN (jaxcnn's C++ extension, through
+    XLA's FFI) when the extension loads. Otherwise a network's first layers (few input channels, a small
+    patch matrix) run as patches times kernel (im2col), the others on XLA's convolution, which importing
+    jaxcnn keeps on XLA's threaded code instead of jaxlib's single-threaded YNNPACK default; all paths
+    compute the same function. `JAXCNN_CONV_PATH=auto|onednn|xla|im2col|im2col_grad|tap_grad` (read at
+    trace time) forces a path. See `jaxcnn.functional._cpu_paths` for the rule and its measurements.
     """
     x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
     return _cross_correlate(x, kernel, bias, geometry, precision)
