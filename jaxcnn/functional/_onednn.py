@@ -68,8 +68,8 @@ def _load() -> str | None:
     spec = importlib.util.find_spec(EXTENSION)
     if spec is None or spec.origin is None:
         return (
-            "the extension was not built when jaxcnn was installed (it needs g++ and the "
-            "onednn-devel-cpu-gomp headers; pip's output says what failed)"
+            "the extension was not built when jaxcnn was installed (it needs a C++ compiler; "
+            "`pip install -v -e .` shows why the build failed)"
         )
     try:
         dist = importlib.metadata.distribution(LIBRARY[0])

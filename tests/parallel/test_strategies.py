@@ -67,8 +67,10 @@ def test_same_losses_batch_stats_and_eval_as_one_device(single, name):
     assert losses[-1] < losses[0]
     for key in ("loss", "correct", "count"):
         np.testing.assert_allclose(final[key], single[1][key], rtol=1e-5)
+    # Float32 rounding: the sharded gradients differ from one device's by ~3e-6 relative (XLA's and
+    # oneDNN's alike), and four momentum steps through BatchNorm grow that to ~1e-5 in the statistics.
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5),
         state.batch_stats,
         single[2].batch_stats,
     )
