@@ -6,8 +6,9 @@
 For each layer (those of lenet5, simple_cnn, compact, resnet20 and resnet18, plus a few probes), float32,
 milliseconds, best of `--repeats`: "train" is the forward pass and the gradients of a non-linear loss
 (wrt the kernel only for a network's first layer, whose input needs none), "eval" the forward pass alone,
-on each path of `jaxcnn.functional` (forced with JAXCNN_CONV_PATH); the last column is the path "auto"
-picks. The table in `jaxcnn/functional/_cpu_paths.py` comes from this script.
+on each path of `jaxcnn.functional` (forced with JAXCNN_CONV_PATH), and on PyTorch's `conv2d` (eager,
+as many threads as cores) when torch is installed; the last column is the path "auto" picks. The tables
+in `jaxcnn/functional/_cpu_paths.py` and docs/benchmark.md come from this script.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcnn import functional as F
 from jaxcnn.functional import _cpu_paths
+
+try:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+except ImportError:
+    torch = None
 
 PATHS = ("onednn", "xla", "im2col", "im2col_grad", "tap_grad")
 # name: (batch, input size, C_in, C_out, window, padding, stride, first layer)
@@ -46,34 +55,53 @@ LAYERS = {
 }
 
 
-def best_ms(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - started)
-    return 1e3 * min(times)
+def seconds(fn) -> float:
+    started = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - started
 
 
 def time_layer(spec, repeats: int) -> dict:
+    """{path: (train ms, eval ms)}, the best of `repeats` rounds that run every path in turn, and "auto"."""
     batch, size, c_in, c_out, window, padding, stride, first = spec
     x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
     kernel = 0.1 * jax.random.normal(jax.random.key(1), (window, window, c_in, c_out))
     conv = lambda x, k: F.conv(x, k, stride=stride, padding=padding)
     loss = lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-    timings = {}
+    runs = {}
     for path in PATHS:
         os.environ["JAXCNN_CONV_PATH"] = path  # read when the new functions below are traced
         train = jax.jit(jax.grad(loss, argnums=(1,) if first else (0, 1)))
-        timings[path] = (
-            best_ms(train, x, kernel, repeats=repeats),
-            best_ms(jax.jit(conv), x, kernel, repeats=repeats),
-        )
+        evaluate = jax.jit(conv)
+        runs[path] = (lambda f=train: f(x, kernel), lambda f=evaluate: f(x, kernel))
+        for fn in runs[path]:
+            seconds(fn)  # traced and compiled under this path
     os.environ["JAXCNN_CONV_PATH"] = "auto"
+    if torch is not None:
+        runs["torch"] = torch_runs(x, kernel, stride, padding, first)
+    best = {name: [float("inf")] * 2 for name in runs}
+    for _ in range(repeats):  # the paths alternate, so a slow phase of a shared host hits them all
+        for name, fns in runs.items():
+            best[name] = [min(b, 1e3 * seconds(fn)) for b, fn in zip(best[name], fns)]
     out_sizes = F.conv_output_shape(x.shape, kernel.shape, stride=stride, padding=padding)[1:-1]
-    timings["auto"] = _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes, x.dtype)
-    return timings
+    return {**best, "auto": _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes, x.dtype)}
+
+
+def torch_runs(x, kernel, stride, padding, first):
+    """PyTorch's train and eval steps for the same layer (NCHW, OIHW) and loss."""
+    x = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).requires_grad_(not first)
+    kernel = torch.from_numpy(np.asarray(kernel).transpose(3, 2, 0, 1).copy()).requires_grad_()
+    conv = lambda: torch.nn.functional.conv2d(x, kernel, stride=stride, padding=padding)
+
+    def train():
+        torch.sin(conv()).sum().backward()
+
+    def evaluate():
+        with torch.no_grad():
+            conv()
+
+    train(), evaluate()  # one-off allocations
+    return train, evaluate
 
 
 def main(argv=None) -> None:
@@ -81,7 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", default="", help="only layers whose name contains this text")
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
-    print(f"{'layer':34s}" + "".join(f"{p + ' train/eval':>24s}" for p in PATHS) + "  auto")
+    columns = (*PATHS, "torch") if torch is not None else PATHS
+    print(f"{'layer':34s}" + "".join(f"{p + ' train/eval':>24s}" for p in columns) + "  auto")
     for name, spec in LAYERS.items():
         if args.layers not in name:
             continue
@@ -89,7 +118,7 @@ def main(argv=None) -> None:
         fastest = min(PATHS, key=lambda p: timings[p][0])
         cells = "".join(
             f"{('*' if p == fastest else '') + f'{timings[p][0]:.1f} / {timings[p][1]:.1f}':>24s}"
-            for p in PATHS
+            for p in columns
         )
         print(f"{name:34s}{cells}  {timings['auto']}", flush=True)
     print(

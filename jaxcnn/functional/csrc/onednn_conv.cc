@@ -100,10 +100,17 @@ struct Conv {
 // layout for the operands, out of it for the result.
 struct Plan {
   dnnl::primitive conv;
-  int slot_arg[3];  // oneDNN's argument for each array
+  const int* args;  // oneDNN's argument for each array
   memory::desc user[3], internal[3];
   std::optional<dnnl::reorder> reorder[3];
   size_t scratch_bytes = 0;
+};
+
+// oneDNN's argument for x, w and y, by the array computed.
+constexpr int kArgs[3][3] = {
+    {DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST},  // x: backward data
+    {DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST},  // w: backward weights
+    {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST},            // y: forward
 };
 
 dnnl::primitive_attr user_scratchpad() {
@@ -112,58 +119,50 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
-std::shared_ptr<const Plan> make_plan(const Conv& c) {
+// The primitive descriptor of the convolution that computes `c.computes`, from x, w, y descriptors that
+// may leave the layout to oneDNN.
+dnnl::primitive_desc convolution_desc(const Conv& c, const memory::desc& x, const memory::desc& w,
+                                      const memory::desc& y, const dnnl::primitive_attr& attr) {
   const dnnl::engine& engine = cpu_engine();
-  auto plan = std::make_shared<Plan>();
-  plan->user[kX] = activation_desc(c.shape[kX]);
-  plan->user[kW] = kernel_desc(c.shape[kW], c.groups);
-  plan->user[kY] = activation_desc(c.shape[kY]);
-  const memory::desc& x = c.blocked ? any_layout(plan->user[kX]) : plan->user[kX];
-  const memory::desc& y = c.blocked ? any_layout(plan->user[kY]) : plan->user[kY];
-  const memory::desc w = any_layout(plan->user[kW]);
+  const auto algorithm = dnnl::algorithm::convolution_direct;
   Dims dilation;  // oneDNN counts the gaps between taps: 0 is no dilation
   for (int64_t d : c.dilation) dilation.push_back(d - 1);
-  const dnnl::primitive_attr attr = user_scratchpad();
-  const auto algorithm = dnnl::algorithm::convolution_direct;
   auto forward = [&](dnnl::prop_kind kind) {
     return dnnl::convolution_forward::primitive_desc(engine, kind, algorithm, x, w, y, c.stride, dilation,
                                                      c.pad_lo, c.pad_hi, attr);
   };
-  size_t scratch = 0;
-  if (c.computes == kY) {
-    auto pd = forward(dnnl::prop_kind::forward_inference);
-    plan->conv = dnnl::convolution_forward(pd);
-    plan->internal[kX] = pd.src_desc(), plan->internal[kW] = pd.weights_desc(), plan->internal[kY] = pd.dst_desc();
-    plan->slot_arg[kX] = DNNL_ARG_SRC, plan->slot_arg[kW] = DNNL_ARG_WEIGHTS, plan->slot_arg[kY] = DNNL_ARG_DST;
-    scratch = pd.scratchpad_desc().get_size();
-  } else if (c.computes == kX) {
-    dnnl::convolution_backward_data::primitive_desc pd(engine, algorithm, x, w, y, c.stride, dilation,
-                                                        c.pad_lo, c.pad_hi,
-                                                        forward(dnnl::prop_kind::forward_training), attr);
-    plan->conv = dnnl::convolution_backward_data(pd);
-    plan->internal[kX] = pd.diff_src_desc(), plan->internal[kW] = pd.weights_desc();
-    plan->internal[kY] = pd.diff_dst_desc();
-    plan->slot_arg[kX] = DNNL_ARG_DIFF_SRC, plan->slot_arg[kW] = DNNL_ARG_WEIGHTS;
-    plan->slot_arg[kY] = DNNL_ARG_DIFF_DST;
-    scratch = pd.scratchpad_desc().get_size();
-  } else {
-    dnnl::convolution_backward_weights::primitive_desc pd(engine, algorithm, x, w, y, c.stride, dilation,
-                                                           c.pad_lo, c.pad_hi,
-                                                           forward(dnnl::prop_kind::forward_training), attr);
-    plan->conv = dnnl::convolution_backward_weights(pd);
-    plan->internal[kX] = pd.src_desc(), plan->internal[kW] = pd.diff_weights_desc();
-    plan->internal[kY] = pd.diff_dst_desc();
-    plan->slot_arg[kX] = DNNL_ARG_SRC, plan->slot_arg[kW] = DNNL_ARG_DIFF_WEIGHTS;
-    plan->slot_arg[kY] = DNNL_ARG_DIFF_DST;
-    scratch = pd.scratchpad_desc().get_size();
+  if (c.computes == kY) return forward(dnnl::prop_kind::forward_inference);
+  const auto hint = forward(dnnl::prop_kind::forward_training);
+  if (c.computes == kX) {
+    return dnnl::convolution_backward_data::primitive_desc(engine, algorithm, x, w, y, c.stride, dilation,
+                                                           c.pad_lo, c.pad_hi, hint, attr);
   }
+  return dnnl::convolution_backward_weights::primitive_desc(engine, algorithm, x, w, y, c.stride, dilation,
+                                                            c.pad_lo, c.pad_hi, hint, attr);
+}
+
+std::shared_ptr<const Plan> make_plan(const Conv& c) {
+  auto plan = std::make_shared<Plan>();
+  plan->user[kX] = activation_desc(c.shape[kX]);
+  plan->user[kW] = kernel_desc(c.shape[kW], c.groups);
+  plan->user[kY] = activation_desc(c.shape[kY]);
+  const auto layout = [&](Slot slot) {
+    return c.blocked || slot == kW ? any_layout(plan->user[slot]) : plan->user[slot];
+  };
+  const dnnl::primitive_attr attr = user_scratchpad();
+  const dnnl::primitive_desc pd = convolution_desc(c, layout(kX), layout(kW), layout(kY), attr);
+  plan->conv = dnnl::primitive(pd);
+  plan->args = kArgs[c.computes];
+  size_t scratch = pd.scratchpad_desc().get_size();
   for (int slot : {kX, kW, kY}) {
+    plan->internal[slot] = pd.query_md(dnnl::query::exec_arg_md, plan->args[slot]);
     if (plan->internal[slot] == plan->user[slot]) continue;
     const bool into = slot != c.computes;
-    dnnl::reorder::primitive_desc pd(engine, into ? plan->user[slot] : plan->internal[slot], engine,
-                                     into ? plan->internal[slot] : plan->user[slot], attr);
-    plan->reorder[slot] = dnnl::reorder(pd);
-    scratch = std::max(scratch, pd.scratchpad_desc().get_size());
+    const dnnl::engine& engine = cpu_engine();
+    dnnl::reorder::primitive_desc reorder(engine, into ? plan->user[slot] : plan->internal[slot], engine,
+                                          into ? plan->internal[slot] : plan->user[slot], attr);
+    plan->reorder[slot] = dnnl::reorder(reorder);
+    scratch = std::max(scratch, reorder.scratchpad_desc().get_size());
   }
   plan->scratch_bytes = scratch;
   return plan;
@@ -236,30 +235,32 @@ ffi::Error run(const Conv& c, void* const data[3], int threads) {
                           engine, base + bytes);
   const Slot computed = c.computes;
   std::unordered_map<int, memory> args = {{DNNL_ARG_SCRATCHPAD, scratchpad}};
+  auto reorder = [&](int slot, const memory& from, const memory& to) {
+    const std::unordered_map<int, memory> reorder_args = {
+        {DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
+    plan->reorder[slot]->execute(stream, reorder_args);
+  };
   memory user[3], internal[3];
   for (int slot : {kX, kW, kY}) {
     user[slot] = memory(plan->user[slot], engine, data[slot]);
-    internal[slot] = plan->reorder[slot] ? memory(plan->internal[slot], engine, base + offsets[slot]) : user[slot];
-    args[plan->slot_arg[slot]] = internal[slot];
-    if (plan->reorder[slot] && slot != computed) {
-      plan->reorder[slot]->execute(
-          stream, {{DNNL_ARG_FROM, user[slot]}, {DNNL_ARG_TO, internal[slot]}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    internal[slot] = user[slot];
+    if (plan->reorder[slot]) {
+      internal[slot] = memory(plan->internal[slot], engine, base + offsets[slot]);
+      if (slot != computed) reorder(slot, user[slot], internal[slot]);
     }
+    args[plan->args[slot]] = internal[slot];
   }
   plan->conv.execute(stream, args);
-  if (plan->reorder[computed]) {
-    plan->reorder[computed]->execute(stream, {{DNNL_ARG_FROM, internal[computed]},
-                                              {DNNL_ARG_TO, user[computed]},
-                                              {DNNL_ARG_SCRATCHPAD, scratchpad}});
-  }
+  if (plan->reorder[computed]) reorder(computed, internal[computed], user[computed]);
   stream.wait();
   return ffi::Error::Success();
 }
 
-ffi::Error convolution(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
-                       std::string_view computes, ffi::Span<const int64_t> stride, ffi::Span<const int64_t> pad_lo,
-                       ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation, int64_t groups,
-                       bool blocked) {
+using Ints = ffi::Span<const int64_t>;
+
+ffi::Error convolution(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                       ffi::Result<ffi::AnyBuffer> out, std::string_view computes, Ints stride, Ints pad_lo,
+                       Ints pad_hi, Ints dilation, int64_t groups, bool blocked) {
   if (computes.size() != 1 || std::string_view("xwy").find(computes[0]) == std::string_view::npos) {
     return ffi::Error::InvalidArgument("oneDNN convolution: computes must be \"x\", \"w\" or \"y\"");
   }
@@ -278,9 +279,11 @@ ffi::Error convolution(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
     c.shape[slot] = as_dims(buffer.dimensions());
     data[slot] = buffer.untyped_data();
   }
-  // oneDNN's OpenMP threads in place of XLA's: as many as XLA's intra-op pool has (else every core).
+  // oneDNN's OpenMP threads in place of XLA's: as many as XLA's intra-op pool has, at most one per core
+  // this process may use (the pool has one thread per device when devices are simulated).
   const int64_t xla_threads = pool.num_threads();
-  const int threads = xla_threads > 0 ? static_cast<int>(xla_threads) : omp_get_num_procs();
+  const int cores = omp_get_num_procs();
+  const int threads = xla_threads > 0 && xla_threads < cores ? static_cast<int>(xla_threads) : cores;
   omp_set_num_threads(threads);
   try {
     return run(c, data, threads);
