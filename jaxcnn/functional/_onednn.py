@@ -236,7 +236,8 @@ def _batch_axes(call: _Call, mesh, arg_shapes):
     """The mesh axes that shard the batch of the operand x or y (None: unsplit)."""
     slots = _operand_slots(call.computes)
     shape = arg_shapes[slots.index("y" if call.computes == "x" else "x")]
-    axes = shape.sharding.spec[0] if len(shape.sharding.spec) else None
+    spec = getattr(shape.sharding, "spec", ())  # a sharding without a mesh: run unsplit
+    axes = spec[0] if len(spec) else None
     shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
     return axes if shape.shape[0] % shards == 0 else None  # an uneven split would pad the batch
 
