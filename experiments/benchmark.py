@@ -6,22 +6,25 @@
 
 For each model (lenet5 and simple_cnn at 28x28x1, resnet20 at 32x32x3, resnet18 at 224x224x3 with a
 smaller batch) it measures, float32, SGD with momentum:
-  - `jaxcnn`: `jaxcnn.models.create` + `jaxcnn.training.train_step`, jitted (CPU paths on `auto`);
-  - `jaxcnn[xla]`: the same with `JAXCNN_CONV_PATH=xla JAXCNN_POOL_PATH=xla`, i.e. the lowering plain
-    Flax uses, so `jaxcnn[xla] / flax` is the cost of the abstraction alone;
+  - `jaxcnn`: the NNX model (`jaxcnn.models.create_nnx`) trained natively by `jaxcnn.training.train_step`,
+    jitted, lowering on `impl="auto"` (what `experiments/train.py` runs);
+  - `jaxcnn[linen]`: the same architecture as a Linen module (`jaxcnn.models.create`, through
+    `models.bridge.LinenModel`), so `jaxcnn / jaxcnn[linen]` compares the two APIs;
+  - `jaxcnn[xla]`: the NNX model with `impl="xla"`, i.e. the lowering plain Flax uses, so
+    `jaxcnn[xla] / flax` is the cost of the abstraction alone;
   - `flax`: the architecture written with `flax.linen` (nn.Conv, nn.max_pool, nn.BatchNorm, ...),
     same parameter count (asserted), stepped by the same `train_step`;
   - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is importable.
-The JAX peers share one process and so the XLA flags: importing jaxcnn keeps CPU convolutions off
-YNNPACK (see `jaxcnn/functional/_cpu_paths.py`), for plain Flax too. For plain Flax as jaxlib runs it by
-default, run the script again with
+The JAX peers share one process and so the XLA flags: the script calls `jaxcnn.configure_cpu()`, which
+keeps CPU convolutions off YNNPACK (see `jaxcnn/runtime.py`), for plain Flax too. For plain Flax as jaxlib
+runs it by default, run the script again with
 `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce`.
 Peers alternate within each round; speeds are medians over rounds and ratios are medians of the ratios
 within a round (paired), since the machine is shared and timings swing. Also reported: eval (forward)
 throughput, compile time, the process's peak RSS after each model, and MFU = FLOPs per example
 (`jaxcnn.summary`, x3 for a train step) x examples/s / the float32 peak of a measured 2048x2048 matmul.
 Finally the training loop (`jaxcnn.training.train_and_evaluate`, `synthetic` data) against the bare
-step, for lenet5.
+step, for lenet5: the ratio of their throughputs and the loop's Python overhead per step.
 
 Writes every figure as JSON to `--out` (default `benchmark.json`).
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -44,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 import jaxcnn
 from jaxcnn import models, training
@@ -200,39 +205,23 @@ def torch_model(name: str, num_classes: int):
 # ---------------------------------------------------------------- peers: (train, eval) closures
 
 
-@contextlib.contextmanager
-def environment(**values):
-    """Sets environment variables for the duration (the CPU path variables are read at trace time)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def param_count(tree) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
 
 class JaxPeer:
-    """A Flax module stepped by `jaxcnn.training.train_step`, compiled ahead of time under `env`."""
+    """A Flax module (NNX or Linen) stepped by `jaxcnn.training.train_step`, compiled ahead of time."""
 
-    def __init__(self, module, image_shape, batch, env):
+    def __init__(self, module, image_shape, batch):
         state = training.create_train_state(
             module, optax.sgd(LEARNING_RATE, momentum=MOMENTUM), image_shape, seed=0
         )
         self.params = param_count(state.params)
         started = time.perf_counter()
-        with environment(**env):
-            self.train_fn = jax.jit(training.train_step, donate_argnums=0).lower(state, batch).compile()
-            self.compile_seconds = time.perf_counter() - started
-            forward = lambda variables, x: state.apply_fn(variables, x, train=False)
-            self.eval_fn = jax.jit(forward).lower(state.variables(), batch["image"]).compile()
+        self.train_fn = jax.jit(training.train_step, donate_argnums=0).lower(state, batch).compile()
+        self.compile_seconds = time.perf_counter() - started
+        forward = lambda variables, x: state.apply_fn(variables, x, train=False)
+        self.eval_fn = jax.jit(forward).lower(state.variables(), batch["image"]).compile()
         self.state, self.batch = state, batch
 
     def train(self, steps: int) -> None:
@@ -326,22 +315,23 @@ def bench_model(
         "label": jnp.asarray(rng.integers(0, num_classes, batch_size), jnp.int32),
         "mask": jnp.ones((batch_size,), jnp.float32),
     }
-    model = models.create(name, num_classes=num_classes)
-    xla_env = {"JAXCNN_CONV_PATH": "xla", "JAXCNN_POOL_PATH": "xla"}
+    nnx_model = functools.partial(
+        models.create_nnx, name, num_classes=num_classes, input_shape=image_shape, rngs=nnx.Rngs(0)
+    )
     peers = {
-        "jaxcnn": JaxPeer(model, image_shape, batch, {}),
-        "jaxcnn[xla]": JaxPeer(model, image_shape, batch, xla_env),
-        "flax": JaxPeer(FLAX_MODELS[name](num_classes=num_classes), image_shape, batch, {}),
+        "jaxcnn": JaxPeer(nnx_model(), image_shape, batch),
+        "jaxcnn[linen]": JaxPeer(models.create(name, num_classes=num_classes), image_shape, batch),
+        "jaxcnn[xla]": JaxPeer(nnx_model(impl="xla"), image_shape, batch),
+        "flax": JaxPeer(FLAX_MODELS[name](num_classes=num_classes), image_shape, batch),
     }
-    if bfloat16:  # compute in bfloat16, parameters float32: `config.dtype = "bfloat16"`
-        low = models.create(name, num_classes=num_classes, dtype=jnp.bfloat16)
-        peers["jaxcnn[bf16]"] = JaxPeer(low, image_shape, batch, {})
+    if bfloat16:  # compute in bfloat16, parameters float32: `config.compute.dtype = "bfloat16"`
+        peers["jaxcnn[bf16]"] = JaxPeer(nnx_model(dtype=jnp.bfloat16), image_shape, batch)
     if use_torch:
         peers["torch"] = TorchPeer(name, num_classes, batch)
     counts = {peer: p.params for peer, p in peers.items()}
     if len(set(counts.values())) != 1:
         raise AssertionError(f"{name}: parameter counts differ between peers: {counts}")
-    flops = jaxcnn.summary(model, image_shape).total_flops
+    flops = jaxcnn.summary(models.create(name, num_classes=num_classes), image_shape).total_flops
     for p in peers.values():  # warm up caches and allocators outside the timed rounds
         p.train(1)
         p.eval(1)
@@ -376,15 +366,18 @@ def bench_model(
 
 
 def bench_loop(batch_size: int, steps: int, log_every: int) -> dict:
-    """lenet5's examples/s in `train_and_evaluate` (synthetic data) against its bare jitted step."""
-    config = training.default_config().unlock()
+    """lenet5's examples/s in `train_and_evaluate` (synthetic data) against its bare jitted step, and
+    the loop's Python overhead per step: the difference of their times per step."""
+    config = training.default_config()
     config.update(
         model="lenet5", dataset="synthetic", batch_size=batch_size, num_steps=steps, log_every=log_every,
-        eval_every=steps, checkpoint_every=steps, test_examples=batch_size,
+        checkpoint_every=steps, test_examples=batch_size,
     )  # fmt: skip
+    config.eval.every = steps
     with tempfile.TemporaryDirectory() as workdir:
         result = training.train_and_evaluate(config, workdir, handle_signals=False)
-    bare = JaxPeer(models.create("lenet5"), (28, 28, 1), _loop_like_batch(batch_size), {})
+    lenet5 = models.create_nnx("lenet5", rngs=nnx.Rngs(0))
+    bare = JaxPeer(lenet5, (28, 28, 1), _loop_like_batch(batch_size))
     bare.train(1)
     speed = throughput(bare.train, steps, batch_size)
     return {
@@ -394,6 +387,7 @@ def bench_loop(batch_size: int, steps: int, log_every: int) -> dict:
         "loop_examples_per_sec": round(result.examples_per_sec, 1),
         "bare_step_examples_per_sec": round(speed, 1),
         "loop_over_bare": result.examples_per_sec / speed,
+        "loop_overhead_ms_per_step": 1e3 * batch_size * (1 / result.examples_per_sec - 1 / speed),
     }
 
 
@@ -424,8 +418,8 @@ def table(results: dict) -> str:
                 name, peer, f"{p['train_examples_per_sec']:,.0f}", f"{p['eval_examples_per_sec']:,.0f}",
                 f"{p['compile_seconds']:.1f}", f"{p['train_mfu']:.1%}", f"{p['eval_mfu']:.1%}",
             ))  # fmt: skip
-    ratio_header = ("model", "batch", "jaxcnn/torch", "jaxcnn/flax", "jaxcnn[xla]/flax", "eval jaxcnn/torch",
-                    "eval jaxcnn/flax", "peak RSS MiB")  # fmt: skip
+    ratio_header = ("model", "batch", "jaxcnn/torch", "jaxcnn/flax", "jaxcnn/jaxcnn[linen]",
+                    "jaxcnn[xla]/flax", "eval jaxcnn/torch", "eval jaxcnn/flax", "peak RSS MiB")  # fmt: skip
     ratios = [ratio_header]
     for name, r in results["models"].items():
         ratio = lambda a, b, kind="train", peers=r["peers"]: (
@@ -435,8 +429,8 @@ def table(results: dict) -> str:
         )
         ratios.append((
             name, str(r["batch_size"]), ratio("jaxcnn", "torch"), ratio("jaxcnn", "flax"),
-            ratio("jaxcnn[xla]", "flax"), ratio("jaxcnn", "torch", "eval"), ratio("jaxcnn", "flax", "eval"),
-            f"{r['peak_rss_mib']:,.0f}",
+            ratio("jaxcnn", "jaxcnn[linen]"), ratio("jaxcnn[xla]", "flax"), ratio("jaxcnn", "torch", "eval"),
+            ratio("jaxcnn", "flax", "eval"), f"{r['peak_rss_mib']:,.0f}",
         ))  # fmt: skip
     out = [_render(lines), "", _render(ratios)]
     if "loop" in results:
@@ -445,7 +439,8 @@ def table(results: dict) -> str:
             "",
             f"training loop (lenet5, synthetic, batch {loop['batch_size']}): "
             f"{loop['loop_examples_per_sec']:,.0f} ex/s vs bare step "
-            f"{loop['bare_step_examples_per_sec']:,.0f} ex/s ({loop['loop_over_bare']:.2f}x)",
+            f"{loop['bare_step_examples_per_sec']:,.0f} ex/s ({loop['loop_over_bare']:.2f}x; "
+            f"{loop['loop_overhead_ms_per_step']:.2f} ms of overhead per step)",
         ]
     return "\n".join(out)
 
@@ -477,6 +472,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     parser.add_argument("--out", default="benchmark.json", help="JSON output path")
     args = parser.parse_args(argv)
+    jaxcnn.configure_cpu()  # before JAX starts its backend: XLA's threaded CPU convolutions
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
@@ -494,7 +490,7 @@ def main(argv=None) -> dict:
             "platform": platform.platform(),
             "jax": jax.__version__,
             "backend": jax.default_backend(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # jaxcnn's import adds one, see _cpu_paths
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # configure_cpu() adds one, see jaxcnn/runtime.py
             "matmul_peak_gflops": round(peak / 1e9, 1),
             "torch": _torch_version() if use_torch else None,
             "torch_threads": torch_threads if use_torch else None,

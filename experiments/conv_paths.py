@@ -1,4 +1,4 @@
-"""Per-layer timings of every CPU convolution path: the measurements behind `conv_path`'s "auto" rule.
+"""Per-layer timings of every CPU convolution lowering: the measurements behind `conv_impl`'s "auto" rule.
 
     .venv/bin/python experiments/conv_paths.py                 # all layers, ~2 min on 2 cores
     .venv/bin/python experiments/conv_paths.py --layers resnet20
@@ -6,9 +6,9 @@
 For each layer (those of lenet5, simple_cnn, compact, resnet20 and resnet18, plus a few probes), float32,
 milliseconds, best of `--repeats`: "train" is the forward pass and the gradients of a non-linear loss
 (wrt the kernel only for a network's first layer, whose input needs none), "eval" the forward pass alone,
-on each path of `jaxcnn.functional` (forced with JAXCNN_CONV_PATH), and on PyTorch's `conv2d` (eager,
-as many threads as cores) when torch is installed; the last column is the path "auto" picks. The tables
-in `jaxcnn/functional/_cpu_paths.py` and docs/benchmark.md come from this script.
+on each lowering of `jaxcnn.functional.conv` (its `impl` argument), and on PyTorch's `conv2d` (eager, as
+many threads as cores) when torch is installed; the lowerings and PyTorch alternate within each round.
+The last column is the lowering "auto" picks. The tables in docs/conv-lowerings.md come from this script.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxcnn
 from jaxcnn import functional as F
 from jaxcnn.functional import _cpu_paths
 
@@ -66,25 +67,23 @@ def time_layer(spec, repeats: int) -> dict:
     batch, size, c_in, c_out, window, padding, stride, first = spec
     x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
     kernel = 0.1 * jax.random.normal(jax.random.key(1), (window, window, c_in, c_out))
-    conv = lambda x, k: F.conv(x, k, stride=stride, padding=padding)
-    loss = lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
     runs = {}
     for path in PATHS:
-        os.environ["JAXCNN_CONV_PATH"] = path  # read when the new functions below are traced
+        conv = lambda x, k, path=path: F.conv(x, k, stride=stride, padding=padding, impl=path)
+        loss = lambda x, k, conv=conv: jnp.sum(jnp.sin(conv(x, k)))
         train = jax.jit(jax.grad(loss, argnums=(1,) if first else (0, 1)))
         evaluate = jax.jit(conv)
         runs[path] = (lambda f=train: f(x, kernel), lambda f=evaluate: f(x, kernel))
         for fn in runs[path]:
-            seconds(fn)  # traced and compiled under this path
-    os.environ["JAXCNN_CONV_PATH"] = "auto"
+            seconds(fn)  # compiled
     if torch is not None:
         runs["torch"] = torch_runs(x, kernel, stride, padding, first)
     best = {name: [float("inf")] * 2 for name in runs}
-    for _ in range(repeats):  # the paths alternate, so a slow phase of a shared host hits them all
+    for _ in range(repeats):  # the lowerings alternate, so a slow phase of a shared host hits them all
         for name, fns in runs.items():
             best[name] = [min(b, 1e3 * seconds(fn)) for b, fn in zip(best[name], fns)]
     out_sizes = F.conv_output_shape(x.shape, kernel.shape, stride=stride, padding=padding)[1:-1]
-    return {**best, "auto": _cpu_paths.conv_path(kernel.shape, 1, batch, out_sizes, x.dtype)}
+    return {**best, "auto": _cpu_paths.conv_impl("auto", kernel.shape, 1, batch, out_sizes, x.dtype)}
 
 
 def torch_runs(x, kernel, stride, padding, first):
@@ -109,6 +108,7 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", default="", help="only layers whose name contains this text")
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
+    jaxcnn.configure_cpu()
     columns = (*PATHS, "torch") if torch is not None else PATHS
     print(f"{'layer':34s}" + "".join(f"{p + ' train/eval':>24s}" for p in columns) + "  auto")
     for name, spec in LAYERS.items():

@@ -17,9 +17,14 @@ import jax
 import numpy as np
 import optax
 
-from jaxcnn import models
-from jaxcnn.parallel import create_ensemble_state, ensemble_train_step
-from jaxcnn.training import create_train_state, train_step
+import jaxcnn
+from jaxcnn.training import (
+    create_ensemble_state,
+    create_model,
+    create_train_state,
+    ensemble_train_step,
+    train_step,
+)
 
 SHAPE = (28, 28, 1)
 
@@ -48,11 +53,12 @@ def _best_seconds(runs: dict, steps: int, repeats: int) -> dict[str, float]:
 
 def measure(model_name: str, members: int, batch_size: int, steps: int, repeats: int) -> dict[str, float]:
     """Model-examples per second of the vmapped ensemble and of separate steps."""
-    model, tx, batch = models.create(model_name), optax.sgd(0.01, momentum=0.9), _batch(batch_size)
+    model = lambda seed: create_model(model_name, 10, SHAPE, seed)  # the NNX model, as train.py trains it
+    tx, batch = optax.sgd(0.01, momentum=0.9), _batch(batch_size)
     vmapped_step = jax.jit(ensemble_train_step, donate_argnums=0)
     single_step = jax.jit(train_step, donate_argnums=0)
     ensemble = [create_ensemble_state(model, tx, SHAPE, range(members))]
-    separate = [create_train_state(model, tx, SHAPE, seed) for seed in range(members)]
+    separate = [create_train_state(model(seed), tx, SHAPE, seed) for seed in range(members)]
 
     def run_vmapped(n):
         for _ in range(n):
@@ -78,6 +84,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    jaxcnn.configure_cpu()
     speed = measure(args.model, args.members, args.batch_size, args.steps, args.repeats)
     device = jax.devices()[0]
     print(f"{args.members} x {args.model}, batch {args.batch_size}, on {device.device_kind}:")

@@ -19,6 +19,7 @@ from pathlib import Path
 # Run as a script, this directory is on sys.path: reuse the checkpoint-drawing of experiments/visualize.py.
 from visualize import draw  # the sibling script, not jaxcnn.visualize
 
+import jaxcnn
 from jaxcnn import data, training, visualize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +36,11 @@ def run_config():
     config = module.get_config()
     try:
         data.load(config.dataset, "test", num_examples=1)
-        config.eval_every, config.log_every = 117, 39  # 468 steps an epoch
+        config.eval.every, config.log_every = 117, 39  # 468 steps an epoch
     except data.DataUnavailableError as error:
         print(f"{str(error).splitlines()[0]}\n-> drawing a run of compact on digits instead", file=sys.stderr)
         config.model, config.dataset, config.batch_size = "compact", "digits", 32
-        config.num_epochs, config.num_steps, config.eval_every, config.log_every = 0, 400, 50, 10
+        config.num_epochs, config.num_steps, config.eval.every, config.log_every = 0, 400, 50, 10
     return config
 
 
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, help="where the run goes (default: a temporary directory)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the PNG files go")
     args = parser.parse_args(argv)
+    jaxcnn.configure_cpu()
     config = run_config()
     with tempfile.TemporaryDirectory(prefix="make_figures-") as scratch:
         workdir = args.workdir or Path(scratch)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import jaxcnn
-from jaxcnn import data, training
+from jaxcnn import data, models, training
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = (  # Fashion-MNIST's own benchmark table (github.com/zalandoresearch/fashion-mnist)
@@ -39,8 +39,7 @@ def load_config(name: str, overrides: dict):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    for key, value in overrides.items():
-        config[key] = value
+    config.update_from_flattened_dict(overrides)  # dotted keys reach sections: "optim.weight_decay"
     return config
 
 
@@ -55,7 +54,7 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def parameter_count(config, dataset: data.ArrayDataset) -> int:
-    model = training.create_model(config, dataset.num_classes)
+    model = models.create(config.model, num_classes=dataset.num_classes, **config.model_kwargs)
     return jaxcnn.summary(model, dataset.image_shape).total_params
 
 
@@ -77,7 +76,7 @@ def run_config(name: str, seeds: list[int], workdir: Path, overrides: dict) -> d
         else:
             print(training.train_and_evaluate(config, run_dir).describe())
         results.append(json.loads((run_dir / "result.json").read_text()))
-    train_split = data.load(config.dataset, "train", num_examples=1, data_dir=config.data_dir or None)
+    train_split = data.load(config.dataset, "train", num_examples=1, data_dir=config.data.dir or None)
     settings = "".join(f" --config.{k}={v}" for k, v in overrides.items())
     row = {
         "config": name,
@@ -172,6 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], type=parse_override, metavar="KEY=VALUE")
     parser.add_argument("--out", default=ROOT / "results.md", type=Path, help="the markdown table to write")
     args = parser.parse_args(argv)
+    jaxcnn.configure_cpu()
     # Progress lines from the loop (it logs at INFO when there is no terminal for a progress bar).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)  # absl set one up
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-checkpoint chatter

@@ -1,23 +1,48 @@
 """Trains a model from a config file and reports its test accuracy.
 
     python experiments/train.py --config experiments/configs/lenet5.py --workdir runs/lenet5 \
-        [--config.num_epochs=5 --config.batch_size=256 ...]
+        [--config.num_epochs=5 --config.batch_size=256 --config.augment.flip=True ...]
 
-Running the same command again resumes from the newest checkpoint in the workdir; SIGTERM or
-Ctrl-C saves a checkpoint first. Multi-process runs (one process per host, or several on one
-machine) add `--coordinator_address HOST:PORT --num_processes N --process_id I`.
+Running the same command again resumes from the newest checkpoint in the workdir, or reports the
+result of a finished run; SIGTERM or Ctrl-C saves a checkpoint first. A larger `--config.num_epochs`
+(or `num_steps`) on the same workdir extends the run. A second run in a workdir in
+use is refused. Errors of the flags, the config or the workdir are one line (JAXCNN_TRACEBACK=1 adds
+the traceback). Multi-process runs (one process per host, or several on one machine) add
+`--coordinator_address HOST:PORT --num_processes N --process_id I`.
 """
 
-import logging
+# ruff: noqa: E402 - the SIGINT handler is installed before the imports, which take seconds
 import os
+import signal
+
+
+def _interrupted(signum, _frame):
+    """Ends the process at once: an exception raised here may land in a callback that swallows it (one of
+    JAX's garbage-collection hooks does), and the run would go on. What the run wrote stays consistent
+    (checkpoints, config.json and result.json are replaced atomically; a rerun redoes the rest), and the
+    workdir's lock dies with the process."""
+    name = signal.Signals(signum).name
+    os.write(2, f"{name}: stopped outside training; run the same command again to continue\n".encode())
+    os._exit(128 + signum)
+
+
+# Ctrl-C outside the training steps (importing, loading data, compiling; the final evaluation): one line,
+# no KeyboardInterrupt traceback. While it trains, the loop's own handler saves a checkpoint first.
+signal.signal(signal.SIGINT, _interrupted)
+
+import logging
+import re
 import sys
+from typing import NoReturn
 
 from absl import app, flags
 from ml_collections import config_flags
 
+import jaxcnn
 import jaxcnn.data
 import jaxcnn.parallel
 import jaxcnn.training
+import jaxcnn.visualize
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file with get_config().", lock_config=True
@@ -39,9 +64,53 @@ _USER_ERRORS = (
 )
 
 
+def _fail(error: BaseException, message: str) -> NoReturn:
+    """Exits with `message` on one line, or raises `error` with its traceback if JAXCNN_TRACEBACK is set."""
+    if os.environ.get("JAXCNN_TRACEBACK"):
+        raise error
+    print(f"error: {message}\n(set JAXCNN_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(1)
+
+
+def _config_error(error: Exception) -> str:
+    """One line for an error of the flags or the config file (some carry a traceback in their message)."""
+    root = error
+    while root.__cause__ or root.__context__:
+        root = root.__cause__ or root.__context__
+    if isinstance(error, AttributeError) and isinstance(root, KeyError):
+        # ml_collections, for an override of a key the config lacks: a bare key, maybe a suggestion
+        key = str(root.args[0])
+        paths = re.findall(r"--config\.([\w.]+)", " ".join(sys.argv))
+        path = next((p for p in paths if p.rsplit(".", 1)[-1] == key), key)
+        suggestion = re.search(r'Did you mean "([^"]+)"', str(error))
+        return f"config has unknown keys {path}" + (f" (did you mean {suggestion[1]}?)" if suggestion else "")
+    if isinstance(error, flags.Error) and "\n" not in str(error):
+        return str(error)
+    return f"--config: {type(root).__name__}: {str(root).strip().splitlines()[-1].strip()}"  # the gist
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every error of the flags and the config file on one line."""
+    try:
+        remaining = flags.FLAGS(argv)
+        _CONFIG.value.keys()  # a config file that failed to load raises only when its config is used
+    except Exception as error:  # noqa: BLE001 - the config file's own code may raise anything
+        _fail(error, _config_error(error))
+    return remaining
+
+
+class PlotLearningCurves(jaxcnn.training.Action):
+    """At the end of the run, its learning curves in `WORKDIR/plots/curves.png` (process 0)."""
+
+    def end(self, run) -> None:
+        if run.is_writer:
+            jaxcnn.visualize.save_learning_curves(run.workdir)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    jaxcnn.configure_cpu()  # XLA's threaded CPU convolutions: before JAX starts its backend
     # Orbax and TFDS log every checkpoint and file through absl at INFO; jaxcnn's own lines stay.
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
@@ -49,18 +118,17 @@ def main(argv):
             jaxcnn.parallel.initialize_distributed(
                 _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
             )
-        result = jaxcnn.training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        result = jaxcnn.training.train_and_evaluate(
+            _CONFIG.value, _WORKDIR.value, actions=[PlotLearningCurves()]
+        )
     except jaxcnn.training.TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(128 + stop.signum)
     except _USER_ERRORS as error:
-        if os.environ.get("JAXCNN_TRACEBACK"):
-            raise
-        print(f"error: {error}\n(set JAXCNN_TRACEBACK=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+        _fail(error, str(error))
     if jaxcnn.parallel.is_main_process():
         print(result.describe())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from jaxcnn import data, parallel, training, visualize
+import jaxcnn
+from jaxcnn import data, models, training, visualize
 
 
 def load_config(workdir: Path):
@@ -31,43 +32,53 @@ def load_config(workdir: Path):
 
 
 def restore(workdir: Path, config, test_data: data.ArrayDataset):
-    """`(model, variables, step)` from the newest readable checkpoint of the run in `workdir`.
+    """`(model, variables, step)` from the newest readable checkpoint of the run in `workdir`: an NNX model
+    holding the weights evaluation uses (variables None), or a Linen model and its variables.
 
-    The template mirrors what `train_and_evaluate` saves (DP-SGD optimizer state, ensemble member
-    axis, metric sums); of an ensemble, member 0 (seed `config.seed`) is drawn.
+    The template mirrors what `build_run` saves (DP-SGD optimizer state, ensemble member axis, metric
+    sums); of an ensemble, member 0 (seed `config.seed`) is drawn.
     """
-    model = training.create_model(config, test_data.num_classes)
-    # Only the template's structure matters, and the schedule's length does not change it: any length
-    # the schedule accepts will do.
-    total_steps = max(config.num_steps, config.warmup_steps + 1)
-    template, metrics, _, _ = training.initial_state(config, model, test_data.image_shape, total_steps)
-    checkpoints = training.Checkpoints(workdir / "checkpoints")
+    # Only the template's structure matters, which the schedule's length does not change.
+    template, metrics, _, _ = training.initial_state(
+        config, test_data.num_classes, test_data.image_shape, total_steps=10**9
+    )
+    checkpoints = training.Checkpoints(workdir / "checkpoints", read_only=True)  # the run may be saving now
     try:
         restored = checkpoints.restore_latest(template, metrics)
     finally:
         checkpoints.close()
     if restored is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: has the run saved one yet?")
-    state = parallel.ensemble_member(restored[0], 0) if config.ensemble_size > 1 else restored[0]
-    return model, state.for_eval().variables(), int(state.step)
+    ensemble = training.EnsembleSettings.from_config(config.ensemble, "ensemble").size > 1
+    state = training.ensemble_member(restored[0], 0) if ensemble else restored[0]
+    compute = training.ComputeSettings.from_config(config.compute, "compute")
+    model = training.create_model(
+        config.model, test_data.num_classes, test_data.image_shape, config.seed,
+        compute=compute, model_kwargs=config.model_kwargs,
+    )  # fmt: skip
+    variables = state.for_eval().variables()
+    if models.is_nnx(config.model):
+        return models.load_linen_variables(model, variables), None, int(state.step)
+    return model, variables, int(state.step)
 
 
 def draw(workdir: Path, out: Path, image_index: int = 0) -> list[Path]:
     """Writes the four pictures of the run in `workdir` into `out`; returns their paths."""
     config = load_config(workdir)
+    source = data.DataSettings.from_config(config.data, "data")
     test_data = data.load(
         config.dataset,
         "test",
         num_examples=config.test_examples,
-        data_dir=config.data_dir or None,
-        source=config.data_source,
+        data_dir=source.dir or None,
+        source=source.source,
     )
     if not 0 <= image_index < len(test_data):
         raise ValueError(f"--image must be in [0, {len(test_data)}), got {image_index}")
     model, variables, step = restore(workdir, config, test_data)
     image = next(data.batches(test_data.take(image_index + 1), image_index + 1, shuffle=False))["image"][-1:]
-    path, kernel, maps = visualize.first_conv(model, variables, image)
-    predictions = visualize.predict(model, variables, test_data)
+    path, kernel, maps = visualize.first_conv(model, image, variables=variables)
+    predictions = visualize.predict(model, test_data, variables=variables)
     label = test_data.class_names[test_data.labels[image_index]]
     where = f"{config.model} on {config.dataset}, step {step}"
     figures = {
@@ -99,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="where the PNG files go (default: WORKDIR/plots)")
     parser.add_argument("--image", type=int, default=0, help="index of the test image for the feature maps")
     args = parser.parse_args(argv)
+    jaxcnn.configure_cpu()
     try:
         paths = draw(args.workdir, args.out or args.workdir / "plots", args.image)
     except (FileNotFoundError, ValueError, training.CheckpointError, data.DataUnavailableError) as error:

@@ -1,11 +1,23 @@
 """jaxcnn: convolutional neural networks in JAX.
 
-`jaxcnn.functional` holds the pure ops, `jaxcnn.layers` the Flax modules over them,
-`jaxcnn.models` the model zoo, `jaxcnn.training` the jitted training loop.
+`jaxcnn.functional` holds the pure ops; `jaxcnn.nnx_layers` (Flax NNX) and `jaxcnn.layers` (Flax Linen) the
+modules over them; `jaxcnn.models` the model zoo, written in NNX and usable from Linen; `jaxcnn.training`
+builds a run from a config and runs it. Importing jaxcnn changes no environment variable and no global
+setting: scripts and notebooks call `jaxcnn.configure_cpu()` first for XLA's threaded CPU convolutions.
 """
 
-from jaxcnn import functional, layers, models
+from jaxcnn import functional, layers, models, nnx_layers
+from jaxcnn.runtime import configure_cpu
 from jaxcnn.summary import Summary, summary
 
-__version__ = "0.1.0"
-__all__ = ["Summary", "functional", "layers", "models", "summary", "__version__"]
+__version__ = "0.2.0"
+__all__ = [
+    "Summary",
+    "configure_cpu",
+    "functional",
+    "layers",
+    "models",
+    "nnx_layers",
+    "summary",
+    "__version__",
+]

@@ -64,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line `argv` (default `sys.argv[1:]`); returns the exit status."""
     args = _parser().parse_args(argv)
     from jaxcnn import models  # imported here so that `--help` answers at once
+    from jaxcnn.runtime import configure_cpu
     from jaxcnn.summary import summary
+
+    configure_cpu()
 
     if args.command == "models":
         print("\n".join(models.available()))

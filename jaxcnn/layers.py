@@ -13,19 +13,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.dtypes import promote_dtype
 
+from jaxcnn import _layer_calls
 from jaxcnn import functional as F
-from jaxcnn.functional._args import int_tuple, positive_int
+from jaxcnn._validate import integer
 
 Initializer = Callable[..., jax.Array]
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
 Dtype = Any
-
-
-def _window(size: int | Sequence[int], x: jax.Array) -> tuple[int, ...]:
-    """`kernel_size` as one positive int per spatial dim of `x`."""
-    return int_tuple(size, len(size) if isinstance(size, Sequence) else max(x.ndim - 2, 1), "kernel_size")
 
 
 class Conv(nn.Module):
@@ -47,35 +42,27 @@ class Conv(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
     precision: Any = None
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        positive_int(self.features, "features")
-        groups = positive_int(self.groups, "groups")
-        kernel_shape = (*_window(self.kernel_size, x), jnp.shape(x)[-1] // groups, self.features)
+        spatial_dims = _layer_calls.spatial_dims_of(self.kernel_size, default=max(jnp.ndim(x) - 2, 1))
+        kernel_shape = _layer_calls.conv_kernel_shape(
+            self.kernel_size, jnp.shape(x)[-1], self.features, self.groups, spatial_dims
+        )
         F.conv_output_shape(  # checks the arguments before any parameter is made
             jnp.shape(x),
             kernel_shape,
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
-            groups=groups,
+            groups=self.groups,
         )
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         )
-        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return F.conv(
-            x,
-            kernel,
-            bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            precision=self.precision,
-        )
+        return _layer_calls.conv(self, x, kernel, bias)
 
 
 class Dense(nn.Module):
@@ -91,13 +78,12 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        positive_int(self.features, "features")
+        integer(self.features, "features", minimum=1)
         kernel = self.param("kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), self.param_dtype)
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         )
-        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return F.dense(x, kernel, bias, precision=self.precision)
+        return _layer_calls.dense(self, x, kernel, bias)
 
 
 class MaxPool(nn.Module):
@@ -106,9 +92,10 @@ class MaxPool(nn.Module):
     window: int | Sequence[int]
     stride: int | Sequence[int] | None = None
     padding: Padding = "VALID"
+    impl: str = "auto"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.max_pool(x, self.window, self.stride, self.padding)
+        return F.max_pool(x, self.window, self.stride, self.padding, impl=self.impl)
 
 
 class AvgPool(nn.Module):
@@ -159,7 +146,7 @@ class Flatten(nn.Module):
     """`(N, ...)` -> `(N, prod(...))`."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.reshape(x, (jnp.shape(x)[0], -1))
+        return _layer_calls.flatten(x)
 
 
 class Dropout(nn.Module):
@@ -206,14 +193,11 @@ class BatchNorm(nn.Module):
         channels = (jnp.shape(x)[-1],)
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, channels, jnp.float32)
         running_var = self.variable("batch_stats", "var", jnp.ones, channels, jnp.float32)
-        if use_running_average:
-            mean, var = running_mean.value, running_var.value
-        else:
-            mean, var = F.batch_moments(x, axis_name=self.axis_name)
-            if not self.is_initializing():
-                running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
-                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
         scale = self.param("scale", self.scale_init, channels, self.param_dtype) if self.use_scale else None
         bias = self.param("bias", self.bias_init, channels, self.param_dtype) if self.use_bias else None
-        (x,) = promote_dtype(x, dtype=self.dtype)
-        return F.batch_norm(x, mean, var, scale, bias, epsilon=self.epsilon)
+        y, mean, var = _layer_calls.batch_norm(
+            self, x, running_mean.value, running_var.value, scale, bias, use_running_average
+        )
+        if not use_running_average and not self.is_initializing():
+            running_mean.value, running_var.value = mean, var
+        return y

@@ -2,8 +2,10 @@
 
     >>> print(jaxcnn.summary(jaxcnn.models.create("lenet5"), (28, 28, 1)))
 
-Nothing is computed: the model is traced with `jax.eval_shape`, and every call of a
-`jaxcnn.layers` module is recorded through `flax.linen.intercept_methods`.
+Nothing is computed: the model is traced with `jax.eval_shape`, and every call of a layer is
+recorded: `jaxcnn.nnx_layers` through `jaxcnn.nnx_layers.observe_calls`, Linen modules through
+`flax.linen.intercept_methods`. The zoo's models (`models.create_nnx`, or their Linen form
+`models.create`) are tabulated as the NNX models they are.
 
 Conventions:
   - Shapes are per example (batch size 1; the batch dim is left out of the table).
@@ -12,9 +14,10 @@ Conventions:
     `2 * D_in * D_out` (per output position). Bias additions, BatchNorm, activations and pooling
     are not counted (they are well under 1% in these nets). torchvision's tables list
     multiply-accumulates (under the name "GFLOPS"), so half of these numbers.
-  - Parameters are the `params` collection; BatchNorm's running statistics (`batch_stats`) are
-    counted apart, as state. The totals are those of the whole variable tree, so they include
-    parameters of modules that are not `jaxcnn.layers` too (whose FLOPs are unknown: "?").
+  - Parameters are the `params` collection (NNX: `nnx.Param`); BatchNorm's running statistics
+    (`batch_stats`, `nnx.BatchStat`) are counted apart, as state. The totals are those of the whole
+    model, so they include parameters of modules that are not jaxcnn layers too (Linen rows show their
+    FLOPs as unknown, "?"; NNX rows cover jaxcnn's layers only).
 """
 
 from __future__ import annotations
@@ -28,19 +31,25 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
+from flax import nnx, traverse_util
 
 from jaxcnn import functional as F
-from jaxcnn import layers
+from jaxcnn import layers, nnx_layers
+from jaxcnn._validate import int_tuple, shape
 from jaxcnn.functional import _args
+from jaxcnn.models.bridge import LinenModel
 
-_LAYERS = tuple(
-    obj
-    for obj in vars(layers).values()
-    if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == layers.__name__
-)
-_WINDOWED = (layers.Conv, layers.MaxPool, layers.AvgPool)
+
+def _layer_classes(module, base) -> dict[type, str]:
+    return {
+        obj: name
+        for name, obj in vars(module).items()
+        if isinstance(obj, type) and issubclass(obj, base) and obj.__module__ == module.__name__
+    }
+
+
+# jaxcnn's layers of both APIs, by kind: `jaxcnn.layers.Conv` and `jaxcnn.nnx_layers.Conv` are both "Conv".
+_KINDS = {**_layer_classes(layers, nn.Module), **_layer_classes(nnx_layers, nnx.Module)}
 _DIM_NAMES = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
 
@@ -172,22 +181,22 @@ def _join_dims(formulas: Sequence[str]) -> str:
     return ", ".join(f"{n}2 = {f}" for n, f in zip(names, formulas))
 
 
-def _windowed_formulas(layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+def _windowed_formulas(layer, kind: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
     """Size formula, FLOPs and params formula of a convolution or pooling layer."""
     sizes, ndim = in_shape[1:-1], len(in_shape) - 2
-    if isinstance(layer, layers.Conv):
-        window = _args.int_tuple(layer.kernel_size, ndim, "kernel_size")
+    if kind == "Conv":
+        window = int_tuple(layer.kernel_size, ndim, "kernel_size")
         stride, dilation = (
-            _args.int_tuple(layer.stride, ndim, "stride"),
-            _args.int_tuple(layer.dilation, ndim, "dilation"),
+            int_tuple(layer.stride, ndim, "stride"),
+            int_tuple(layer.dilation, ndim, "dilation"),
         )
     else:
-        window = _args.int_tuple(layer.window, ndim, "window")
-        stride = window if layer.stride is None else _args.int_tuple(layer.stride, ndim, "stride")
+        window = int_tuple(layer.window, ndim, "window")
+        stride = window if layer.stride is None else int_tuple(layer.stride, ndim, "stride")
         dilation = (1,) * ndim
     pads = _args.padding_pairs(layer.padding, sizes, window, stride, dilation)
     size_formula = _join_dims([_size_formula(*dims) for dims in zip(sizes, window, stride, pads, dilation)])
-    if not isinstance(layer, layers.Conv):
+    if kind != "Conv":
         return size_formula, 0, ""
     c_in, c_out, groups = in_shape[-1], out_shape[-1], layer.groups
     expected = F.conv_param_count(window, c_in, c_out, groups=groups, use_bias=layer.use_bias)
@@ -198,29 +207,29 @@ def _windowed_formulas(layer: nn.Module, in_shape: tuple[int, ...], out_shape: t
     return size_formula, flops, params_formula
 
 
-def _describe(layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], params: int):
+def _describe(layer, kind: str | None, in_shape: tuple[int, ...], out_shape: tuple[int, ...], params: int):
     """(size formula, FLOPs, params formula) of one call of a layer; shapes with the batch dim."""
-    if isinstance(layer, _WINDOWED):
-        return _windowed_formulas(layer, in_shape, out_shape)
-    if isinstance(layer, layers.Dense):
+    if kind in ("Conv", "MaxPool", "AvgPool"):
+        return _windowed_formulas(layer, kind, in_shape, out_shape)
+    if kind == "Dense":
         d_in, d_out = in_shape[-1], out_shape[-1]
         formula = f"{d_in}·{d_out}{f' + {d_out}' if layer.use_bias else ''} = {params:,}"
         return "", 2 * d_in * d_out * math.prod(out_shape[1:-1]), formula
-    if isinstance(layer, (layers.AdaptiveAvgPool, layers.AdaptiveMaxPool)):
+    if kind in ("AdaptiveAvgPool", "AdaptiveMaxPool"):
         formulas = [
             f"{out} (adaptive from {size}: bin i covers ⌊i·{size}/{out}⌋ … ⌈(i+1)·{size}/{out}⌉ − 1)"
             for size, out in zip(in_shape[1:-1], out_shape[1:-1])
         ]
         return _join_dims(formulas), 0, ""
-    if isinstance(layer, (layers.GlobalAvgPool, layers.GlobalMaxPool)):
-        reduce = "mean" if isinstance(layer, layers.GlobalAvgPool) else "max"
+    if kind in ("GlobalAvgPool", "GlobalMaxPool"):
+        reduce = "mean" if kind == "GlobalAvgPool" else "max"
         return f"{reduce} over {_dims(in_shape[1:-1])}", 0, ""
-    if isinstance(layer, layers.Flatten):
+    if kind == "Flatten":
         return f"{'·'.join(map(str, in_shape[1:]))} = {out_shape[-1]:,}", 0, ""
-    if isinstance(layer, layers.BatchNorm):
+    if kind == "BatchNorm":
         vectors = params // out_shape[-1]
         return "", 0, f"{vectors}·{out_shape[-1]} = {params:,}" if params else ""
-    if isinstance(layer, _LAYERS):  # Dropout: no parameters, no multiply-adds
+    if kind is not None:  # Dropout: no parameters, no multiply-adds
         return "", 0, ""
     return "", None, ""  # a module from elsewhere (e.g. flax.linen.Conv): FLOPs unknown
 
@@ -231,8 +240,72 @@ def _shape(tree) -> tuple[int, ...]:
     return tuple(getattr(leaves[0], "shape", ())) if leaves else ()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """One recorded layer call: the layer, its path in the model, its kind, its own parameter count,
+    and the shapes of its input and output (batch dim included)."""
+
+    layer: Any
+    path: tuple[str, ...]
+    kind: str | None
+    params: int
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+def _nnx_calls(model: nnx.Module, x: jax.ShapeDtypeStruct):
+    """`(output, calls, params, state)` of an NNX model in eval mode, traced on `x`."""
+    graphdef, variables = nnx.split(model)
+    calls = []
+
+    def run(variables, x):
+        module = nnx.merge(graphdef, variables)
+        module.eval()
+        paths = {id(m): tuple(map(str, path)) for path, m in nnx.iter_graph(module)}
+
+        def record(layer, inputs, outputs):
+            own = _count(nnx.state(layer, nnx.Param))
+            path = paths.get(id(layer), (type(layer).__name__,))
+            calls.append(_Call(layer, path, _KINDS[type(layer)], own, _shape(inputs), _shape(outputs)))
+
+        with nnx_layers.observe_calls(record):
+            return module(x)
+
+    out = jax.eval_shape(run, variables, x)
+    return out, calls, nnx.state(model, nnx.Param), nnx.state(model, nnx.BatchStat)
+
+
+def _linen_calls(model: nn.Module, x: jax.ShapeDtypeStruct, rngs, kwargs):
+    """`(output, calls, params, state)` of a Linen model's `init`, traced on `x`."""
+    recorded = []
+
+    def record(next_fun, args, call_kwargs, context):
+        out = next_fun(*args, **call_kwargs)
+        if context.method_name == "__call__" and args:
+            recorded.append((context.module, _shape(args[0]), _shape(out)))
+        return out
+
+    def init(x):
+        with nn.intercept_methods(record):
+            return model.init_with_output(rngs, x, **kwargs)
+
+    out, variables = jax.eval_shape(init, x)
+    variables = nn.unbox(variables)
+    direct = {}  # module path -> parameters held directly (not by submodules)
+    for path, leaf in traverse_util.flatten_dict(variables.get("params", {})).items():
+        direct[path[:-1]] = direct.get(path[:-1], 0) + math.prod(leaf.shape)
+    calls = []
+    for module, in_shape, out_shape in recorded:
+        path, kind = tuple(module.path), _KINDS.get(type(module))
+        if kind is None and path not in direct:
+            continue  # a container: its layers have rows of their own
+        calls.append(_Call(module, path, kind, direct.get(path, 0), in_shape, out_shape))
+    params = variables.get("params", {})
+    return out, calls, params, {k: v for k, v in variables.items() if k != "params"}
+
+
 def summary(
-    model: nn.Module,
+    model: nnx.Module | nn.Module,
     input_shape: Sequence[int],
     *,
     dtype: Any = jnp.float32,
@@ -242,64 +315,51 @@ def summary(
     """Summarises `model` on inputs of `input_shape` (one example, no batch dim), e.g. (28, 28, 1).
 
     Args:
-      model: a Flax Linen module; rows are made for its `jaxcnn.layers` modules, and for any
-        other module that holds parameters directly.
+      model: a Flax NNX module (in eval mode; its rows are its `jaxcnn.nnx_layers` calls) or a Flax
+        Linen module (rows for its `jaxcnn.layers` modules and any other module that holds parameters
+        directly; a zoo model from `models.create` is tabulated as its NNX model).
       input_shape: the shape of one example; the batch dim (1) is added.
       dtype: the input's dtype.
-      rngs: for `model.init`; default `params` and `dropout` keys.
-      **kwargs: passed to the model's call, e.g. `train=False`.
+      rngs: for a Linen model's `init`; default `params` and `dropout` keys.
+      **kwargs: passed to a Linen model's call, e.g. `train=True`. Neither `rngs` nor `kwargs` is taken
+        for an NNX model (a TypeError says so).
 
     Returns:
       A `Summary`: `rows`, `total_params`, `total_state`, `total_flops`; `print` it for a table.
     """
-    if isinstance(input_shape, int) or not all(
-        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in input_shape
-    ):
-        raise TypeError(
-            f"input_shape must be a tuple of positive ints without the batch dim, got {input_shape!r}"
-        )
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a flax.linen.Module, got {type(model).__name__}")
+    input_shape = shape(input_shape, "input_shape (one example, without the batch dim)")
     x = jax.ShapeDtypeStruct((1, *input_shape), dtype)
-    key = jax.random.PRNGKey(0)
-    rngs = {"params": key, "dropout": key} if rngs is None else rngs
-    calls = []
-
-    def record(next_fun, args, call_kwargs, context):
-        out = next_fun(*args, **call_kwargs)
-        if context.method_name == "__call__" and args:
-            calls.append((context.module, _shape(args[0]), _shape(out)))
-        return out
-
-    def init(x):
-        with nn.intercept_methods(record):
-            return model.init_with_output(rngs, x, **kwargs)
-
-    out, variables = jax.eval_shape(init, x)
-    variables = nn.unbox(variables)
-    params = traverse_util.flatten_dict(variables.get("params", {}))
-    direct = {}  # module path -> parameters held directly (not by submodules)
-    for path, leaf in params.items():
-        direct[path[:-1]] = direct.get(path[:-1], 0) + math.prod(leaf.shape)
-
+    if isinstance(model, LinenModel):
+        model = model.abstract_nnx_model(input_shape)
+    if isinstance(model, nnx.Module):
+        if kwargs or rngs is not None:  # they would change nothing: say so rather than ignore them
+            given = ", ".join(sorted([*kwargs, *(["rngs"] if rngs is not None else [])]))
+            raise TypeError(
+                f"summary passes rngs and **kwargs ({given}) to a Linen model's init; "
+                f"{type(model).__name__} is tabulated as an NNX model, in eval mode"
+            )
+        out, calls, params, state = _nnx_calls(model, x)
+    elif isinstance(model, nn.Module):
+        key = jax.random.PRNGKey(0)
+        out, calls, params, state = _linen_calls(model, x, rngs or {"params": key, "dropout": key}, kwargs)
+    else:
+        raise TypeError(f"model must be a flax.nnx.Module or a flax.linen.Module, got {type(model).__name__}")
     rows, seen = [], set()
-    for module, in_shape, out_shape in calls:
-        path = tuple(module.path)
-        if not isinstance(module, _LAYERS) and path not in direct:
-            continue  # a container: its layers have rows of their own
-        shared = path in seen
-        seen.add(path)
-        count = 0 if shared else direct.get(path, 0)
-        size_formula, flops, params_formula = _describe(module, in_shape, out_shape, direct.get(path, 0))
+    for call in calls:
+        shared = call.path in seen
+        seen.add(call.path)
+        size_formula, flops, params_formula = _describe(
+            call.layer, call.kind, call.in_shape, call.out_shape, call.params
+        )
         if shared and params_formula:
             params_formula = "shared: counted at its first call"
         rows.append(
             Row(
-                "/".join(path),
-                type(module).__name__,
-                in_shape[1:],
-                out_shape[1:],
-                count,
+                "/".join(call.path),
+                call.kind or type(call.layer).__name__,
+                call.in_shape[1:],
+                call.out_shape[1:],
+                0 if shared else call.params,
                 flops,
                 size_formula,
                 params_formula,
@@ -307,10 +367,10 @@ def summary(
         )
     return Summary(
         model=type(model).__name__,
-        input_shape=tuple(int(d) for d in input_shape),
+        input_shape=input_shape,
         output_shape=_shape(out)[1:],
         rows=tuple(rows),
-        total_params=_count(variables.get("params", {})),
-        total_state=_count({k: v for k, v in variables.items() if k != "params"}),
+        total_params=_count(params),
+        total_state=_count(state),
         total_flops=sum(row.flops or 0 for row in rows),
     )

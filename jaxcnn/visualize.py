@@ -3,8 +3,8 @@
 Every `plot_*` function returns a `matplotlib.figure.Figure` made without pyplot: it needs no display
 and leaves the user's backend alone (no `matplotlib.use`), nothing is shown and nothing needs closing.
 Save one with `figure.savefig(path)`; in a notebook (`%matplotlib inline`), a Figure that ends a cell is
-displayed. The helpers `predict`, `conv_outputs` and `first_conv` compute what the pictures show from a
-model and its variables.
+displayed. The helpers `predict`, `conv_outputs` and `first_conv` compute what the pictures show from an
+NNX model, or a Linen model and its variables.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from pathlib import Path
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from matplotlib.figure import Figure
 
-from jaxcnn import layers
+from jaxcnn import layers, nnx_layers
 from jaxcnn.data import ArrayDataset, batches
+from jaxcnn.models.bridge import LinenModel, load_linen_variables
 from jaxcnn.training.metrics import read_metrics
 
 
@@ -33,8 +36,10 @@ def plot_learning_curves(lines: list[dict]):
         if not points:
             continue
         steps = [line["step"] for line in points]
-        loss_axes.plot(steps, [line["loss"] for line in points], style, label=split, markersize=4)
-        accuracy = [100 * line["accuracy"] for line in points]
+        # A window whose every step was skipped (non-finite) has no loss: a gap in the curve.
+        loss = np.array([line["loss"] for line in points], dtype=float)
+        accuracy = 100 * np.array([line["accuracy"] for line in points], dtype=float)
+        loss_axes.plot(steps, loss, style, label=split, markersize=4)
         accuracy_axes.plot(steps, accuracy, style, label=split, markersize=4)
     loss_axes.set(xlabel="step", ylabel="cross-entropy loss", title="Loss")
     accuracy_axes.set(xlabel="step", ylabel="accuracy (%)", title="Accuracy")
@@ -57,49 +62,127 @@ def save_learning_curves(workdir: str | os.PathLike) -> Path:
 # --- What the pictures show, computed from a model -------------------------------------------------
 
 
-def predict(model: nn.Module, variables: dict, dataset: ArrayDataset, batch_size: int = 500) -> np.ndarray:
-    """Predicted labels `(N,)` of every example of `dataset`, in order (eval mode)."""
-    apply = jax.jit(lambda images: model.apply(variables, images, train=False).argmax(-1))
+def _model_to_run(model, variables, input_shape: tuple[int, ...]) -> nnx.Module | nn.Module:
+    """`model` as it is run: an NNX model as given (it holds its weights); a zoo model's Linen form as its
+    NNX model holding `variables`; a user's Linen module as it is (applied with `variables`)."""
+    if isinstance(model, nnx.Module):
+        if variables is not None:
+            raise TypeError(
+                f"variables are for a Linen model; the NNX model {type(model).__name__} holds its own"
+            )
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a flax.nnx.Module or a flax.linen.Module, got {type(model).__name__}")
+    if variables is None:
+        raise TypeError(f"the Linen model {type(model).__name__} needs its variables: pass variables=...")
+    if isinstance(model, LinenModel):
+        return load_linen_variables(model.abstract_nnx_model(input_shape), variables)
+    return model
+
+
+def _eval_view(model: nnx.Module) -> nnx.Module:
+    """The model in eval mode (Dropout off, BatchNorm on running statistics), sharing its weights; the
+    model itself keeps its mode."""
+    return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+
+
+def _images(images) -> jax.Array:
+    """`images` `(N, *spatial, C)` as an array; named clearly when given in the old place of `variables`."""
+    if not hasattr(images, "shape"):
+        raise TypeError(
+            f"images must be an array (N, *spatial, C), got {type(images).__name__} "
+            "(a Linen model's variables go in variables=)"
+        )
+    if len(images.shape) < 3:
+        raise ValueError(f"images must be an array (N, *spatial, C), got shape {tuple(images.shape)}")
+    return jnp.asarray(images)
+
+
+def predict(model, dataset: ArrayDataset, batch_size: int = 500, *, variables=None) -> np.ndarray:
+    """Predicted labels `(N,)` of every example of `dataset`, in order, in eval mode.
+
+    `model` is an NNX model, or a Linen model with its `variables`.
+    """
+    if not isinstance(dataset, ArrayDataset):
+        raise TypeError(
+            f"dataset must be a jaxcnn.data.ArrayDataset, got {type(dataset).__name__} "
+            "(a Linen model's variables go in variables=)"
+        )
+    model = _model_to_run(model, variables, dataset.image_shape)
+    if isinstance(model, nnx.Module):
+        # The Dropout streams stay out of the traced state: eval draws nothing, and those of a model
+        # loaded into `abstract_nnx_model` hold no keys.
+        graphdef, streams, state = nnx.split(_eval_view(model), nnx.RngState, ...)
+        apply = jax.jit(lambda state, images: nnx.merge(graphdef, streams, state)(images).argmax(-1))
+        predicted_labels = lambda images: apply(state, images)
+    else:
+        predicted_labels = jax.jit(lambda images: model.apply(variables, images, train=False).argmax(-1))
     predicted = [
-        np.asarray(apply(batch["image"]))[batch["mask"] > 0]
+        np.asarray(predicted_labels(batch["image"]))[batch["mask"] > 0]
         for batch in batches(dataset, batch_size, shuffle=False, drop_remainder=False)
     ]
     return np.concatenate(predicted)
 
 
-def conv_outputs(model: nn.Module, variables: dict, images) -> dict[str, np.ndarray]:
-    """The output of every `jaxcnn.layers.Conv` call on `images` (eval mode), in call order.
+def _conv_calls(model, variables, images) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """`(path, kernel, feature maps)` of every call of a jaxcnn convolution on `images`, in call order,
+    in eval mode: NNX layers seen by `nnx_layers.observe_calls`, Linen ones by `nn.intercept_methods`."""
+    images = _images(images)
+    model = _model_to_run(model, variables, tuple(images.shape[1:]))
+    calls = []
+    if isinstance(model, nnx.Module):
+        view = _eval_view(model)
+        paths = {id(module): "/".join(map(str, path)) for path, module in nnx.iter_graph(view)}
 
-    Keys are module paths such as `"Conv_0"` (where the layer's `kernel` sits in `params`),
-    values the feature maps `(N, *spatial, features)` before any normalisation or activation.
-    """
-    outputs = {}
+        def record(layer, inputs, outputs):
+            if isinstance(layer, nnx_layers.Conv):
+                calls.append((paths[id(layer)], np.asarray(layer.kernel[...]), np.asarray(outputs)))
 
-    def record(next_fun, args, kwargs, context):
+        with nnx_layers.observe_calls(record):
+            view(images)
+        return calls
+
+    def intercept(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if isinstance(context.module, layers.Conv) and context.method_name == "__call__":
-            outputs.setdefault("/".join(context.module.path), np.asarray(out))
+            kernel = context.module.variables["params"]["kernel"]
+            calls.append(("/".join(context.module.path), np.asarray(kernel), np.asarray(out)))
         return out
 
-    with nn.intercept_methods(record):
+    with nn.intercept_methods(intercept):
         model.apply(variables, images, train=False)
+    return calls
+
+
+def conv_outputs(model, images, *, variables=None) -> dict[str, np.ndarray]:
+    """The output of every jaxcnn convolution (`nnx_layers.Conv`, `layers.Conv`) the model applies to
+    `images`, in call order (eval mode).
+
+    `model` is an NNX model, or a Linen model with its `variables`. Keys are the layers' paths in the
+    model, such as `"conv1"` or `"layer1_0/conv1"` (where its `kernel` sits), values the feature maps
+    `(N, *spatial, features)` before any normalisation or activation; a layer called twice keeps its
+    first output.
+    """
+    outputs = {}
+    for path, _, maps in _conv_calls(model, variables, images):
+        outputs.setdefault(path, maps)
     return outputs
 
 
-def first_conv(model: nn.Module, variables: dict, images) -> tuple[str, np.ndarray, np.ndarray]:
+def first_conv(model, images, *, variables=None) -> tuple[str, np.ndarray, np.ndarray]:
     """`(path, kernel, feature_maps)` of the first convolution the model applies to `images`.
 
-    The kernel `(*window, C_in, C_out)` is the layer's filters, each the "preferred image" of its
-    unit; the feature maps `(N, *spatial, C_out)` are their responses to `images`.
+    `model` is an NNX model, or a Linen model with its `variables`. The kernel `(*window, C_in, C_out)`
+    is the layer's filters, each the "preferred image" of its unit; the feature maps
+    `(N, *spatial, C_out)` are their responses to `images`.
     """
-    outputs = conv_outputs(model, variables, images)
-    if not outputs:
-        raise ValueError(f"{type(model).__name__} applies no jaxcnn.layers.Conv to inputs {images.shape}")
-    path, maps = next(iter(outputs.items()))
-    kernel = variables["params"]
-    for name in path.split("/"):
-        kernel = kernel[name]
-    return path, np.asarray(kernel["kernel"]), maps
+    calls = _conv_calls(model, variables, images)
+    if not calls:
+        raise ValueError(
+            f"{type(model).__name__} applies no jaxcnn convolution (nnx_layers.Conv or layers.Conv) to "
+            f"inputs of shape {tuple(np.shape(images))}"
+        )
+    return calls[0]
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:

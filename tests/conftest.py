@@ -1,7 +1,8 @@
 """Shared pytest configuration for the jaxcnn tests.
 
 Eight CPU devices are simulated for the whole session (before jax is first imported), so the
-data-parallel and pmap paths run on a machine without accelerators.
+data-parallel and pmap paths run on a machine without accelerators, and `jaxcnn.configure_cpu` sets
+XLA's CPU flag as the entry points do.
 
 XLA's persistent compilation cache is shared by the pytest-xdist workers and every subprocess the
 tests start (training scripts, notebooks, multi-process runs): each of them would otherwise compile
@@ -23,6 +24,10 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # eager ops' programs too
+
+from jaxcnn.runtime import configure_cpu  # noqa: E402 (after the flags above, before JAX's backend starts)
+
+configure_cpu()  # as the entry points do: XLA's own threaded CPU convolution; the subprocesses inherit it
 
 
 def pytest_configure(config):

@@ -1,6 +1,7 @@
 """Every CPU lowering of `jaxcnn.functional` agrees with the reference one (`lax.conv_general_dilated`,
-`lax.reduce_window`) in values and gradients, on the random configs of `test_functional.py`; the
-environment variables force the paths. Speed is measured by `experiments/benchmark.py`, not here.
+`lax.reduce_window`) in values and gradients, on the random configs of `test_functional.py`; the `impl`
+argument forces a lowering. `jaxcnn.configure_cpu` sets XLA's flag; importing jaxcnn sets nothing.
+Speed is measured by `experiments/benchmark.py`, not here.
 """
 
 from __future__ import annotations
@@ -17,23 +18,28 @@ import numpy as np
 import pytest
 from test_functional import CONV_SEEDS, POOL_SEEDS, assert_close, conv_config, pool_config
 
+import jaxcnn
 from jaxcnn import functional as F
+from jaxcnn import runtime
 from jaxcnn.functional import _cpu_paths, _onednn
 
 ROOT = Path(__file__).resolve().parents[1]
+ONEDNN = _onednn.available()  # False where the extension is missing or JAXCNN_ONEDNN=0
 RTOL = 1e-4  # sums in another order: float32 rounding differs, relative to the output's magnitude
 
 
 def _values_and_grads(fn, *args):
     """`fn(*args)` and the gradient of a non-linear scalar of it wrt every argument, jitted as one
-    new function (so it is traced under the current environment, and compiled once rather than op by op)."""
+    function (compiled once rather than op by op)."""
     loss = lambda *a: jnp.sum(jnp.sin(fn(*a)))
     grad = jax.grad(loss, argnums=tuple(range(len(args))))
     return jax.jit(lambda *a: (fn(*a), grad(*a)))(*args)
 
 
-def _conv_fn(c):
-    kwargs = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
+def _conv_fn(c, impl):
+    kwargs = dict(
+        stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"], impl=impl
+    )
     if c["b"] is None:
         return lambda x, k: F.conv(x, k, **kwargs), (c["x"], c["k"])
     return lambda x, k, b: F.conv(x, k, b, **kwargs), (c["x"], c["k"], c["b"])
@@ -46,74 +52,72 @@ def _assert_trees_close(actual, expected):
 
 # im2col on every config; the others on fewer: "tap_grad" applies to ungrouped convolutions (seeds 0-14),
 # "im2col_grad" is XLA's forward with im2col's derivatives, both already covered.
-PATH_SEEDS = [("im2col", s) for s in CONV_SEEDS]
-PATH_SEEDS += [("tap_grad", s) for s in range(15)] + [("im2col_grad", s) for s in range(0, 60, 4)]
-PATH_SEEDS += [("onednn", s) for s in range(1, 60, 4)]  # the primitive itself: tests/test_onednn.py
+IMPL_SEEDS = [("im2col", s) for s in CONV_SEEDS]
+IMPL_SEEDS += [("tap_grad", s) for s in range(15)] + [("im2col_grad", s) for s in range(0, 60, 4)]
+IMPL_SEEDS += [("onednn", s) for s in range(1, 60, 4)]  # the primitive itself: tests/test_onednn.py
 
 
-@pytest.mark.parametrize("path, seed", PATH_SEEDS)
-def test_conv_path_matches_xla(monkeypatch, path, seed):
-    fn, args = _conv_fn(conv_config(seed))
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "xla")
-    expected = _values_and_grads(fn, *args)
-    monkeypatch.setenv("JAXCNN_CONV_PATH", path)
-    _assert_trees_close(_values_and_grads(fn, *args), expected)
+@pytest.mark.parametrize("impl, seed", IMPL_SEEDS)
+def test_conv_impl_matches_xla(impl, seed):
+    c = conv_config(seed)
+    results = {
+        setting: _values_and_grads(fn, *args)
+        for setting in ("xla", impl)
+        for fn, args in [_conv_fn(c, setting)]
+    }
+    _assert_trees_close(results[impl], results["xla"])
 
 
-@pytest.mark.parametrize("path", ["onednn", "im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("impl", ["onednn", "im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("seed", range(0, 60, 7))
-def test_convolve_path_matches_xla(monkeypatch, path, seed):
+def test_convolve_impl_matches_xla(impl, seed):
     c = conv_config(seed)
     kwargs = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
-    fn = lambda x, k: F.convolve(x, k, **kwargs)
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "xla")
-    expected = _values_and_grads(fn, c["x"], c["k"])
-    monkeypatch.setenv("JAXCNN_CONV_PATH", path)
-    _assert_trees_close(_values_and_grads(fn, c["x"], c["k"]), expected)
+    expected = _values_and_grads(lambda x, k: F.convolve(x, k, **kwargs, impl="xla"), c["x"], c["k"])
+    got = _values_and_grads(lambda x, k: F.convolve(x, k, **kwargs, impl=impl), c["x"], c["k"])
+    _assert_trees_close(got, expected)
 
 
-@pytest.mark.parametrize("path", ["onednn", "im2col_grad", "tap_grad"])
-def test_custom_derivative_paths_pass_check_grads(monkeypatch, path):
+@pytest.mark.parametrize("impl", ["onednn", "im2col_grad", "tap_grad"])
+def test_custom_derivative_impls_pass_check_grads(impl):
     """Forward and reverse mode to second order (Hessian-vector products) against finite differences."""
-    monkeypatch.setenv("JAXCNN_CONV_PATH", path)
     rng = np.random.default_rng(2)
     x, k = 0.3 * rng.standard_normal((2, 7, 6, 3)), 0.3 * rng.standard_normal((3, 2, 3, 4))
-    fn = lambda x, k: jnp.sin(F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2)))
+    fn = lambda x, k: jnp.sin(F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2), impl=impl))
     jax.test_util.check_grads(fn, (x.astype(np.float32), k.astype(np.float32)), order=2, atol=5e-2, rtol=5e-2)
 
 
-@pytest.mark.parametrize("path", ["onednn", "im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("impl", ["onednn", "im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_paths_are_jit_grad_and_vmap_safe(monkeypatch, path, groups):
+def test_impls_are_jit_grad_and_vmap_safe(impl, groups):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 2, 9, 8, 4), np.float32)
     k = rng.standard_normal((3, 3, 4 // groups, 6), np.float32)
-    fn = lambda x, k: F.conv(x, k, stride=(2, 1), padding="SAME", dilation=(1, 2), groups=groups)
-    batched = lambda x, k: jax.vmap(fn)(x, jnp.broadcast_to(k, (3, *k.shape)))
-    per_example_grad = jax.vmap(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=1), in_axes=(0, None))
-    results = {}
-    for setting in ("xla", path):
-        monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
-        results[setting] = (
-            jax.jit(lambda x, k: batched(x, k))(x, k),  # a new function: traced under this path
+
+    def transformed(impl):
+        fn = lambda x, k: F.conv(
+            x, k, stride=(2, 1), padding="SAME", dilation=(1, 2), groups=groups, impl=impl
+        )
+        batched = lambda x, k: jax.vmap(fn)(x, jnp.broadcast_to(k, (3, *k.shape)))
+        per_example_grad = jax.vmap(
+            jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=1), in_axes=(0, None)
+        )
+        return (
+            jax.jit(batched)(x, k),
             per_example_grad(x, k),
             jax.jacfwd(lambda k: fn(x[0, :1], k).sum(axis=(1, 2)))(k),
         )
-    _assert_trees_close(results[path], results["xla"])
 
-
-def _max_pool_fn(c):
-    return lambda x: F.max_pool(x, c["window"], c["stride"], c["padding"])
+    _assert_trees_close(transformed(impl), transformed("xla"))
 
 
 @pytest.mark.parametrize("seed", POOL_SEEDS)
-def test_max_pool_paths_match_xla(monkeypatch, seed):
+def test_max_pool_impls_match_xla(seed):
     c = pool_config(seed)
-    fn = _max_pool_fn(c)
-    monkeypatch.setenv("JAXCNN_POOL_PATH", "xla")
-    expected = _values_and_grads(fn, c["x"])
-    monkeypatch.setenv("JAXCNN_POOL_PATH", "reshape")  # falls back to xla where windows overlap or pad
-    _assert_trees_close(_values_and_grads(fn, c["x"]), expected)
+    pool = lambda impl: lambda x: F.max_pool(x, c["window"], c["stride"], c["padding"], impl=impl)
+    expected = _values_and_grads(pool("xla"), c["x"])
+    # "reshape" falls back to xla where windows overlap or pad
+    _assert_trees_close(_values_and_grads(pool("reshape"), c["x"]), expected)
 
 
 @pytest.mark.parametrize(
@@ -126,18 +130,18 @@ def test_max_pool_paths_match_xla(monkeypatch, seed):
         ((2, 6, 6, 1), 1),
     ],
 )
-def test_reshape_max_pool_matches_xla_with_ties(monkeypatch, shape, window):
+def test_reshape_max_pool_matches_xla_with_ties(shape, window):
     """Ties (ReLU's zeros, repeated values) send the gradient to the first maximum, as select-and-scatter."""
     rng = np.random.default_rng(1)
     x = np.round(rng.standard_normal(shape), 0).astype(np.float32)  # many equal values
     x[0] = 0.0
-    fn = lambda x: F.max_pool(x, window)
-    results = {}
-    for path in ("xla", "reshape"):
-        monkeypatch.setenv("JAXCNN_POOL_PATH", path)
+
+    def results(impl):
+        fn = lambda x: F.max_pool(x, window, impl=impl)
         g = jax.grad(lambda x: jnp.sum(fn(x) * jnp.arange(1.0, fn(x).size + 1).reshape(fn(x).shape)))(x)
-        results[path] = (fn(x), g, jax.jit(jax.vmap(lambda x: fn(x[None])))(x))
-    for a, e in zip(results["reshape"], results["xla"], strict=True):
+        return fn(x), g, jax.jit(jax.vmap(lambda x: fn(x[None])))(x)
+
+    for a, e in zip(results("reshape"), results("xla"), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
 
 
@@ -146,22 +150,33 @@ def _jaxpr_text(fn, *args) -> str:
 
 
 @pytest.mark.parametrize(
-    "setting, channels, expected",
-    [("xla", 1, True), ("im2col", 16, False), ("tap_grad", 16, True), ("auto", 1, False), ("AUTO", 3, False)],
+    "impl, channels, expected",
+    [
+        ("xla", 1, True),
+        ("im2col", 16, False),
+        ("tap_grad", 16, True),
+        ("onednn", 16, not ONEDNN),
+        ("auto", 1, False),
+        ("auto", 16, not ONEDNN),
+    ],
 )
-def test_env_var_forces_conv_path(monkeypatch, setting, channels, expected):
-    monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
+def test_impl_forces_the_conv_lowering(impl, channels, expected):
     x, k = jnp.ones((2, 8, 8, channels)), jnp.ones((3, 3, channels, 4))
-    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1).sum(), argnums=(0, 1))
+    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1, impl=impl).sum(), argnums=(0, 1))
     assert ("conv_general_dilated" in _jaxpr_text(grad, x, k)) == expected
 
 
-@pytest.mark.skipif(not _onednn.available(), reason="jaxcnn's oneDNN extension is unavailable")
-@pytest.mark.parametrize("setting", ["auto", "onednn"])
-def test_onednn_serves_float32_on_cpu_and_xla_the_rest(monkeypatch, setting):
-    """oneDNN computes the convolution and both gradients of float32 arrays; other dtypes keep XLA's paths."""
-    monkeypatch.setenv("JAXCNN_CONV_PATH", setting)
-    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1).sum(), argnums=(0, 1))
+@pytest.mark.parametrize("impl, expected", [("xla", "reduce_window_max"), ("reshape", "argmax")])
+def test_impl_forces_the_pool_lowering(impl, expected):
+    grad = jax.grad(lambda x: F.max_pool(x, 2, impl=impl).sum())
+    assert expected in _jaxpr_text(grad, jnp.ones((2, 8, 8, 3)))
+
+
+@pytest.mark.skipif(not ONEDNN, reason="jaxcnn's oneDNN extension is unavailable")
+@pytest.mark.parametrize("impl", ["auto", "onednn"])
+def test_onednn_serves_float32_on_cpu_and_xla_the_rest(impl):
+    """oneDNN computes the convolution and both gradients of float32 arrays; other dtypes keep XLA's."""
+    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1, impl=impl).sum(), argnums=(0, 1))
     x, k = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
     text = _jaxpr_text(grad, x, k)
     assert all(f"computes={array}" in text for array in "xwy") and "conv_general_dilated" not in text
@@ -169,17 +184,36 @@ def test_onednn_serves_float32_on_cpu_and_xla_the_rest(monkeypatch, setting):
     assert "onednn_conv" not in text and "conv_general_dilated" in text
 
 
-def test_im2col_grad_uses_xla_forward_only_when_not_differentiated(monkeypatch):
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "im2col_grad")
+def test_im2col_grad_uses_xla_forward_only_when_not_differentiated():
     x, k = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 32))
-    forward = jax.jit(lambda x, k: F.conv(x, k, padding=1))
-    assert "convolution" in forward.lower(x, k).as_text()
-    kernel_grad = jax.jit(jax.grad(lambda x, k: F.conv(x, k, padding=1).sum(), argnums=1))
+    conv = lambda x, k: F.conv(x, k, padding=1, impl="im2col_grad")
+    assert "convolution" in jax.jit(conv).lower(x, k).as_text()
+    kernel_grad = jax.jit(jax.grad(lambda x, k: conv(x, k).sum(), argnums=1))
     assert "convolution" not in kernel_grad.lower(x, k).compile().as_text()
 
 
-# (kernel shape, batch, out sizes, path with XLA's own convolution, path with YNNPACK's): the rows of
-# the tables above `conv_path`.
+@pytest.mark.parametrize("impl", ["fast", "AUTO", "", None])
+def test_bad_impl_is_named(impl):
+    x, k = jnp.ones((1, 4, 4, 1)), jnp.ones((1, 1, 1, 1))
+    for call in (lambda: F.conv(x, k, impl=impl), lambda: F.convolve(x, k, impl=impl)):
+        with pytest.raises(ValueError, match="impl must be one of 'auto', 'onednn', 'xla', 'im2col'"):
+            call()
+    with pytest.raises(ValueError, match="impl must be one of 'auto', 'xla', 'reshape'"):
+        F.max_pool(x, 2, impl=impl)
+
+
+@pytest.mark.parametrize("variable", ["JAXCNN_CONV_PATH", "JAXCNN_POOL_PATH"])
+def test_environment_variables_are_not_read(monkeypatch, variable):
+    """The lowering is the `impl` argument alone: no hidden input that jit's cache would not see."""
+    monkeypatch.setenv(variable, "im2col" if variable == "JAXCNN_CONV_PATH" else "xla")  # once forcing
+    x, k = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
+    jaxpr = _jaxpr_text(jax.grad(lambda x: F.max_pool(F.conv(x, k, padding=1), 2).sum()), x)
+    auto_conv = "onednn_conv" if ONEDNN else "conv_general_dilated"
+    assert auto_conv in jaxpr and "argmax" in jaxpr  # what "auto" picks on CPU here
+
+
+# (kernel shape, batch, out sizes, lowering with XLA's own convolution, with YNNPACK's): the rows of
+# the tables in docs/conv-lowerings.md.
 MEASURED_LAYERS = [
     ((5, 5, 1, 6), 128, (28, 28), "im2col", "im2col"),
     ((5, 5, 6, 16), 128, (10, 10), "im2col", "im2col"),
@@ -206,33 +240,57 @@ YNN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,indivi
 
 @pytest.mark.parametrize("kernel_shape, batch, out_sizes, threaded, ynn", MEASURED_LAYERS)
 def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_sizes, threaded, ynn):
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
     for flags, expected in [(THREADED, threaded), (YNN_CONVOLUTIONS, ynn), ("", ynn)]:
         monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {flags}")
-        assert _cpu_paths.xla_conv_path(kernel_shape, 1, batch, out_sizes) == expected, flags
+        assert _cpu_paths.xla_conv_impl(kernel_shape, 1, batch, out_sizes) == expected, flags
 
 
-def test_auto_keeps_xla_off_cpu_and_for_groups(monkeypatch):
-    monkeypatch.setenv("JAXCNN_CONV_PATH", "auto")
-    monkeypatch.setenv("JAXCNN_POOL_PATH", "auto")
-    assert _cpu_paths.xla_conv_path((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
+def test_auto_keeps_xla_off_cpu_and_for_groups_and_forcing_respects_geometry(monkeypatch):
+    no_pads = ((0, 0), (0, 0))
+    f32 = jnp.float32
+    assert _cpu_paths.xla_conv_impl((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
+    assert _cpu_paths.max_pool_impl("auto", (2, 2), (2, 2), no_pads) == "reshape"
+    assert _cpu_paths.max_pool_impl("reshape", (3, 3), (2, 2), no_pads) == "xla"  # windows overlap
+    assert _cpu_paths.max_pool_impl("reshape", (2, 2), (2, 2), ((1, 1), (0, 0))) == "xla"  # padded
     monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: False)
-    assert _cpu_paths.conv_path((3, 3, 1, 8), 4, 128, (28, 28), jnp.float32) == "xla"
-    monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "xla"
+    assert _cpu_paths.conv_impl("onednn", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "xla"  # not loaded
+    assert _cpu_paths.conv_impl("tap_grad", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "xla"  # ungrouped only
     monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: True)
-    assert _cpu_paths.conv_path((3, 3, 1, 8), 1, 128, (28, 28), jnp.float32) == "xla"
-    assert _cpu_paths.max_pool_path((2, 2), (2, 2), ((0, 0), (0, 0))) == "xla"
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "onednn"
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), jnp.bfloat16) == "im2col"
+    monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "xla"
+    assert _cpu_paths.max_pool_impl("auto", (2, 2), (2, 2), no_pads) == "xla"
+    assert _cpu_paths.conv_impl("im2col", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "im2col"  # forced anywhere
 
 
-def _compiled_conv(code: str, env: dict) -> str:
-    """The compiled HLO of a small convolution, in a fresh process that runs `code` first."""
-    program = code + (
-        "\nimport jax, jax.numpy as jnp\n"
-        "from jaxcnn import functional as F\n"
-        "conv = jax.jit(lambda x, k: F.conv(x, k, padding=1))\n"
-        "print(conv.lower(jnp.ones((32, 14, 14, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text())\n"
-    )
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_CONV_PATH": "xla", **env}
+def test_configure_cpu_adds_the_flag_only_before_the_backend_starts_and_when_unset(monkeypatch):
+    assert jaxcnn.configure_cpu is runtime.configure_cpu
+    monkeypatch.setattr(runtime.xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert runtime.configure_cpu() == THREADED
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {THREADED}"
+    assert runtime.xla_cpu_convolutions_threaded()
+    assert runtime.configure_cpu() is None  # once only
+    assert os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
+    monkeypatch.setenv("XLA_FLAGS", YNN_CONVOLUTIONS)
+    assert runtime.configure_cpu() is None  # the user's choice stands
+    assert os.environ["XLA_FLAGS"] == YNN_CONVOLUTIONS
+    assert not runtime.xla_cpu_convolutions_threaded()
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setattr(runtime.jaxlib.version, "__version_info__", (0, 9, 0))  # without the flag
+    assert runtime.configure_cpu() is None
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setattr(runtime.jaxlib.version, "__version_info__", (0, 10, 2))
+    monkeypatch.setattr(runtime.xla_bridge, "backends_are_initialized", lambda: True)
+    assert runtime.configure_cpu() is None  # XLA has read the variable already
+    assert "XLA_FLAGS" not in os.environ
+
+
+def _run(program: str, xla_flags: str) -> str:
+    """The standard output of `program` in a fresh process with these XLA_FLAGS."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags}
     done = subprocess.run(
         [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
     )
@@ -240,55 +298,58 @@ def _compiled_conv(code: str, env: dict) -> str:
     return done.stdout
 
 
+COMPILED_CONV = """
+import jax, jax.numpy as jnp
+from jaxcnn import functional as F
+conv = jax.jit(lambda x, k: F.conv(x, k, padding=1, impl="xla"))
+print(conv.lower(jnp.ones((32, 14, 14, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text())
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "code, flags, on_ynnpack",
+    "code, on_ynnpack",
     [
-        ("import jaxcnn", "", False),  # jaxcnn keeps convolutions on XLA's own, threaded code
-        ("import jaxcnn", YNN_CONVOLUTIONS, True),  # a flag the user set is kept
-        ("import jax; jax.devices()", "", True),  # the backend started first: the flag would be ignored
+        ("import jaxcnn; jaxcnn.configure_cpu()", False),  # XLA's own, threaded convolution
+        ("import jaxcnn", True),  # importing alone changes nothing: jaxlib's default, YNNPACK
+        ("import jax; jax.devices(); import jaxcnn; jaxcnn.configure_cpu()", True),  # too late: XLA started
     ],
 )
-def test_import_keeps_convolutions_off_ynnpack(code, flags, on_ynnpack):
-    hlo = _compiled_conv(code, {"XLA_FLAGS": flags})
+def test_configure_cpu_keeps_convolutions_off_ynnpack(code, on_ynnpack):
+    hlo = _run(code + COMPILED_CONV, xla_flags="")
     assert ("__ynn_fusion" in hlo) == on_ynnpack
     assert "convolution(" in hlo
 
 
-def test_flag_is_only_added_before_the_backend_starts_and_when_unset(monkeypatch):
-    monkeypatch.setattr(_cpu_paths.xla_bridge, "backends_are_initialized", lambda: False)
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    _cpu_paths.keep_convolutions_off_ynnpack()
-    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {THREADED}"
-    assert _cpu_paths.xla_convolutions_threaded()
-    _cpu_paths.keep_convolutions_off_ynnpack()  # once only
-    assert os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
-    monkeypatch.setenv("XLA_FLAGS", YNN_CONVOLUTIONS)
-    _cpu_paths.keep_convolutions_off_ynnpack()
-    assert os.environ["XLA_FLAGS"] == YNN_CONVOLUTIONS
-    assert not _cpu_paths.xla_convolutions_threaded()
-    monkeypatch.delenv("XLA_FLAGS")
-    monkeypatch.setattr(_cpu_paths.jaxlib.version, "__version_info__", (0, 9, 0))  # without the flag
-    _cpu_paths.keep_convolutions_off_ynnpack()
-    assert "XLA_FLAGS" not in os.environ
-    monkeypatch.setattr(_cpu_paths.jaxlib.version, "__version_info__", (0, 10, 2))
-    monkeypatch.setattr(_cpu_paths.xla_bridge, "backends_are_initialized", lambda: True)
-    _cpu_paths.keep_convolutions_off_ynnpack()
-    assert "XLA_FLAGS" not in os.environ
+IMPORT_EVERYTHING = """
+import importlib, json, os, pkgutil
+environment = dict(os.environ)
+import jax
+from jax._src import xla_bridge
+settings = {name: repr(value) for name, value in jax.config.values.items()}
+import jaxcnn
+modules = pkgutil.walk_packages(jaxcnn.__path__, "jaxcnn.")
+# __main__ would run the CLI; _onednn_conv is a C library for ctypes (loaded by _onednn.available)
+skip = {"jaxcnn.__main__", "jaxcnn.functional._onednn_conv"}
+names = sorted(m.name for m in modules if m.name not in skip)
+for name in names:
+    importlib.import_module(name)
+changed = {k for k in environment.keys() | os.environ.keys() if environment.get(k) != os.environ.get(k)}
+changed |= {name for name, value in jax.config.values.items() if repr(value) != settings.get(name)}
+started = xla_bridge.backends_are_initialized()
+print(json.dumps({"modules": names, "changed": sorted(changed), "backend": started}))
+"""
 
 
-@pytest.mark.parametrize("setting, expected", [("xla", "reduce_window_max"), ("reshape", "argmax")])
-def test_env_var_forces_pool_path(monkeypatch, setting, expected):
-    monkeypatch.setenv("JAXCNN_POOL_PATH", setting)
-    grad = jax.grad(lambda x: F.max_pool(x, 2).sum())
-    assert expected in _jaxpr_text(grad, jnp.ones((2, 8, 8, 3)))
-
-
-@pytest.mark.parametrize("variable", ["JAXCNN_CONV_PATH", "JAXCNN_POOL_PATH"])
-def test_bad_env_value_is_named(monkeypatch, variable):
-    monkeypatch.setenv(variable, "fast")
-    with pytest.raises(ValueError, match=variable):
-        F.max_pool(F.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((1, 1, 1, 1))), 2)
+@pytest.mark.slow
+def test_importing_jaxcnn_changes_no_environment_variable_or_jax_setting():
+    """Importing jaxcnn and every module in it changes nothing, and does not start JAX's backend (which
+    would make `configure_cpu` too late)."""
+    result = json.loads(_run(IMPORT_EVERYTHING, xla_flags="").splitlines()[-1])
+    assert {"jaxcnn.functional", "jaxcnn.models.bridge", "jaxcnn.nnx_layers", "jaxcnn.runtime"} <= set(
+        result["modules"]
+    )
+    assert result["changed"] == [] and not result["backend"]
 
 
 @pytest.mark.slow

@@ -133,6 +133,8 @@ def test_bad_layer_arguments(layer, match):
 def test_conv_groups_not_dividing_channels():
     with pytest.raises(ValueError, match="groups"):
         layers.Conv(4, 3, groups=3).init(KEY, jnp.zeros((1, 6, 6, 2)))
+    with pytest.raises(ValueError, match="groups=4 must divide the output channels C_out=6"):
+        layers.Conv(6, 3, groups=4).init(KEY, jnp.zeros((1, 6, 6, 4)))
 
 
 def test_layers_compose_in_a_module():

@@ -7,10 +7,11 @@ its message names the argument. The hand-written cases of each module's own test
 import jax
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxcnn import data, functional, layers, models
+from jaxcnn import data, functional, layers, models, nnx_layers
 from jaxcnn.training import default_config, validate_config
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -148,6 +149,8 @@ def test_models_name_their_minimum_input(name, shrink):
     model = models.create(name)
     side = minimum - shrink
     _raises_naming(lambda: model.init(jax.random.key(0), jnp.ones((1, side, side, 3))), f"at least {minimum}")
+    create_nnx = lambda: models.create_nnx(name, input_shape=(side, side, 3), rngs=nnx.Rngs(0))
+    _raises_naming(lambda: nnx.eval_shape(create_nnx), f"at least {minimum}")
 
 
 @SETTINGS
@@ -162,8 +165,9 @@ def test_unknown_model_and_dataset_names_list_the_valid_ones(name):
 @SETTINGS
 @given(kwarg=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10))
 def test_unknown_model_arguments_are_named(kwarg):
-    if kwarg not in models.arguments("lenet5") and kwarg != "num_classes":
+    if kwarg not in models.arguments("lenet5") and kwarg not in ("num_classes", "rngs", "input_shape"):
         _raises_naming(lambda: models.create("lenet5", **{kwarg: 1}), kwarg)
+        _raises_naming(lambda: models.create_nnx("lenet5", rngs=nnx.Rngs(0), **{kwarg: 1}), kwarg)
 
 
 CONFIG_MISUSES = {
@@ -214,3 +218,32 @@ def test_layers_name_their_arguments(features, kernel):
     _raises_naming(lambda: layers.Conv(features, 3).init(jax.random.key(0), x), "features")
     _raises_naming(lambda: layers.Conv(4, kernel).init(jax.random.key(0), x), "kernel_size")
     _raises_naming(lambda: layers.Dense(features).init(jax.random.key(0), x), "features")
+    rngs = nnx.Rngs(0)
+    _raises_naming(lambda: nnx_layers.Conv(2, features, 3, rngs=rngs), "out_features")
+    _raises_naming(lambda: nnx_layers.Conv(features, 4, 3, rngs=rngs), "in_features")
+    _raises_naming(lambda: nnx_layers.Conv(2, 4, kernel, rngs=rngs), "kernel_size")
+    _raises_naming(lambda: nnx_layers.Dense(2, features, rngs=rngs), "out_features")
+    _raises_naming(lambda: nnx_layers.BatchNorm(features, rngs=rngs), "num_features")
+
+
+@SETTINGS
+@given(
+    layer=st.sampled_from(["conv", "dense", "batch_norm", "dropout"]),
+    value=st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.none(), st.booleans()),
+)
+def test_nnx_layers_name_a_wrong_kind_of_value(layer, value):
+    """A value of the wrong kind (a float for a size, NaN for a rate, ...) is named at construction."""
+    make, argument, valid = {
+        "conv": (lambda v: nnx_layers.Conv(2, v, 3, rngs=nnx.Rngs(0)), "out_features", lambda v: False),
+        "dense": (lambda v: nnx_layers.Dense(v, 3, rngs=nnx.Rngs(0)), "in_features", lambda v: False),
+        "batch_norm": (
+            lambda v: nnx_layers.BatchNorm(3, momentum=v, rngs=nnx.Rngs(0)),
+            "momentum",
+            lambda v: 0 <= v <= 1,
+        ),
+        "dropout": (lambda v: nnx_layers.Dropout(v), "rate", lambda v: 0 <= v < 1),
+    }[layer]
+    if isinstance(value, float) and valid(value):
+        make(value)
+    else:
+        _raises_naming(lambda: make(value), argument)

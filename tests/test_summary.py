@@ -6,10 +6,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 
 import jaxcnn
 from jaxcnn import functional as F
 from jaxcnn import layers, models
+from jaxcnn import nnx_layers as L
 from jaxcnn.summary import Row, Summary, summary
 
 TORCHVISION = {
@@ -29,14 +31,14 @@ def lenet():
 
 def test_lenet5_rows(lenet):
     assert [(r.path, r.kind, r.output_shape, r.params) for r in lenet.rows] == [
-        ("Conv_0", "Conv", (28, 28, 6), 156),
-        ("MaxPool_0", "MaxPool", (14, 14, 6), 0),
-        ("Conv_1", "Conv", (10, 10, 16), 2416),
-        ("MaxPool_1", "MaxPool", (5, 5, 16), 0),
-        ("Flatten_0", "Flatten", (400,), 0),
-        ("Dense_0", "Dense", (120,), 48120),
-        ("Dense_1", "Dense", (84,), 10164),
-        ("Dense_2", "Dense", (10,), 850),
+        ("conv1", "Conv", (28, 28, 6), 156),
+        ("pool1", "MaxPool", (14, 14, 6), 0),
+        ("conv2", "Conv", (10, 10, 16), 2416),
+        ("pool2", "MaxPool", (5, 5, 16), 0),
+        ("flatten", "Flatten", (400,), 0),
+        ("fc1", "Dense", (120,), 48120),
+        ("fc2", "Dense", (84,), 10164),
+        ("fc3", "Dense", (10,), 850),
     ]
     assert lenet.rows[0].input_shape == (28, 28, 1) and lenet.input_shape == (28, 28, 1)
     assert lenet.output_shape == (10,)
@@ -67,7 +69,7 @@ def test_floor_when_the_stride_does_not_divide():
     assert rows["conv1"].params_formula == "(7·7·3)·64 = 9,408"  # no bias before BatchNorm
     assert rows["maxpool"].size_formula == "H2 = W2 = ⌊(112 − 3 + 2·1)/2⌋ + 1 = 56"
     assert rows["bn1"].params_formula == "2·64 = 128"
-    assert rows["GlobalAvgPool_0"].size_formula == "mean over 7×7"
+    assert rows["pool"].size_formula == "mean over 7×7"
 
 
 class Odd(nn.Module):
@@ -143,18 +145,34 @@ def test_totals_agree_with_flax_tabulate(name, shape):
     assert result.total_params + result.total_state == _tabulate_total(model, shape)
 
 
-def test_kwargs_reach_the_model_and_dtype():
-    model = models.create("compact")
-    eval_rows = summary(model, (28, 28, 1)).rows
-    assert summary(model, (28, 28, 1), train=True).rows == eval_rows  # dropout gets a key
-    assert summary(model, (28, 28, 1), dtype=jnp.bfloat16).total_params == 89_506
+class DropsWhenTraining(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = layers.Dense(4)(x)
+        return layers.Dropout(0.5, deterministic=False)(x) if train else x
+
+
+def test_kwargs_reach_a_linen_model_and_dtype():
+    assert [r.kind for r in summary(DropsWhenTraining(), (3,)).rows] == ["Dense"]
+    assert [r.kind for r in summary(DropsWhenTraining(), (3,), train=True).rows] == ["Dense", "Dropout"]
+    assert summary(models.create("compact"), (28, 28, 1), dtype=jnp.bfloat16).total_params == 89_506
+
+
+@pytest.mark.parametrize("extra", [{"train": True}, {"rngs": {"dropout": jax.random.PRNGKey(0)}}])
+def test_nnx_models_take_no_rngs_or_kwargs(extra):
+    """A zoo model's Linen form too is tabulated as its NNX model, in eval mode: nothing to pass."""
+    for model in (models.create("compact"), models.create_nnx("compact", rngs=nnx.Rngs(0))):
+        with pytest.raises(
+            TypeError, match=f"summary passes rngs and \\*\\*kwargs \\({next(iter(extra))}\\)"
+        ):
+            summary(model, (28, 28, 1), **extra)
 
 
 def test_text_and_html(lenet):
     text = str(lenet)
     assert text == repr(lenet)
     assert "LeNet5 on 28×28×1 inputs → 10" in text
-    assert re.search(r"Conv_0\s+Conv\s+28×28×1 → 28×28×6\s+156\s+235,200\s+H2 = W2", text)
+    assert re.search(r"conv1\s+Conv\s+28×28×1 → 28×28×6\s+156\s+235,200\s+H2 = W2", text)
     assert "Total: 61,706 parameters, 833,040 FLOPs" in text
     html = lenet._repr_html_()
     assert html.count("<tr>") == 1 + len(lenet.rows) and "(5·5·1)·6 + 6 = 156" in html
@@ -172,5 +190,47 @@ def test_bad_input_shape_is_named(shape):
 
 
 def test_model_must_be_a_module():
-    with pytest.raises(TypeError, match="model must be a flax.linen.Module"):
+    with pytest.raises(TypeError, match="model must be a flax.nnx.Module or a flax.linen.Module"):
         summary(lambda x: x, (28, 28, 1))
+
+
+class OddNNX(nnx.Module):
+    """`Odd` in NNX, with a flax.nnx layer in place of flax.linen's."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.dilated = L.Conv(2, 4, (3, 5), dilation=(2, 1), padding=((0, 1), (2, 2)), rngs=rngs)
+        self.grouped = L.Conv(4, 8, 3, stride=2, padding="SAME", groups=4, use_bias=False, rngs=rngs)
+        self.pool, self.shared, self.flatten = L.AdaptiveAvgPool(3), L.Dense(8, 8, rngs=rngs), L.Flatten()
+        self.flax_dense = nnx.Linear(72, 2, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.pool(self.grouped(self.dilated(x)))
+        return self.flax_dense(self.flatten(self.shared(self.shared(x))))
+
+
+def test_nnx_rows_are_the_linen_rows():
+    """jaxcnn's layers have the same rows in both APIs; the foreign layer counts in the totals only."""
+    nnx_result, linen_result = summary(OddNNX(nnx.Rngs(0)), (9, 10, 2)), summary(Odd(), (9, 10, 2))
+    described = lambda rows: [
+        (r.kind, r.input_shape, r.output_shape, r.params, r.flops, r.size_formula, r.params_formula)
+        for r in rows
+        if r.path != "flax_dense"
+    ]
+    assert described(nnx_result.rows) == described(linen_result.rows)
+    assert [r.path for r in nnx_result.rows] == ["dilated", "grouped", "pool", "shared", "shared", "flatten"]
+    assert (
+        nnx_result.total_params == linen_result.total_params == sum(r.params for r in nnx_result.rows) + 146
+    )
+    assert nnx_result.total_flops == sum(r.flops for r in nnx_result.rows)
+    assert nnx_result.model == "OddNNX" and nnx_result.output_shape == (2,)
+
+
+def test_zoo_models_tabulate_alike_in_both_apis():
+    model = models.create_nnx("compact", rngs=nnx.Rngs(0))
+    model.train()
+    statistics = jax.tree.map(jnp.copy, nnx.state(model, nnx.BatchStat))
+    nnx_result = summary(model, (28, 28, 1))
+    assert nnx_result.rows == summary(models.create("compact"), (28, 28, 1)).rows
+    assert nnx_result.total_state == 2 * (2 * 24 + 2 * 40 + 2 * 64)  # running mean and var of 6 BatchNorms
+    assert not model.bn1.use_running_average  # the model keeps its mode and statistics
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, nnx.state(model, nnx.BatchStat), statistics))

@@ -9,16 +9,18 @@ import jax
 import matplotlib.figure
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxcnn import data, functional, layers, models, visualize
+from jaxcnn import data, functional, layers, models, nnx_layers, visualize
 
 
 @pytest.fixture(scope="module")
 def lenet():
-    """lenet5 on 12x12 inputs with random parameters, and a few random images."""
-    model = models.create("lenet5")
+    """lenet5 on 12x12 inputs with random parameters (an NNX model, its Linen form and the same
+    weights as Linen variables), and a few random images."""
+    model = models.create_nnx("lenet5", input_shape=(12, 12, 1), rngs=nnx.Rngs(0))
     images = np.random.default_rng(0).standard_normal((5, 12, 12, 1)).astype(np.float32)
-    return model, model.init(jax.random.PRNGKey(0), images[:1]), images
+    return model, models.create("lenet5"), models.linen_variables(model), images
 
 
 def _draws(figure):
@@ -28,31 +30,77 @@ def _draws(figure):
     assert png.getvalue().startswith(b"\x89PNG")
 
 
+def _both_apis(lenet):
+    """`(model, variables)` for `visualize`: the NNX model, and its Linen form with the same weights."""
+    model, linen, variables, _ = lenet
+    return [(model, None), (linen, variables)]
+
+
 def test_conv_outputs_are_the_conv_layers_in_call_order(lenet):
-    model, variables, images = lenet
-    outputs = visualize.conv_outputs(model, variables, images)
-    assert list(outputs) == ["Conv_0", "Conv_1"]
-    conv0 = variables["params"]["Conv_0"]
-    expected = functional.conv(images, conv0["kernel"], conv0["bias"], padding=2)
-    np.testing.assert_allclose(outputs["Conv_0"], expected, rtol=1e-5, atol=1e-5)
-    assert outputs["Conv_1"].shape == (5, 2, 2, 16)  # 12 -> 12 -> pool 6 -> 6 - 5 + 1 = 2
+    *_, images = lenet
+    kernel, bias = lenet[0].conv1.kernel[...], lenet[0].conv1.bias[...]
+    expected = functional.conv(images, kernel, bias, padding=2)
+    for model, variables in _both_apis(lenet):
+        outputs = visualize.conv_outputs(model, images, variables=variables)
+        assert list(outputs) == ["conv1", "conv2"]
+        np.testing.assert_allclose(outputs["conv1"], expected, rtol=1e-5, atol=1e-5)
+        assert outputs["conv2"].shape == (5, 2, 2, 16)  # 12 -> 12 -> pool 6 -> 6 - 5 + 1 = 2
 
 
 def test_first_conv_pairs_the_kernel_with_its_maps(lenet):
-    model, variables, images = lenet
-    path, kernel, maps = visualize.first_conv(model, variables, images)
-    assert path == "Conv_0"
-    np.testing.assert_array_equal(kernel, variables["params"]["Conv_0"]["kernel"])
-    assert kernel.shape == (5, 5, 1, 6) and maps.shape == (5, 12, 12, 6)
+    *_, images = lenet
+    for model, variables in _both_apis(lenet):
+        path, kernel, maps = visualize.first_conv(model, images, variables=variables)
+        assert path == "conv1"
+        np.testing.assert_array_equal(kernel, lenet[0].conv1.kernel[...])
+        assert kernel.shape == (5, 5, 1, 6) and maps.shape == (5, 12, 12, 6)
 
 
-def test_first_conv_finds_a_nested_convolution():
-    model = models.create("resnet20")
-    images = np.zeros((1, 8, 8, 3), np.float32)
-    variables = model.init(jax.random.PRNGKey(0), images)
-    path, kernel, maps = visualize.first_conv(model, variables, images)
-    assert kernel.shape[:3] == (3, 3, 3) and maps.shape == (1, 8, 8, kernel.shape[-1])
-    assert path == next(iter(visualize.conv_outputs(model, variables, images)))
+def test_nested_convolutions_in_eval_mode_leave_the_model_alone():
+    model = models.create_nnx("resnet20", input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+    model.train()
+    statistics = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
+    images = np.random.default_rng(1).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    outputs = visualize.conv_outputs(model, images)
+    assert list(outputs)[:3] == ["conv1", "layer1_0/conv1", "layer1_0/conv2"] and len(outputs) == 19
+    path, kernel, maps = visualize.first_conv(model, images)
+    assert path == "conv1" and kernel.shape == (3, 3, 3, 16) and maps.shape == (2, 8, 8, 16)
+    assert not model.bn1.use_running_average  # still in train mode, statistics unmoved
+    now = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+    assert jax.tree.all(jax.tree.map(np.array_equal, now, statistics))
+    linen = models.create("resnet20")  # the Linen form, its BatchNorm in eval mode too
+    variables = models.linen_variables(model)
+    np.testing.assert_array_equal(
+        visualize.conv_outputs(linen, images, variables=variables)["layer3_2/conv2"],
+        outputs["layer3_2/conv2"],
+    )
+
+
+class _Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(layers.Conv(3, 3)(x))
+
+
+class _UserLinen(nn.Module):
+    """A user's Linen model: its convolutions are found by `nn.intercept_methods`."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = _Block()(layers.Conv(2, 3, name="stem")(x))
+        return layers.Dense(4)(layers.GlobalAvgPool()(x))
+
+
+def test_a_users_linen_model_with_nested_convolutions():
+    images = np.random.default_rng(2).standard_normal((2, 6, 6, 1)).astype(np.float32)
+    variables = _UserLinen().init(jax.random.PRNGKey(0), images)
+    assert list(visualize.conv_outputs(_UserLinen(), images, variables=variables)) == [
+        "stem",
+        "_Block_0/Conv_0",
+    ]
+    path, kernel, maps = visualize.first_conv(_UserLinen(), images, variables=variables)
+    assert path == "stem" and maps.shape == (2, 6, 6, 2)
+    np.testing.assert_array_equal(kernel, variables["params"]["stem"]["kernel"])
 
 
 class _DenseOnly(nn.Module):
@@ -62,19 +110,46 @@ class _DenseOnly(nn.Module):
 
 
 def test_a_model_without_convolutions_is_a_clear_error():
-    x = np.zeros((1, 4), np.float32)
+    x = np.zeros((1, 4, 4, 1), np.float32)
     variables = _DenseOnly().init(jax.random.PRNGKey(0), x)
-    with pytest.raises(ValueError, match="applies no jaxcnn.layers.Conv"):
-        visualize.first_conv(_DenseOnly(), variables, x)
+    with pytest.raises(ValueError, match="_DenseOnly applies no jaxcnn convolution"):
+        visualize.first_conv(_DenseOnly(), x, variables=variables)
+    with pytest.raises(ValueError, match="Dense applies no jaxcnn convolution"):
+        visualize.first_conv(nnx_layers.Dense(1, 3, rngs=nnx.Rngs(0)), x)
 
 
-def test_predict_matches_apply_on_every_example_in_order():
+def test_predict_matches_eval_mode_on_every_example_in_order():
     dataset = data.load("digits", "test").take(70)  # 70 = one full batch of 32, one of 32, a padded 6
-    model = models.create("simple_cnn")
-    variables = model.init(jax.random.PRNGKey(1), np.zeros((1, 8, 8, 1), np.float32))
-    predicted = visualize.predict(model, variables, dataset, batch_size=32)
+    model = models.create_nnx("compact", input_shape=(8, 8, 1), rngs=nnx.Rngs(1))  # BatchNorm and Dropout
+    model.train()  # predict evaluates anyway
+    variables = models.linen_variables(model)
     images = data.normalize(dataset.images, dataset.mean, dataset.std)
-    np.testing.assert_array_equal(predicted, model.apply(variables, images).argmax(-1))
+    expected = models.create("compact").apply(variables, images, train=False).argmax(-1)
+    np.testing.assert_array_equal(visualize.predict(model, dataset, batch_size=32), expected)
+    linen = visualize.predict(models.create("compact"), dataset, batch_size=32, variables=variables)
+    np.testing.assert_array_equal(linen, expected)
+    assert not model.bn1.use_running_average
+
+
+def test_model_and_variables_are_checked(lenet):
+    model, linen, variables, images = lenet
+    dataset = data.load("digits", "test").take(4)
+    with pytest.raises(
+        TypeError, match="variables are for a Linen model; the NNX model LeNet5 holds its own"
+    ):
+        visualize.conv_outputs(model, images, variables=variables)
+    with pytest.raises(TypeError, match="the Linen model LinenModel needs its variables"):
+        visualize.first_conv(linen, images)
+    with pytest.raises(TypeError, match="dataset must be a jaxcnn.data.ArrayDataset, got dict"):
+        visualize.predict(linen, variables, dataset)  # the arguments' old order
+    with pytest.raises(TypeError, match="images must be an array"):
+        visualize.conv_outputs(linen, variables)
+    with pytest.raises(
+        ValueError, match=r"images must be an array \(N, \*spatial, C\), got shape \(12, 12\)"
+    ):
+        visualize.conv_outputs(model, images[0, ..., 0])
+    with pytest.raises(TypeError, match="model must be a flax.nnx.Module or a flax.linen.Module"):
+        visualize.predict(lambda x: x, dataset)
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -125,6 +200,16 @@ def test_plot_learning_curves_draws_train_and_test():
     lines = [{"step": s, "split": "train", "loss": 1 / s, "accuracy": 0.5} for s in (1, 2, 3)]
     lines.append({"step": 3, "split": "test", "loss": 0.4, "accuracy": 0.8})
     _draws(visualize.plot_learning_curves(lines))
+
+
+def test_a_window_of_skipped_steps_is_a_gap_in_the_curves():
+    lines = [{"step": s, "split": "train", "loss": 1 / s, "accuracy": 0.5} for s in (1, 2, 3)]
+    lines[1].update(loss=None, accuracy=None)  # every step of that window skipped (non-finite)
+    figure = visualize.plot_learning_curves(lines)
+    _draws(figure)
+    loss, accuracy = (axes.lines[0].get_ydata() for axes in figure.axes)
+    np.testing.assert_array_equal(loss, [1.0, np.nan, 1 / 3])
+    np.testing.assert_array_equal(accuracy, [50.0, np.nan, 50.0])
 
 
 def test_importing_leaves_the_matplotlib_backend_alone():

@@ -22,15 +22,15 @@ def get_config():
     config.batch_size = 256
     config.optimizer = "nesterov"
     config.learning_rate = 0.2
-    config.schedule = "warmup_cosine"
-    config.warmup_steps = 200
-    config.weight_decay = 5e-4
-    config.label_smoothing = 0.2
-    config.augment_crop_padding = 2
-    config.augment_flip = True
-    config.augment_erase_probability = 0.5
-    config.eval_flip = True
-    config.eval_shift = 1
-    config.eval_every = 6 * (60_000 // 256)
+    config.optim.schedule = "warmup_cosine"
+    config.optim.warmup_steps = 200
+    config.optim.weight_decay = 5e-4
+    config.loss.label_smoothing = 0.2
+    config.augment.crop_padding = 2
+    config.augment.flip = True
+    config.augment.erase_probability = 0.5
+    config.eval.flip = True
+    config.eval.shift = 1
+    config.eval.every = 6 * (60_000 // 256)
     config.checkpoint_every = 1000
     return config

@@ -19,10 +19,10 @@ def get_config():
     config.batch_size = 128
     config.optimizer = "nesterov"
     config.learning_rate = 0.1
-    config.schedule = "warmup_cosine"
-    config.warmup_steps = 390
-    config.weight_decay = 1e-4
-    config.augment_crop_padding = 4
-    config.augment_flip = True
+    config.optim.schedule = "warmup_cosine"
+    config.optim.warmup_steps = 390
+    config.optim.weight_decay = 1e-4
+    config.augment.crop_padding = 4
+    config.augment.flip = True
     config.checkpoint_every = 1000
     return config

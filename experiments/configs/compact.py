@@ -20,9 +20,9 @@ def get_config():
     config.batch_size = 128
     config.optimizer = "nesterov"
     config.learning_rate = 0.1
-    config.schedule = "warmup_cosine"
-    config.warmup_steps = 469
-    config.weight_decay = 5e-4
-    config.label_smoothing = 0.1
+    config.optim.schedule = "warmup_cosine"
+    config.optim.warmup_steps = 469
+    config.optim.weight_decay = 5e-4
+    config.loss.label_smoothing = 0.1
     config.checkpoint_every = 1000
     return config

@@ -18,7 +18,7 @@ def get_config():
     config.batch_size = 32
     config.optimizer = "adam"
     config.learning_rate = 2e-3
-    config.schedule = "cosine"
+    config.optim.schedule = "cosine"
     config.log_every = 45
     config.checkpoint_every = 450
     return config

@@ -21,6 +21,6 @@ def get_config():
     config.batch_size = 128
     config.optimizer = "nesterov"
     config.learning_rate = 0.05
-    config.schedule = "warmup_cosine"
-    config.warmup_steps = 100
+    config.optim.schedule = "warmup_cosine"
+    config.optim.warmup_steps = 100
     return config

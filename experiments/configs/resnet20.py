@@ -21,13 +21,13 @@ def get_config():
     config.batch_size = 128
     config.optimizer = "nesterov"
     config.learning_rate = 0.1
-    config.schedule = "warmup_cosine"
-    config.warmup_steps = 469
-    config.weight_decay = 5e-4
-    config.label_smoothing = 0.1
-    config.augment_crop_padding = 2
-    config.augment_flip = True
-    config.augment_erase_probability = 0.5
-    config.ema_decay = 0.999
+    config.optim.schedule = "warmup_cosine"
+    config.optim.warmup_steps = 469
+    config.optim.weight_decay = 5e-4
+    config.loss.label_smoothing = 0.1
+    config.augment.crop_padding = 2
+    config.augment.flip = True
+    config.augment.erase_probability = 0.5
+    config.ema.decay = 0.999
     config.checkpoint_every = 1000
     return config

@@ -7,21 +7,26 @@ for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
 
 from jaxcnn.data.augment import Augmentation, eval_views, translate
 from jaxcnn.data.datasets import (
+    DATASETS,
     ArrayDataset,
+    DataSettings,
     DataUnavailableError,
     available,
     digits,
     load,
     read_cifar10_archive,
     read_idx_split,
+    register,
     synthetic,
 )
 from jaxcnn.data.idx import IdxFormatError, read_idx
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
 
 __all__ = [
+    "DATASETS",
     "ArrayDataset",
     "Augmentation",
+    "DataSettings",
     "DataUnavailableError",
     "IdxFormatError",
     "available",
@@ -36,6 +41,7 @@ __all__ = [
     "read_idx",
     "read_cifar10_archive",
     "read_idx_split",
+    "register",
     "synthetic",
     "translate",
 ]

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcnn._validate import Settings, boolean, integer, number
+
 
 def random_crop(key: jax.Array, image: jax.Array, padding: int) -> jax.Array:
     """`image` `(H, W, C)` zero-padded by `padding` on every side, then cropped back to `(H, W, C)`."""
@@ -69,9 +71,7 @@ def translate(images: jax.Array, rows: int, cols: int) -> jax.Array:
     the window `random_crop` takes at that offset from the centre."""
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
-    for name, value in (("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r}")
+    rows, cols = integer(rows, "rows"), integer(cols, "cols")
     _, height, width, _ = images.shape
     if abs(rows) >= height or abs(cols) >= width:
         raise ValueError(f"shift ({rows}, {cols}) must be smaller than the images' {height}x{width} pixels")
@@ -83,18 +83,21 @@ def translate(images: jax.Array, rows: int, cols: int) -> jax.Array:
 def eval_views(images: jax.Array, *, flip: bool = False, shift: int = 0) -> list[jax.Array]:
     """The batches `(N, H, W, C)` a test-time augmented prediction averages over: `images` itself; with
     `shift`, `images` moved `shift` pixels up, down, left and right; with `flip`, the mirror image of each."""
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
-        raise ValueError(f"shift must be an int >= 0, got {shift!r}")
+    integer(shift, "shift", minimum=0)
     offsets = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
     views = [translate(images, rows, cols) for rows, cols in offsets]  # (0, 0) too: it checks `images`
     return views + [view[:, :, ::-1] for view in views] if flip else views
 
 
 @dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """A batch transform: crop with `crop_padding`, then `flip`, then erase with `erase_probability`.
+class Augmentation(Settings):
+    """A batch transform (and `config.augment`): crop with `crop_padding`, then `flip`, then erase with
+    `erase_probability`. The default does nothing (and costs nothing: `enabled` is False).
 
-    The default does nothing (and costs nothing: `enabled` is False).
+    Attributes:
+      crop_padding: random crops of the image zero-padded by this many pixels on every side.
+      flip: left-right flips with probability 1/2.
+      erase_probability: random erasing (Zhong et al., 2017) of one rectangle with this probability.
     """
 
     crop_padding: int = 0
@@ -102,18 +105,9 @@ class Augmentation:
     erase_probability: float = 0.0
 
     def __post_init__(self):
-        if (
-            isinstance(self.crop_padding, bool)
-            or not isinstance(self.crop_padding, int)
-            or self.crop_padding < 0
-        ):
-            raise ValueError(f"crop_padding must be an int >= 0, got {self.crop_padding!r}")
-        if not isinstance(self.flip, bool):
-            raise TypeError(f"flip must be a bool, got {self.flip!r}")
-        probability = self.erase_probability
-        is_number = isinstance(probability, int | float) and not isinstance(probability, bool)
-        if not (is_number and 0 <= probability <= 1):
-            raise ValueError(f"erase_probability must be in [0, 1], got {self.erase_probability!r}")
+        integer(self.crop_padding, "crop_padding", minimum=0)
+        boolean(self.flip, "flip")
+        number(self.erase_probability, "erase_probability", minimum=0.0, maximum=1.0)
 
     @property
     def enabled(self) -> bool:

@@ -21,11 +21,13 @@ import os
 import shutil
 import socket
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from jaxcnn._registry import Registry
+from jaxcnn._validate import Settings, choice, integer, shape
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
 SPLITS = ("train", "test")
@@ -130,9 +132,46 @@ _DIGITS_TRAIN = (
 )
 
 
+DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset")
+
+
+def register(name: str, loader: Callable[..., ArrayDataset] | None = None, *, overwrite: bool = False):
+    """Adds a dataset that `load` (and `config.dataset`) accepts, as a decorator or a call.
+
+        @jaxcnn.data.register("my_scans")
+        def my_scans(split, *, data_dir=None, source="auto"):
+            images, labels = ...  # uint8 (N, H, W, C), int (N,)
+            return ArrayDataset("my_scans", split, images, labels, class_names, mean, std)
+
+    `loader(split, *, data_dir, source)` returns the split ("train" or "test") as an `ArrayDataset`, with
+    the channel statistics of its training split. Registering a taken name raises unless `overwrite=True`.
+    """
+    return DATASETS.register(name, loader, overwrite=overwrite)
+
+
 def available() -> list[str]:
     """Names `load` accepts."""
-    return sorted([*_TFDS_DATASETS, "digits", "synthetic"])
+    return DATASETS.names()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings(Settings):
+    """`config.data`: where datasets are read from (either may change when a run is resumed).
+
+    Attributes:
+      dir: TFDS's data directory, where original files are also looked for and downloaded to
+        (`dir/<name>/`); "" = TFDS's default, `~/tensorflow_datasets`.
+      source: for TFDS datasets: "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
+        copy, or TFDS's preparation) or "files" (the original files).
+    """
+
+    dir: str = dataclasses.field(default="", metadata={"resumable": True})
+    source: str = dataclasses.field(default="auto", metadata={"resumable": True})
+
+    def __post_init__(self):
+        if not isinstance(self.dir, str):
+            raise TypeError(f'dir must be a path (a string; "" = TFDS\'s default), got {self.dir!r}')
+        choice(self.source, "source", SOURCES)
 
 
 def load(
@@ -157,22 +196,14 @@ def load(
       ValueError: an unknown name, split or source, or a bad `num_examples`.
       DataUnavailableError: no source has the data; the message says how to get it.
     """
-    if name not in available():
-        raise ValueError(f"dataset must be one of {', '.join(available())}, got {name!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 0:
-        raise ValueError(f"num_examples must be an int >= 0 (0 = all), got {num_examples!r}")
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if name == "digits":
-        return digits(split).take(num_examples)
-    if name == "synthetic":
-        return synthetic(split).take(num_examples)
-    return _load_tfds_dataset(name, split, data_dir, source).take(num_examples)
+    loader = DATASETS.get(name)
+    choice(split, "split", SPLITS)
+    integer(num_examples, "num_examples", minimum=0)
+    choice(source, "source", SOURCES)
+    return loader(split, data_dir=data_dir, source=source).take(num_examples)
 
 
-def _load_tfds_dataset(name: str, split: str, data_dir, source: str) -> ArrayDataset:
+def _load_tfds_dataset(name: str, split: str, *, data_dir=None, source: str = "auto") -> ArrayDataset:
     import tensorflow_datasets as tfds  # imported here: a second or two that digits runs don't need
 
     info = _TFDS_DATASETS[name]
@@ -381,11 +412,8 @@ def synthetic(
     The templates depend only on `seed`, the examples also on the split, so train and test share classes.
     Default size: 10,000 train and 2,000 test examples.
     """
-    image_shape = tuple(image_shape)
-    if len(image_shape) != 3 or min(image_shape) < 1:
-        raise ValueError(f"image_shape must be (H, W, C) of positive ints, got {image_shape}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    image_shape = shape(image_shape, "image_shape (H, W, C)", length=3)
+    integer(num_classes, "num_classes", minimum=2)
     count = num_examples if num_examples is not None else (10_000 if split == "train" else 2_000)
     templates = np.random.default_rng([seed, 0]).uniform(0.15, 0.85, (num_classes, *image_shape))
     rng = np.random.default_rng([seed, 1 + SPLITS.index(split)])
@@ -397,3 +425,18 @@ def synthetic(
         "synthetic", split, images, labels, tuple(f"class {k}" for k in range(num_classes)),
         (0.5,) * channels, (0.3,) * channels, source="generated",
     )  # fmt: skip
+
+
+def _generated(make: Callable[[str], ArrayDataset]) -> Callable[..., ArrayDataset]:
+    """A loader for a dataset made in memory: no directory or source to choose."""
+
+    def load_split(split: str, *, data_dir=None, source: str = "auto") -> ArrayDataset:
+        return make(split)
+
+    return load_split
+
+
+for _name in _TFDS_DATASETS:
+    register(_name, functools.partial(_load_tfds_dataset, _name))
+register("digits", _generated(digits))
+register("synthetic", _generated(synthetic))

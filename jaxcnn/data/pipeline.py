@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from jaxcnn._validate import integer
 from jaxcnn.data.datasets import ArrayDataset
 
 
@@ -52,10 +53,8 @@ def batches(
     """
     for key, value, minimum in (("batch_size", batch_size, 1), ("start_batch", start_batch, 0),
                                 ("process_count", process_count, 1), ("epoch", epoch, 0)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{key} must be an int >= {minimum}, got {value!r}")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+        integer(value, key, minimum=minimum)
+    integer(process_index, "process_index", minimum=0, maximum=process_count - 1)
     if batch_size % process_count:
         raise ValueError(f"batch_size {batch_size} must be divisible by process_count {process_count}")
     local = batch_size // process_count
@@ -82,8 +81,7 @@ class prefetch:  # noqa: N801 - used like a function
     _END = object()
 
     def __init__(self, iterator: Iterator, size: int = 2, transform: Callable | None = None):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be an int >= 1, got {size!r}")
+        integer(size, "size", minimum=1)
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._stop = threading.Event()
         self._thread = threading.Thread(

@@ -5,7 +5,7 @@ Layouts are channels-last: inputs `(N, *spatial, C)` with 1, 2 or 3 spatial dims
 `ValueError`/`TypeError` naming the argument before anything reaches XLA.
 """
 
-from jaxcnn.functional import _cpu_paths
+from jaxcnn.functional._cpu_paths import CONV_IMPLS, MAX_POOL_IMPLS
 from jaxcnn.functional.basic import batch_moments, batch_norm, dense, dropout
 from jaxcnn.functional.conv import (
     conv,
@@ -24,9 +24,9 @@ from jaxcnn.functional.pool import (
     max_pool,
 )
 
-_cpu_paths.keep_convolutions_off_ynnpack()  # before JAX's backend starts: see _cpu_paths
-
 __all__ = [
+    "CONV_IMPLS",
+    "MAX_POOL_IMPLS",
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "avg_pool",

@@ -7,11 +7,12 @@ argument's name before anything reaches XLA, and the ops stay jit-, grad- and vm
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from jaxcnn._validate import is_int
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -42,40 +43,6 @@ def spatial_input(x, name: str = "x") -> jax.Array:
     return x
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def positive_int(value, name: str, minimum: int = 1) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def int_tuple(value, ndim: int, name: str, minimum: int = 1) -> tuple[int, ...]:
-    """An int or one int per spatial dim, each >= `minimum`, as a tuple of length `ndim`."""
-    if _is_int(value):
-        values = (value,) * ndim
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        values = tuple(value)
-        if len(values) != ndim:
-            raise ValueError(
-                f"{name} must be an int or a tuple of {ndim} ints (one per spatial dim), "
-                f"got {value!r} with {len(values)} entries"
-            )
-        if not all(_is_int(v) for v in values):
-            raise TypeError(f"{name} must hold ints, got {value!r}")
-    else:
-        raise TypeError(
-            f"{name} must be an int or a tuple of {ndim} ints, got {value!r} ({type(value).__name__})"
-        )
-    if any(v < minimum for v in values):
-        raise ValueError(f"{name} must be >= {minimum} in every spatial dim, got {value!r}")
-    return tuple(int(v) for v in values)
-
-
 def same_pads(size: int, window: int, stride: int, dilation: int) -> tuple[int, int]:
     """JAX/TensorFlow "SAME": output ceil(size / stride), the odd pad cell on the high side."""
     total = max((math.ceil(size / stride) - 1) * stride + dilation * (window - 1) + 1 - size, 0)
@@ -87,7 +54,7 @@ def _pair(value, name: str) -> tuple[int, int]:
         raise TypeError(f"{name} must be a (low, high) pair of ints, got {value!r}")
     if len(value) != 2:
         raise ValueError(f"{name} must be a (low, high) pair, got {value!r} with {len(value)} entries")
-    if not all(_is_int(v) for v in value):
+    if not all(is_int(v) for v in value):
         raise TypeError(f"{name} must be a (low, high) pair of ints, got {value!r}")
     low, high = (int(v) for v in value)
     if low < 0 or high < 0:
@@ -116,7 +83,7 @@ def padding_pairs(
         if mode == "SAME":
             return tuple(map(same_pads, sizes, window, stride, dilation))
         raise ValueError(f'{name} must be "VALID", "SAME", an int or a tuple, got {padding!r}')
-    if _is_int(padding):
+    if is_int(padding):
         return (_pair((padding, padding), name),) * ndim
     if not isinstance(padding, Sequence):
         raise TypeError(
@@ -129,7 +96,7 @@ def padding_pairs(
             f"{name} must have one entry per spatial dim ({ndim}), got {padding!r} "
             f"with {len(entries)} entries{hint}"
         )
-    if all(_is_int(p) for p in entries):
+    if all(is_int(p) for p in entries):
         return tuple(_pair((p, p), name) for p in entries)
     return tuple(_pair(p, f"{name}[{i}]") for i, p in enumerate(entries))
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcnn._validate import number
 from jaxcnn.functional import _args
 
 
@@ -51,8 +50,7 @@ def dropout(x, rate, *, key=None, deterministic=False):
       deterministic: if True, return `x` unchanged (evaluation).
     """
     x = _args.as_float_array(x, "x")
-    if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
-        raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+    number(rate, "rate", minimum=0.0, below=1.0)
     if deterministic or rate == 0:
         return x
     if key is None:

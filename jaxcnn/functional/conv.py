@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from jaxcnn._validate import choice, int_tuple, integer
 from jaxcnn.functional import _args, _cpu_paths
 
 
@@ -32,7 +33,7 @@ def _conv_geometry(x_shape, kernel_shape, stride, padding, dilation, groups) -> 
             f"kernel must have shape (*window, C_in // groups, C_out) with {ndim} window dims for "
             f"x of shape {tuple(x_shape)}, got kernel shape {tuple(kernel_shape)}"
         )
-    groups = _args.positive_int(groups, "groups")
+    groups = integer(groups, "groups", minimum=1)
     c_in, (k_in, c_out) = x_shape[-1], kernel_shape[-2:]
     if c_in % groups:
         raise ValueError(f"groups={groups} must divide the input channels C_in={c_in}")
@@ -44,14 +45,15 @@ def _conv_geometry(x_shape, kernel_shape, stride, padding, dilation, groups) -> 
             f"got kernel shape {tuple(kernel_shape)}"
         )
     window = tuple(kernel_shape[:-2])
-    stride = _args.int_tuple(stride, ndim, "stride")
-    dilation = _args.int_tuple(dilation, ndim, "dilation")
+    stride = int_tuple(stride, ndim, "stride")
+    dilation = int_tuple(dilation, ndim, "dilation")
     pads = _args.padding_pairs(padding, x_shape[1:-1], window, stride, dilation)
     out_sizes = _args.output_sizes(x_shape[1:-1], window, stride, pads, dilation, name="kernel window")
     return ConvGeometry(stride, pads, dilation, groups, out_sizes)
 
 
-def _conv_operands(x, kernel, bias, stride, padding, dilation, groups):
+def _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl):
+    choice(impl, "impl", _cpu_paths.CONV_IMPLS)
     x = _args.as_float_array(x, "x")
     kernel = _args.as_float_array(kernel, "kernel")
     geometry = _conv_geometry(x.shape, kernel.shape, stride, padding, dilation, groups)
@@ -79,12 +81,14 @@ def conv_output_shape(x_shape, kernel_shape, *, stride=1, padding="VALID", dilat
     return (x_shape[0], *geometry.out_sizes, kernel_shape[-1])
 
 
-def _cross_correlate(x, kernel, bias, geometry: ConvGeometry, precision):
-    y = _cpu_paths.cross_correlate(x, kernel, *geometry, precision)
+def _cross_correlate(x, kernel, bias, geometry: ConvGeometry, precision, impl):
+    y = _cpu_paths.cross_correlate(x, kernel, *geometry, precision, impl)
     return y if bias is None else y + bias.astype(y.dtype)
 
 
-def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None):
+def conv(
+    x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None, impl="auto"
+):
     """Cross-correlation, as every deep-learning library computes "convolution".
 
     `y[n, *o, j] = bias[j] + sum_{w, c} x_pad[n, *(o * stride + w * dilation), g(j) + c] * kernel[*w, c, j]`
@@ -98,30 +102,30 @@ def conv(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=
       groups: input and output channels split into this many independent groups
         (`groups == C_in` is a depthwise convolution).
       precision: passed to XLA (e.g. `jax.lax.Precision.HIGHEST` for full float32 on TPU/GPU).
+      impl: how the convolution is lowered; every choice computes the same function. "auto" (default):
+        on CPU, float32 on oneDNN (jaxcnn's C++ extension, through XLA's FFI) when the extension loads;
+        otherwise a network's first layers (few input channels, a small patch matrix) as patches times
+        kernel, the others on XLA's convolution; elsewhere XLA's (cuDNN on GPU). "onednn", "xla",
+        "im2col", "im2col_grad", "tap_grad" force one (see `jaxcnn.functional._cpu_paths`).
 
     Returns:
       `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
-
-    On CPU, float32 convolutions and their gradients run on oneDNN (jaxcnn's C++ extension, through
-    XLA's FFI) when the extension loads. Otherwise a network's first layers (few input channels, a small
-    patch matrix) run as patches times kernel (im2col), the others on XLA's convolution, which importing
-    jaxcnn keeps on XLA's threaded code instead of jaxlib's single-threaded YNNPACK default; all paths
-    compute the same function. `JAXCNN_CONV_PATH=auto|onednn|xla|im2col|im2col_grad|tap_grad` (read at
-    trace time) forces a path. See `jaxcnn.functional._cpu_paths` for the rule and its measurements.
     """
-    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
-    return _cross_correlate(x, kernel, bias, geometry, precision)
+    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl)
+    return _cross_correlate(x, kernel, bias, geometry, precision, impl)
 
 
-def convolve(x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None):
+def convolve(
+    x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None, impl="auto"
+):
     """True convolution: `conv` with the kernel flipped in every spatial dim.
 
     This is the mathematical definition `(f * g)(t) = sum_s f(s) g(t - s)`; shapes and
     arguments are those of `conv`.
     """
-    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups)
+    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl)
     flipped = jnp.flip(kernel, axis=tuple(range(kernel.ndim - 2)))
-    return _cross_correlate(x, flipped, bias, geometry, precision)
+    return _cross_correlate(x, flipped, bias, geometry, precision, impl)
 
 
 def extract_patches(x, window, stride=1, padding="VALID", dilation=1):
@@ -138,9 +142,9 @@ def extract_patches(x, window, stride=1, padding="VALID", dilation=1):
     """
     x = _args.spatial_input(x)
     ndim = x.ndim - 2
-    window = _args.int_tuple(window, ndim, "window")
-    stride = _args.int_tuple(stride, ndim, "stride")
-    dilation = _args.int_tuple(dilation, ndim, "dilation")
+    window = int_tuple(window, ndim, "window")
+    stride = int_tuple(stride, ndim, "stride")
+    dilation = int_tuple(dilation, ndim, "dilation")
     pads = _args.padding_pairs(padding, x.shape[1:-1], window, stride, dilation)
     out_sizes = _args.output_sizes(x.shape[1:-1], window, stride, pads, dilation)
     return _cpu_paths.patches(x, window, stride, pads, dilation, out_sizes)
@@ -164,10 +168,10 @@ def conv_output_size(size, window, stride=1, padding="VALID", dilation=1, *, exa
     Raises:
       ValueError: the window does not fit (output < 1), or `exact` and the stride does not tile.
     """
-    size = _args.positive_int(size, "size")
-    window = _args.positive_int(window, "window")
-    stride = _args.positive_int(stride, "stride")
-    dilation = _args.positive_int(dilation, "dilation")
+    size = integer(size, "size", minimum=1)
+    window = integer(window, "window", minimum=1)
+    stride = integer(stride, "stride", minimum=1)
+    dilation = integer(dilation, "dilation", minimum=1)
     if isinstance(padding, (tuple, list)):  # one dim: a (low, high) pair
         padding = (padding,)
     pads = _args.padding_pairs(padding, (size,), (window,), (stride,), (dilation,))
@@ -188,10 +192,10 @@ def conv_param_count(window, in_channels, out_channels, *, groups=1, use_bias=Tr
     `window` is an int (one spatial dim) or a tuple, one entry per spatial dim.
     """
     window = (window,) if not isinstance(window, tuple) else window
-    window = _args.int_tuple(window, len(window), "window")
-    in_channels = _args.positive_int(in_channels, "in_channels")
-    out_channels = _args.positive_int(out_channels, "out_channels")
-    groups = _args.positive_int(groups, "groups")
+    window = int_tuple(window, len(window), "window")
+    in_channels = integer(in_channels, "in_channels", minimum=1)
+    out_channels = integer(out_channels, "out_channels", minimum=1)
+    groups = integer(groups, "groups", minimum=1)
     if in_channels % groups or out_channels % groups:
         raise ValueError(
             f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"

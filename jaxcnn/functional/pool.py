@@ -8,14 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn._validate import choice, int_tuple
 from jaxcnn.functional import _args, _cpu_paths
 
 
 def _pool_geometry(x, window, stride, padding):
     x = _args.spatial_input(x)
     ndim = x.ndim - 2
-    window = _args.int_tuple(window, ndim, "window")
-    stride = window if stride is None else _args.int_tuple(stride, ndim, "stride")
+    window = int_tuple(window, ndim, "window")
+    stride = window if stride is None else int_tuple(stride, ndim, "stride")
     ones = (1,) * ndim
     pads = _args.padding_pairs(padding, x.shape[1:-1], window, stride, ones)
     _args.check_pool_padding(pads, window)
@@ -30,7 +31,7 @@ def _reduce_window(x, init, op, window, stride, pads):
     )
 
 
-def max_pool(x, window, stride=None, padding="VALID"):
+def max_pool(x, window, stride=None, padding="VALID", *, impl="auto"):
     """Maximum over each window; padded cells hold -inf, so they never win.
 
     Args:
@@ -38,15 +39,16 @@ def max_pool(x, window, stride=None, padding="VALID"):
       window: an int or one int per spatial dim.
       stride: defaults to `window` (non-overlapping windows).
       padding: any form of `conv`'s; at most `window // 2` per side.
+      impl: how it is lowered (the same function either way): "auto" (default) takes, on CPU, a reshape
+        and an argmax gradient for non-overlapping windows without padding instead of XLA's
+        select-and-scatter; "xla" and "reshape" force one (reshape only where it applies).
 
     Returns:
       `(N, *out_spatial, C)`.
-
-    On CPU, non-overlapping windows without padding take a reshape and an argmax gradient instead of
-    XLA's select-and-scatter; `JAXCNN_POOL_PATH=xla|reshape|auto` (read at trace time) forces a path.
     """
+    choice(impl, "impl", _cpu_paths.MAX_POOL_IMPLS)
     x, window, stride, pads = _pool_geometry(x, window, stride, padding)
-    if _cpu_paths.max_pool_path(window, stride, pads) == "reshape":
+    if _cpu_paths.max_pool_impl(impl, window, stride, pads) == "reshape":
         return _cpu_paths.reshape_max_pool(x, window)
     return _reduce_window(x, -np.inf, lax.max, window, stride, pads)
 
@@ -87,7 +89,7 @@ def _adaptive_output_size(x, output_size) -> tuple[int, ...]:
     sizes = x.shape[1:-1]
     if isinstance(output_size, (tuple, list)) and len(output_size) == len(sizes):
         output_size = tuple(s if o is None else o for o, s in zip(output_size, sizes))
-    return _args.int_tuple(output_size, len(sizes), "output_size")
+    return int_tuple(output_size, len(sizes), "output_size")
 
 
 def _adaptive_reduce_axis(x, axis: int, out: int, reduce: str):

@@ -1,4 +1,5 @@
-"""The model zoo: `create(name, num_classes=...)`, `available()`, `@register(name)`,
+"""The model zoo, written once in Flax NNX: `create_nnx(name, rngs=...)` builds an NNX model,
+`create(name)` the same architecture as a Flax Linen module; `available()`, `@register(name)`,
 and `load_torch_state_dict` for torchvision weights."""
 
 from jaxcnn.models import (  # noqa: F401
@@ -13,12 +14,13 @@ from jaxcnn.models import (  # noqa: F401
     vgg,
 )
 from jaxcnn.models.allconv import AllConvNet
+from jaxcnn.models.bridge import LinenModel, linen_variables, load_linen_variables
 from jaxcnn.models.cifar_resnet import CifarResNet, ResNet20, ResNet56
 from jaxcnn.models.compact import CompactCNN
 from jaxcnn.models.fastcnn import FastCNN
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
-from jaxcnn.models.registry import arguments, available, create, register
+from jaxcnn.models.registry import arguments, available, create, create_nnx, is_nnx, register
 from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
 from jaxcnn.models.simple_cnn import SimpleCNN
 from jaxcnn.models.torch_weights import load_torch_state_dict
@@ -38,6 +40,7 @@ __all__ = [
     "FastCNN",
     "InvertedResidual",
     "LeNet5",
+    "LinenModel",
     "MobileNetV2",
     "ResNet",
     "ResNet18",
@@ -49,6 +52,10 @@ __all__ = [
     "arguments",
     "available",
     "create",
+    "create_nnx",
+    "is_nnx",
+    "linen_variables",
+    "load_linen_variables",
     "load_torch_state_dict",
     "register",
 ]

@@ -2,47 +2,69 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import layers
-from jaxcnn.models._common import check_images
+from jaxcnn import nnx_layers as L
+from jaxcnn.models._common import add_layers, check_images, image_shape
 from jaxcnn.models.registry import register
 
 
 @register("allconv")
-class AllConvNet(nn.Module):
+class AllConvNet(nnx.Module):
     """All-CNN-C: every pooling layer replaced by a 3x3 convolution with stride 2.
 
     Two stages of [3x3, 3x3, 3x3 stride 2] convolutions (`features` channels each), then
     3x3 valid, 1x1, and a 1x1 convolution to `num_classes` maps averaged by global pooling:
     no dense layer at all. Dropout on the input and after each downsampling, as in the paper.
-    The paper's widths are (96, 192). Inputs at least 9x9.
+    The paper's widths are (96, 192). Inputs at least 9x9. Modules: `input_dropout`, `conv1`..`conv9`,
+    `dropout1`, `dropout2`.
     """
 
-    num_classes: int = 10
-    features: tuple[int, int] = (96, 192)
-    input_dropout: float = 0.2
-    dropout: float = 0.5
-    dtype: Any = None
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        input_shape: Sequence[int] = (32, 32, 3),
+        features: Sequence[int] = (96, 192),
+        input_dropout: float = 0.2,
+        dropout: float = 0.5,
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        channels = image_shape(input_shape, "allconv", min_size=9)[-1]
+        conv = functools.partial(L.Conv, dtype=dtype, impl=impl, rngs=rngs)
+        self.input_dropout = L.Dropout(input_dropout, rngs=rngs)
+        layers, k = [], 0
+        for stage, width in enumerate(features, start=1):
+            for stride in (1, 1, 2):
+                k += 1
+                layers.append((f"conv{k}", conv(channels, width, 3, stride=stride)))
+                channels = width
+            layers.append((f"dropout{stage}", L.Dropout(dropout, rngs=rngs)))
+        for kernel, width, padding in (
+            (3, channels, "VALID"),
+            (1, channels, "SAME"),
+            (1, num_classes, "SAME"),
+        ):
+            k += 1
+            layers.append((f"conv{k}", conv(channels, width, kernel, padding=padding)))
+            channels = width
+        self.layer_names = add_layers(self, layers)
+        self.pool = L.GlobalAvgPool()
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x, "allconv", min_size=9)
-
-        def conv(features, kernel, stride=1, padding="SAME"):
-            return layers.Conv(features, kernel, stride=stride, padding=padding, dtype=self.dtype)
-
-        x = layers.Dropout(self.input_dropout)(x, deterministic=not train)
-        for features in self.features:
-            x = nn.relu(conv(features, 3)(x))
-            x = nn.relu(conv(features, 3)(x))
-            x = nn.relu(conv(features, 3, stride=2)(x))
-            x = layers.Dropout(self.dropout)(x, deterministic=not train)
-        x = nn.relu(conv(self.features[-1], 3, padding="VALID")(x))
-        x = nn.relu(conv(self.features[-1], 1)(x))
-        x = conv(self.num_classes, 1)(x)
-        return layers.GlobalAvgPool()(x).astype(jnp.float32)
+        x = self.input_dropout(x)
+        for name in self.layer_names[:-1]:
+            x = getattr(self, name)(x)
+            if name.startswith("conv"):
+                x = jax.nn.relu(x)
+        x = getattr(self, self.layer_names[-1])(x)  # the class maps: no ReLU
+        return self.pool(x).astype(jnp.float32)

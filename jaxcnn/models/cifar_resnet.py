@@ -7,20 +7,23 @@ wide (strides 1, 2, 2), global average pooling and a dense layer: depth 6n + 2.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
+from flax import nnx
 
-from jaxcnn.models._common import batch_norm, check_images, conv_before_norm
+from jaxcnn import nnx_layers as L
+from jaxcnn._validate import is_int
+from jaxcnn.models._common import check_images, conv_before_norm, image_shape
 from jaxcnn.models.registry import register
-from jaxcnn.models.resnet import BasicBlock, stages_and_classifier
+from jaxcnn.models.resnet import BasicBlock, ResidualNetwork
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ResidualNetwork):
     """ResNet-(6n+2) for 32x32 images: `(N, H, W, C)` -> logits `(N, num_classes)`.
 
-    Attributes:
+    Args:
       depth: 6n + 2 layers (20, 32, 44, 56, 110, ...); n basic blocks per stage.
       shortcut: "A" (default, the paper's CIFAR choice): where a stage halves the resolution
         and doubles the width, the shortcut subsamples with stride 2 and appends zero channels,
@@ -32,26 +35,37 @@ class CifarResNet(nn.Module):
     Any input of at least 1x1 pixels (every convolution is padded); 32x32 in the paper.
     """
 
-    depth: int = 20
-    num_classes: int = 10
-    shortcut: str = "A"
-    widths: tuple[int, int, int] = (16, 32, 64)
-    zero_init_residual: bool = False
-    axis_name: str | None = None
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_images(x, "CifarResNet", min_size=1)
-        depth = self.depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        *,
+        input_shape: Sequence[int] = (32, 32, 3),
+        shortcut: str = "A",
+        widths: Sequence[int] = (16, 32, 64),
+        zero_init_residual: bool = False,
+        axis_name: str | None = None,
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        if not is_int(depth) or depth < 8 or (depth - 2) % 6:
             raise ValueError(
                 f"depth must be 6n + 2 for an int n >= 1 (8, 14, 20, 32, 56, ...), got {depth!r}"
             )
-        x = conv_before_norm(self, self.widths[0], 3, name="conv1")(x)
-        x = nn.relu(batch_norm(self, train, name="bn1")(x))
-        stage_sizes = ((depth - 2) // 6,) * len(self.widths)
-        return stages_and_classifier(self, x, BasicBlock, stage_sizes, train, shortcut=self.shortcut)
+        channels = image_shape(input_shape, "CifarResNet")[-1]
+        conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
+        norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
+        self.conv1, self.bn1 = conv(channels, widths[0], 3), norm(widths[0])
+        stage_sizes = ((depth - 2) // 6,) * len(widths)
+        self._init_stages(
+            widths[0], BasicBlock, stage_sizes, widths, num_classes, dtype=dtype, rngs=rngs,
+            conv=conv, norm=norm, shortcut=shortcut, zero_init_residual=zero_init_residual,
+        )  # fmt: skip
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_images(x, "CifarResNet", min_size=1)
+        return self.stages(jax.nn.relu(self.bn1(self.conv1(x))))
 
 
 ResNet20 = register("resnet20", functools.partial(CifarResNet, depth=20))

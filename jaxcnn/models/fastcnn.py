@@ -10,45 +10,74 @@ per image, three times ResNet-20, at about the same examples/s on 2 cores.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import layers
-from jaxcnn.models._common import check_images
+from jaxcnn import nnx_layers as L
+from jaxcnn.models._common import add_layers, check_images, image_shape
 from jaxcnn.models.registry import register
 
 
+class ConvGroup(nnx.Module):
+    """conv 3x3 - max pool 2x2 - BN - GELU - conv 3x3 - BN - GELU.
+
+    `(N, H, W, in_features)` -> `(N, H // 2, W // 2, features)`.
+    """
+
+    def __init__(self, in_features: int, features: int, *, conv: Callable, norm: Callable, impl: str):
+        self.conv1, self.pool = conv(in_features, features, 3), L.MaxPool(2, impl=impl)
+        self.bn1, self.conv2, self.bn2 = norm(features), conv(features, features, 3), norm(features)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jax.nn.gelu(self.bn1(self.pool(self.conv1(x))))
+        return jax.nn.gelu(self.bn2(self.conv2(x)))
+
+
 @register("fastcnn")
-class FastCNN(nn.Module):
-    """Stem conv 2x2 (VALID, bias) - GELU, then per width in `features`: conv 3x3 - max pool 2x2 - BN -
-    GELU - conv 3x3 - BN - GELU; global max pool, dense (no bias) times `logit_scale`.
+class FastCNN(nnx.Module):
+    """Stem conv 2x2 (VALID, bias) - GELU, then a `ConvGroup` per width in `features` (`group1`, ...);
+    global max pool, dense (no bias) times `logit_scale`.
 
     With the default widths `(64, 256, 256)` and a 24-channel stem it has 1,972,600 parameters on
     1-channel images (1,972,792 on 3 channels), 2,304 of them BatchNorm scales and biases. Inputs at
     least `2 ** len(features) + 1` pixels on a side: the stem takes one, each pooling halves (rounding down).
     """
 
-    num_classes: int = 10
-    features: tuple[int, ...] = (64, 256, 256)
-    stem_features: int = 24
-    logit_scale: float = 1 / 9
-    axis_name: str | None = None
-    dtype: Any = None
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        input_shape: Sequence[int] = (28, 28, 1),
+        features: Sequence[int] = (64, 256, 256),
+        stem_features: int = 24,
+        logit_scale: float = 1 / 9,
+        axis_name: str | None = None,
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        self.min_size, self.logit_scale = 2 ** len(features) + 1, logit_scale
+        channels = image_shape(input_shape, "fastcnn", min_size=self.min_size)[-1]
+        conv = functools.partial(L.Conv, use_bias=False, dtype=dtype, impl=impl, rngs=rngs)
+        norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
+        self.stem = L.Conv(channels, stem_features, 2, padding="VALID", dtype=dtype, impl=impl, rngs=rngs)
+        widths = (stem_features, *features)
+        groups = [
+            (f"group{i}", ConvGroup(widths[i - 1], widths[i], conv=conv, norm=norm, impl=impl))
+            for i in range(1, len(widths))
+        ]
+        self.group_names = add_layers(self, groups)
+        self.pool = L.GlobalMaxPool()
+        self.fc = L.Dense(widths[-1], num_classes, use_bias=False, dtype=dtype, rngs=rngs)
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_images(x, "fastcnn", min_size=2 ** len(self.features) + 1)
-        norm = lambda: layers.BatchNorm(
-            use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype
-        )
-        x = nn.gelu(layers.Conv(self.stem_features, 2, padding="VALID", dtype=self.dtype)(x))
-        for features in self.features:
-            x = layers.Conv(features, 3, use_bias=False, dtype=self.dtype)(x)
-            x = nn.gelu(norm()(layers.MaxPool(2)(x)))
-            x = nn.gelu(norm()(layers.Conv(features, 3, use_bias=False, dtype=self.dtype)(x)))
-        x = layers.GlobalMaxPool()(x)
-        logits = layers.Dense(self.num_classes, use_bias=False, dtype=self.dtype)(x)
-        return self.logit_scale * logits.astype(jnp.float32)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_images(x, "fastcnn", min_size=self.min_size)
+        x = jax.nn.gelu(self.stem(x))
+        for name in self.group_names:
+            x = getattr(self, name)(x)
+        return self.logit_scale * self.fc(self.pool(x)).astype(jnp.float32)

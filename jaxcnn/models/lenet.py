@@ -2,41 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import layers
-from jaxcnn.models._common import check_images
+from jaxcnn import nnx_layers as L
+from jaxcnn.models._common import check_images, image_shape, output_shape
 from jaxcnn.models.registry import register
 
 
 @register("lenet5")
-class LeNet5(nn.Module):
+class LeNet5(nnx.Module):
     """conv 5x5x6 (pad 2) - pool - conv 5x5x16 - pool - dense 120 - dense 84 - dense classes.
 
     On 28x28x1 inputs (padding 2 keeps the first maps at 28x28, as the original's 32x32) it
     has 61,706 parameters. `pool="avg"` and `activation=jnp.tanh` give the original's
-    subsampling and squashing. Inputs at least 12x12.
+    subsampling and squashing. Inputs at least 12x12; `input_shape` sizes the first dense layer.
     """
 
-    num_classes: int = 10
-    activation: Callable[[jax.Array], jax.Array] = nn.relu
-    pool: str = "max"
-    dtype: Any = None
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        input_shape: Sequence[int] = (28, 28, 1),
+        activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
+        pool: str = "max",
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        channels = image_shape(input_shape, "lenet5", min_size=12)[-1]
+        if pool not in ("max", "avg"):
+            raise ValueError(f'pool must be "max" or "avg", got {pool!r}')
+        conv = partial(L.Conv, dtype=dtype, impl=impl, rngs=rngs)
+        dense = partial(L.Dense, dtype=dtype, rngs=rngs)
+        self.activation = activation
+        self.conv1 = conv(channels, 6, 5, padding=2)
+        self.pool1 = L.MaxPool(2, impl=impl) if pool == "max" else L.AvgPool(2)
+        self.conv2 = conv(6, 16, 5, padding="VALID")
+        self.pool2 = L.MaxPool(2, impl=impl) if pool == "max" else L.AvgPool(2)
+        self.flatten = L.Flatten()
+        flat = math.prod(output_shape(self.features, input_shape))
+        self.fc1, self.fc2, self.fc3 = dense(flat, 120), dense(120, 84), dense(84, num_classes)
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def features(self, x: jax.Array) -> jax.Array:
+        """The two conv-pool stages, flattened: `(N, H, W, C)` -> `(N, 16 * H'' * W'')`."""
+        x = self.pool1(self.activation(self.conv1(x)))
+        return self.flatten(self.pool2(self.activation(self.conv2(x))))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x, "lenet5", min_size=12)
-        if self.pool not in ("max", "avg"):
-            raise ValueError(f'pool must be "max" or "avg", got {self.pool!r}')
-        pool = layers.MaxPool if self.pool == "max" else layers.AvgPool
-        x = pool(2)(self.activation(layers.Conv(6, 5, padding=2, dtype=self.dtype)(x)))
-        x = pool(2)(self.activation(layers.Conv(16, 5, padding="VALID", dtype=self.dtype)(x)))
-        x = layers.Flatten()(x)
-        x = self.activation(layers.Dense(120, dtype=self.dtype)(x))
-        x = self.activation(layers.Dense(84, dtype=self.dtype)(x))
-        return layers.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        x = self.activation(self.fc1(self.features(x)))
+        x = self.activation(self.fc2(x))
+        return self.fc3(x).astype(jnp.float32)

@@ -8,14 +8,17 @@ back when the shape is kept. Module names: `stem`, `block1`..`block17` (torchvis
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import layers
-from jaxcnn.models._common import batch_norm, check_images, conv_before_norm, dense_kernel_init
+from jaxcnn import nnx_layers as L
+from jaxcnn._validate import is_number
+from jaxcnn.models._common import add_layers, check_images, conv_before_norm, dense_kernel_init, image_shape
 from jaxcnn.models.registry import register
 
 # (expansion t, width c, blocks n, first stride s) of each stage: table 2 of the paper.
@@ -37,64 +40,72 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-class ConvBN(nn.Module):
+class ConvBN(nnx.Module):
     """Convolution (no bias, padding `kernel_size // 2`), BatchNorm, then ReLU6 unless `relu6=False`;
     children `conv`, `bn` (torchvision's `Conv2dNormActivation`).
 
-    `(N, H, W, C)` -> `(N, ceil(H / stride), ceil(W / stride), features)`.
+    `(N, H, W, in_features)` -> `(N, ceil(H / stride), ceil(W / stride), features)`.
     """
 
-    features: int
-    kernel_size: int = 3
-    stride: int = 1
-    groups: int = 1
-    relu6: bool = True
-    axis_name: str | None = None
-    dtype: Any = None
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        relu6: bool = True,
+        *,
+        conv: Callable,
+        norm: Callable,
+    ):
+        self.conv = conv(in_features, features, kernel_size, stride, groups=groups)
+        self.bn, self.relu6 = norm(features), relu6
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = conv_before_norm(
-            self, self.features, self.kernel_size, self.stride, groups=self.groups, name="conv"
-        )(x)
-        x = batch_norm(self, train, name="bn")(x)
-        return nn.relu6(x) if self.relu6 else x
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.bn(self.conv(x))
+        return jax.nn.relu6(x) if self.relu6 else x
 
 
-class InvertedResidual(nn.Module):
-    """`expand` (1x1 to `round(C * expand_ratio)` channels; absent when the ratio is 1),
+class InvertedResidual(nnx.Module):
+    """`expand` (1x1 to `round(in_features * expand_ratio)` channels; absent when the ratio is 1),
     `depthwise` (3x3, `stride`, one group per channel), `project` (1x1 to `features`, linear),
-    plus the input when `stride == 1` and `C == features`.
+    plus the input when `stride == 1` and `in_features == features`.
 
-    `(N, H, W, C)` -> `(N, ceil(H / stride), ceil(W / stride), features)`.
+    `(N, H, W, in_features)` -> `(N, ceil(H / stride), ceil(W / stride), features)`.
     """
 
-    features: int
-    stride: int = 1
-    expand_ratio: int = 6
-    axis_name: str | None = None
-    dtype: Any = None
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        stride: int = 1,
+        expand_ratio: int = 6,
+        *,
+        conv: Callable,
+        norm: Callable,
+    ):
+        conv_bn = functools.partial(ConvBN, conv=conv, norm=norm)
+        hidden = int(round(in_features * expand_ratio))
+        self.expand = conv_bn(in_features, hidden, kernel_size=1) if expand_ratio != 1 else None
+        self.depthwise = conv_bn(hidden, hidden, stride=stride, groups=hidden)
+        self.project = conv_bn(hidden, features, kernel_size=1, relu6=False)
+        self.residual = stride == 1 and in_features == features
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = lambda features, name, **kwargs: ConvBN(
-            features, axis_name=self.axis_name, dtype=self.dtype, name=name, **kwargs
-        )
-        hidden = int(round(x.shape[-1] * self.expand_ratio))
-        y = conv(hidden, "expand", kernel_size=1)(x, train) if self.expand_ratio != 1 else x
-        y = conv(hidden, "depthwise", stride=self.stride, groups=hidden)(y, train)
-        y = conv(self.features, "project", kernel_size=1, relu6=False)(y, train)
-        return x + y if self.stride == 1 and x.shape[-1] == self.features else y
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
 
 
 @register("mobilenet_v2")
-class MobileNetV2(nn.Module):
+class MobileNetV2(nnx.Module):
     """`(N, H, W, C)` -> logits `(N, num_classes)`.
 
     A 3x3/2 stem to 32 channels, 17 inverted residual blocks (`INVERTED_RESIDUAL_SETTING`), a
     1x1 head to 1280 channels, global average pooling, dropout and a dense classifier.
 
-    Attributes:
+    Args:
       width_multiplier: scales every width (the paper's alpha), rounded to multiples of 8 by
         `make_divisible`; the head keeps 1280 channels unless the multiplier exceeds 1.
       dropout: rate before the classifier (0.2 as torchvision's).
@@ -103,34 +114,46 @@ class MobileNetV2(nn.Module):
     has 3,504,872 parameters at 1000 classes, as torchvision's.
     """
 
-    num_classes: int = 1000
-    width_multiplier: float = 1.0
-    dropout: float = 0.2
-    axis_name: str | None = None
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_images(x, "MobileNetV2", min_size=1)
-        alpha = self.width_multiplier
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        input_shape: Sequence[int] = (224, 224, 3),
+        width_multiplier: float = 1.0,
+        dropout: float = 0.2,
+        axis_name: str | None = None,
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        alpha = width_multiplier
+        if not (is_number(alpha) and alpha > 0):
             raise ValueError(f"width_multiplier must be a positive number, got {alpha!r}")
-        norm_args = dict(axis_name=self.axis_name, dtype=self.dtype)
-        x = ConvBN(make_divisible(32 * alpha), stride=2, name="stem", **norm_args)(x, train)
-        block = 0
-        for expand_ratio, width, repeats, stride in INVERTED_RESIDUAL_SETTING:
+        channels = image_shape(input_shape, "MobileNetV2")[-1]
+        conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
+        norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
+        conv_bn = functools.partial(ConvBN, conv=conv, norm=norm)
+        width = make_divisible(32 * alpha)
+        self.stem = conv_bn(channels, width, stride=2)
+        blocks = []
+        for expand_ratio, stage_width, repeats, stride in INVERTED_RESIDUAL_SETTING:
             for i in range(repeats):
-                block += 1
-                x = InvertedResidual(
-                    make_divisible(width * alpha),
-                    stride=stride if i == 0 else 1,
-                    expand_ratio=expand_ratio,
-                    name=f"block{block}",
-                    **norm_args,
-                )(x, train)
-        x = ConvBN(make_divisible(1280 * max(1.0, alpha)), kernel_size=1, name="head", **norm_args)(x, train)
-        x = layers.Dropout(self.dropout)(layers.GlobalAvgPool()(x), deterministic=not train)
-        x = layers.Dense(
-            self.num_classes, kernel_init=dense_kernel_init, dtype=self.dtype, name="classifier"
-        )(x)
-        return x.astype(jnp.float32)
+                out = make_divisible(stage_width * alpha)
+                block = InvertedResidual(
+                    width, out, stride if i == 0 else 1, expand_ratio, conv=conv, norm=norm
+                )
+                blocks.append((f"block{len(blocks) + 1}", block))
+                width = out
+        self.block_names = add_layers(self, blocks)
+        head = make_divisible(1280 * max(1.0, alpha))
+        self.head = conv_bn(width, head, kernel_size=1)
+        self.pool, self.dropout = L.GlobalAvgPool(), L.Dropout(dropout, rngs=rngs)
+        self.classifier = L.Dense(head, num_classes, kernel_init=dense_kernel_init, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_images(x, "MobileNetV2", min_size=1)
+        x = self.stem(x)
+        for name in self.block_names:
+            x = getattr(self, name)(x)
+        x = self.dropout(self.pool(self.head(x)))
+        return self.classifier(x).astype(jnp.float32)

@@ -1,4 +1,4 @@
-"""Model registry: `create(name)`, `available()`, `@register(name)`."""
+"""Model registry: `create_nnx(name)` and `create(name)` (Linen), `available()`, `@register(name)`."""
 
 from __future__ import annotations
 
@@ -6,30 +6,53 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
+from flax import nnx
+from flax.core import FrozenDict
 
-Factory = Callable[..., nn.Module]
+from jaxcnn._validate import integer
+from jaxcnn.models.bridge import LinenModel
+
+Factory = Callable[..., nnx.Module | nn.Module]
 _MODELS: dict[str, Factory] = {}
+_BUILT_BY_THE_REGISTRY = {"num_classes", "input_shape", "rngs", "parent", "name"}
+
+
+def _target(factory: Factory):
+    return factory.func if isinstance(factory, functools.partial) else factory
 
 
 def _origin(factory: Factory) -> tuple[str, str]:
-    target = factory.func if isinstance(factory, functools.partial) else factory
+    target = _target(factory)
     return getattr(target, "__module__", ""), getattr(target, "__qualname__", repr(target))
+
+
+def _builds_nnx(factory: Factory) -> bool:
+    target = _target(factory)
+    return isinstance(target, type) and issubclass(target, nnx.Module)
+
+
+def is_nnx(name: str) -> bool:
+    """Whether the registered model `name` is a Flax NNX module (every zoo model) rather than a Linen one."""
+    return _builds_nnx(_factory(name))
 
 
 def register(name: str, factory: Factory | None = None, *, overwrite: bool = False):
     """Adds a model to the registry, as a decorator or a call.
 
         @register("my_net")
-        class MyNet(nn.Module): ...
+        class MyNet(nnx.Module):
+            def __init__(self, num_classes=10, *, input_shape=(28, 28, 1), rngs): ...
 
-        register("resnet18", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2)))
+        register("resnet18", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock))
 
-    The factory is a Module class or a `functools.partial` of one, called with
-    `num_classes=` and the keyword arguments of `create`. Registering a taken name raises,
-    unless `overwrite=True` or it is the same definition again (a re-run notebook cell).
+    The factory is an NNX Module class taking `num_classes`, `input_shape` (one image's `(H, W, C)`,
+    with a default) and `rngs`, or a Linen Module class taking `num_classes`, or a `functools.partial` of
+    either. Registering a taken name raises, unless `overwrite=True` or it is the same definition again
+    (a re-run notebook cell).
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
@@ -52,43 +75,85 @@ def register(name: str, factory: Factory | None = None, *, overwrite: bool = Fal
 
 
 def available() -> list[str]:
-    """Names accepted by `create`, sorted."""
+    """Names accepted by `create` and `create_nnx`, sorted."""
     return sorted(_MODELS)
 
 
+def _factory(name: str) -> Factory:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model name {name!r}; available: {', '.join(available())}")
+    return _MODELS[name]
+
+
 def _accepted_arguments(factory: Factory) -> set[str]:
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    if dataclasses.is_dataclass(target):
+    target = _target(factory)
+    if dataclasses.is_dataclass(target):  # a Linen module
         names = {f.name for f in dataclasses.fields(target) if f.init}
-        return names - {"parent", "name"}
-    return set(inspect.signature(target).parameters)
+    else:  # an NNX module (whose metaclass hides the signature of its __init__) or a function
+        names = set(inspect.signature(target.__init__ if isinstance(target, type) else target).parameters)
+        names.discard("self")
+    return names - _BUILT_BY_THE_REGISTRY  # a partial's keywords are defaults: create may override them
+
+
+def arguments(name: str) -> set[str]:
+    """The keyword arguments `create(name, ...)` accepts besides `num_classes`."""
+    return _accepted_arguments(_factory(name))
+
+
+def _checked(name: str, num_classes, kwargs) -> Factory:
+    factory = _factory(name)
+    integer(num_classes, "num_classes", minimum=1)
+    unknown = sorted(set(kwargs) - _accepted_arguments(factory))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(sorted(_accepted_arguments(factory)))}"
+        )
+    return factory
 
 
 def create(name: str, *, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Builds a registered model. Every model is called as `model.apply(variables, x, train=...)`
-    on channels-last images `(N, H, W, C)` and returns logits `(N, num_classes)`.
+    """Builds a registered model as a Flax Linen module: `model.init(key, x)`, then
+    `model.apply(variables, x, train=False, rngs=...)` on channels-last images `(N, H, W, C)` gives
+    logits `(N, num_classes)`. The zoo's models are NNX modules used through `bridge.LinenModel`.
 
     Raises:
       ValueError: unknown name (the message lists `available()`), a non-positive
         `num_classes`, or a keyword the model does not take (the message lists those it does).
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model name {name!r}; available: {', '.join(available())}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    factory = _MODELS[name]
-    accepted = _accepted_arguments(factory) - {"num_classes"}
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ValueError(
-            f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
-            f"it accepts: {', '.join(sorted(accepted))}"
-        )
+    factory = _checked(name, num_classes, kwargs)
+    if _builds_nnx(factory):
+        return LinenModel(factory, FrozenDict(num_classes=num_classes, **kwargs))
     return factory(num_classes=num_classes, **kwargs)
 
 
-def arguments(name: str) -> set[str]:
-    """The keyword arguments `create(name, ...)` accepts."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model name {name!r}; available: {', '.join(available())}")
-    return _accepted_arguments(_MODELS[name])
+def create_nnx(
+    name: str,
+    *,
+    num_classes: int = 10,
+    rngs: nnx.Rngs,
+    input_shape: Sequence[int] | None = None,
+    **kwargs,
+) -> nnx.Module:
+    """Builds a registered model as a Flax NNX module, initialised from `rngs`: `model(x)` on channels-last
+    images `(N, H, W, C)` gives logits `(N, num_classes)`; `model.train()` / `model.eval()` switch Dropout
+    and BatchNorm.
+
+    Args:
+      input_shape: one image's `(H, W, C)`; default: the model's own (e.g. (28, 28, 1) for lenet5,
+        (224, 224, 3) for resnet18). Required for a model registered as a Linen module, which is wrapped
+        by `flax.nnx.bridge.ToNNX` and initialised on a zero image (call it with `train=`).
+
+    Raises:
+      ValueError: as `create`.
+    """
+    factory = _checked(name, num_classes, kwargs)
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be a flax.nnx.Rngs, e.g. nnx.Rngs(0), got {type(rngs).__name__}")
+    if _builds_nnx(factory):
+        shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
+        return factory(num_classes=num_classes, **shape, **kwargs, rngs=rngs)
+    if input_shape is None:
+        raise ValueError(f"model {name!r} is a Linen module: create_nnx needs its input_shape (H, W, C)")
+    model = nnx.bridge.ToNNX(factory(num_classes=num_classes, **kwargs), rngs=rngs)
+    return nnx.bridge.lazy_init(model, jnp.zeros((1, *input_shape), jnp.float32), train=False)

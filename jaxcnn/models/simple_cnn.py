@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import layers
-from jaxcnn.models._common import check_images
+from jaxcnn import nnx_layers as L
+from jaxcnn.models._common import check_images, image_shape, output_shape
 from jaxcnn.models.registry import register
 
 
 @register("simple_cnn")
-class SimpleCNN(nn.Module):
+class SimpleCNN(nnx.Module):
     """conv 3x3x32 - avg pool - conv 3x3x64 - avg pool - dense 256 - dense classes.
 
-    824,458 parameters on 28x28x1 inputs, like Flax's example. Inputs at least 4x4.
+    824,458 parameters on 28x28x1 inputs, like Flax's example. Inputs at least 4x4; `input_shape`
+    sizes the first dense layer.
     """
 
-    num_classes: int = 10
-    dtype: Any = None
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        input_shape: Sequence[int] = (28, 28, 1),
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        channels = image_shape(input_shape, "simple_cnn", min_size=4)[-1]
+        conv = partial(L.Conv, dtype=dtype, impl=impl, rngs=rngs)
+        self.conv1, self.pool1 = conv(channels, 32, 3), L.AvgPool(2)
+        self.conv2, self.pool2 = conv(32, 64, 3), L.AvgPool(2)
+        self.flatten = L.Flatten()
+        flat = math.prod(output_shape(self.features, input_shape))
+        self.fc1 = L.Dense(flat, 256, dtype=dtype, rngs=rngs)
+        self.fc2 = L.Dense(256, num_classes, dtype=dtype, rngs=rngs)
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def features(self, x: jax.Array) -> jax.Array:
+        """The two conv-pool stages, flattened: `(N, H, W, C)` -> `(N, 64 * H'' * W'')`."""
+        x = self.pool1(jax.nn.relu(self.conv1(x)))
+        return self.flatten(self.pool2(jax.nn.relu(self.conv2(x))))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x, "simple_cnn", min_size=4)
-        for features in (32, 64):
-            x = layers.AvgPool(2)(nn.relu(layers.Conv(features, 3, dtype=self.dtype)(x)))
-        x = layers.Flatten()(x)
-        x = nn.relu(layers.Dense(256, dtype=self.dtype)(x))
-        return layers.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        x = jax.nn.relu(self.fc1(self.features(x)))
+        return self.fc2(x).astype(jnp.float32)

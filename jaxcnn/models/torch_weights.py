@@ -5,6 +5,9 @@
     variables = jaxcnn.models.load_torch_state_dict("resnet50", state_dict)
     model = jaxcnn.models.create("resnet50", num_classes=1000)
     logits = model.apply(variables, images_nhwc)  # images (N, H, W, 3), torchvision's normalisation
+    nnx_model = jaxcnn.models.load_linen_variables(
+        jaxcnn.models.create_nnx("resnet50", num_classes=1000, rngs=nnx.Rngs(0)), variables
+    )  # the same weights in the NNX model
 
 PyTorch is not imported here: the state dict's values may be torch tensors or numpy arrays.
 """
@@ -15,12 +18,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
+from flax import nnx, traverse_util
 
+from jaxcnn.models.bridge import LinenModel
 from jaxcnn.models.mobilenet import MobileNetV2
 from jaxcnn.models.registry import create
 from jaxcnn.models.resnet import ResNet
@@ -28,7 +31,7 @@ from jaxcnn.models.vgg import POOLED_SIZE, VGG
 
 Path = tuple[str, ...]
 # A family's map from jaxcnn module paths (all of the model's) to torchvision module names.
-Namer = Callable[[nn.Module, list[Path]], dict[Path, str]]
+Namer = Callable[[nnx.Module, list[Path]], dict[Path, str]]
 
 # (collection, leaf name) -> torchvision's parameter or buffer name.
 _LEAF_NAMES = {
@@ -40,14 +43,14 @@ _LEAF_NAMES = {
 }
 
 
-def _resnet_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
+def _resnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # conv1, bn1, fc; layer2_0/conv1 -> layer2.0.conv1; downsample_conv/_bn -> downsample.0/.1
     parts = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
     rename = lambda part: parts.get(part, re.sub(r"^(layer\d+)_(\d+)$", r"\1.\2", part))
     return {path: ".".join(map(rename, path)) for path in paths}
 
 
-def _vgg_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
+def _vgg_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # torchvision's `features` is one Sequential of conv, [bn,] relu and pool modules.
     names, index, convs = {("fc1",): "classifier.0", ("fc2",): "classifier.3", ("fc3",): "classifier.6"}, 0, 0
     for v in model.config:
@@ -61,7 +64,7 @@ def _vgg_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
     return names
 
 
-def _mobilenet_names(model: nn.Module, paths: list[Path]) -> dict[Path, str]:
+def _mobilenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # features.0 = stem, features.i = block{i} (conv = Sequential of [expand,] depthwise, project
     # conv, project bn), features.{blocks + 1} = head; Conv2dNormActivation = (conv, bn).
     blocks = {path[0] for path in paths if path[0].startswith("block")}
@@ -139,18 +142,22 @@ def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **crea
         unexpected keys or shapes that do not match (the message lists them all).
     """
     model = create(model_name, **create_kwargs)
-    family = next((f for cls, f in _FAMILIES.items() if isinstance(model, cls)), None)
+    probe_shape = (32, 32, 3)  # any size the families accept: their weights do not depend on it
+    architecture = model.abstract_nnx_model(probe_shape) if isinstance(model, LinenModel) else model
+    family = next((f for cls, f in _FAMILIES.items() if isinstance(architecture, cls)), None)
     if family is None:
         raise ValueError(
-            f"model_name {model_name!r} ({type(model).__name__}) has no torchvision counterpart; "
+            f"model_name {model_name!r} ({type(architecture).__name__}) has no torchvision counterpart; "
             f"load_torch_state_dict supports {', '.join(cls.__name__ for cls in _FAMILIES)} models"
         )
     if "num_classes" not in create_kwargs and family.classifier in state_dict:
-        model = model.clone(num_classes=int(np.shape(state_dict[family.classifier])[0]))
-    key = jax.random.PRNGKey(0)
-    shapes = jax.eval_shape(model.init, key, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-    leaves = traverse_util.flatten_dict(nn.unbox(shapes))  # (collection, *module path, leaf) -> shape
-    names = family.namer(model, sorted({path[1:-1] for path in leaves}))
+        num_classes = int(np.shape(state_dict[family.classifier])[0])
+        model = create(model_name, num_classes=num_classes, **create_kwargs)
+    shapes = jax.eval_shape(
+        model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, *probe_shape), jnp.float32)
+    )
+    leaves = traverse_util.flatten_dict(shapes)  # (collection, *module path, leaf) -> shape
+    names = family.namer(architecture, sorted({path[1:-1] for path in leaves}))
 
     variables, missing, mismatched, used = {}, [], [], set()
     for path, expected in leaves.items():
@@ -166,7 +173,7 @@ def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **crea
             )
             continue
         flatten_from = None
-        if isinstance(model, VGG) and path[1:-1] == ("fc1",):
+        if isinstance(architecture, VGG) and path[1:-1] == ("fc1",):
             flatten_from = (expected.shape[0] // POOLED_SIZE**2, POOLED_SIZE, POOLED_SIZE)
         variables[path] = jnp.asarray(_torch_layout(array, flatten_from), expected.dtype)
     unexpected = sorted(k for k in state_dict if k not in used and not k.endswith("num_batches_tracked"))

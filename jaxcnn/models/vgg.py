@@ -2,7 +2,8 @@
 
 Stacks of 3x3 convolutions (padding 1) and 2x2 max pools, adaptive average pooling to 7x7, and
 a classifier of three dense layers (4096, 4096, classes) with ReLU and dropout 0.5.
-Module names: `conv{k}` and `bn{k}` for the k-th convolution (from 1), `fc1`..`fc3`.
+Module names: `conv{k}` and `bn{k}` for the k-th convolution (from 1), `pool{m}` for the m-th max pool,
+`fc1`..`fc3`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import layers
-from jaxcnn.models._common import batch_norm, check_images, conv_kernel_init, dense_kernel_init
+from jaxcnn import nnx_layers as L
+from jaxcnn._validate import is_int
+from jaxcnn.models._common import add_layers, check_images, conv_kernel_init, dense_kernel_init, image_shape
 from jaxcnn.models.registry import register
 
 # torchvision's configurations: an int is a 3x3 convolution of that width, "M" a 2x2 max pool.
@@ -25,10 +27,10 @@ VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
 POOLED_SIZE = 7  # the adaptive pool's output, 7x7 as torchvision's
 
 
-class VGG(nn.Module):
+class VGG(nnx.Module):
     """`(N, H, W, C)` -> logits `(N, num_classes)`.
 
-    Attributes:
+    Args:
       config: the feature extractor, e.g. `VGG11_LAYERS`: ints are 3x3 convolutions (ReLU after),
         "M" 2x2 max pools.
       batch_norm: BatchNorm after each convolution (the `_bn` variants). The convolutions keep
@@ -41,39 +43,60 @@ class VGG(nn.Module):
     138,357,544, as torchvision's (vgg11_bn 132,868,840, vgg16_bn 138,365,992).
     """
 
-    config: Sequence[int | str]
-    num_classes: int = 1000
-    batch_norm: bool = False
-    dropout: float = 0.5
-    axis_name: str | None = None
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if any(v != "M" and (isinstance(v, bool) or not isinstance(v, int) or v < 1) for v in self.config):
+    def __init__(
+        self,
+        config: Sequence[int | str],
+        num_classes: int = 1000,
+        *,
+        input_shape: Sequence[int] = (224, 224, 3),
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+        axis_name: str | None = None,
+        dtype: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        if any(v != "M" and not (is_int(v) and v >= 1) for v in config):
             raise ValueError(
-                f'config must hold positive ints (conv widths) and "M" (max pools), got {self.config!r}'
+                f'config must hold positive ints (conv widths) and "M" (max pools), got {config!r}'
             )
-        check_images(x, "VGG", min_size=2 ** self.config.count("M"))
-        convs = 0
+        self.config, self.batch_norm = tuple(config), batch_norm
+        self.min_size = 2 ** self.config.count("M")
+        channels = image_shape(input_shape, "VGG", min_size=self.min_size)[-1]
+        conv = functools.partial(
+            L.Conv, padding=1, kernel_init=conv_kernel_init, dtype=dtype, impl=impl, rngs=rngs
+        )
+        layers, activated, convs, pools = [], [], 0, 0
         for v in self.config:
             if v == "M":
-                x = layers.MaxPool(2)(x)
+                pools += 1
+                layers.append((f"pool{pools}", L.MaxPool(2, impl=impl)))
                 continue
             convs += 1
-            conv = layers.Conv(
-                v, 3, padding=1, kernel_init=conv_kernel_init, dtype=self.dtype, name=f"conv{convs}"
-            )
-            x = conv(x)
-            if self.batch_norm:
-                x = batch_norm(self, train, name=f"bn{convs}")(x)
-            x = nn.relu(x)
-        x = layers.Flatten()(layers.AdaptiveAvgPool(POOLED_SIZE)(x))
-        dense = functools.partial(layers.Dense, kernel_init=dense_kernel_init, dtype=self.dtype)
-        for k in (1, 2):
-            x = nn.relu(dense(4096, name=f"fc{k}")(x))
-            x = layers.Dropout(self.dropout)(x, deterministic=not train)
-        return dense(self.num_classes, name="fc3")(x).astype(jnp.float32)
+            layers.append((f"conv{convs}", conv(channels, v, 3)))
+            if batch_norm:
+                layers.append((f"bn{convs}", L.BatchNorm(v, axis_name=axis_name, dtype=dtype, rngs=rngs)))
+            activated.append(layers[-1][0])  # ReLU after the convolution, or after its BatchNorm
+            channels = v
+        self.layer_names, self.activated = add_layers(self, layers), frozenset(activated)
+        self.avgpool, self.flatten = L.AdaptiveAvgPool(POOLED_SIZE), L.Flatten()
+        dense = functools.partial(L.Dense, kernel_init=dense_kernel_init, dtype=dtype, rngs=rngs)
+        self.fc1 = dense(channels * POOLED_SIZE**2, 4096)
+        self.dropout1 = L.Dropout(dropout, rngs=rngs)
+        self.fc2 = dense(4096, 4096)
+        self.dropout2 = L.Dropout(dropout, rngs=rngs)
+        self.fc3 = dense(4096, num_classes)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_images(x, "VGG", min_size=self.min_size)
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+            if name in self.activated:
+                x = jax.nn.relu(x)
+        x = self.flatten(self.avgpool(x))
+        x = self.dropout1(jax.nn.relu(self.fc1(x)))
+        x = self.dropout2(jax.nn.relu(self.fc2(x)))
+        return self.fc3(x).astype(jnp.float32)
 
 
 VGG11 = register("vgg11", functools.partial(VGG, config=VGG11_LAYERS))

@@ -1,29 +1,19 @@
-"""Scaling: data parallelism (jit + NamedSharding, or pmap), multi-process runs and vmap ensembles."""
+"""Scaling: data parallelism (jit + NamedSharding, or pmap) and multi-process runs.
+
+How a step runs on the devices (a strategy: placement of the state and the batch, compilation) is
+here; what a step computes, ensembles (`vmap` over members) included, is in `jaxcnn.training`.
+"""
 
 from jaxcnn.parallel.distributed import initialize_distributed, is_main_process
-from jaxcnn.parallel.ensemble import (
-    create_ensemble_state,
-    ensemble_eval_step,
-    ensemble_member,
-    ensemble_predict,
-    ensemble_size,
-    ensemble_train_step,
-    stack_states,
-)
-from jaxcnn.parallel.strategies import DataParallel, Pmap, SingleDevice, create_strategy
+from jaxcnn.parallel.strategies import STRATEGIES, DataParallel, Pmap, SingleDevice, create_strategy, register
 
 __all__ = [
+    "STRATEGIES",
     "DataParallel",
     "Pmap",
     "SingleDevice",
-    "create_ensemble_state",
     "create_strategy",
-    "ensemble_eval_step",
-    "ensemble_member",
-    "ensemble_predict",
-    "ensemble_size",
-    "ensemble_train_step",
     "initialize_distributed",
     "is_main_process",
-    "stack_states",
+    "register",
 ]

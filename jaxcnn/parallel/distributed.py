@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import jax
 
+from jaxcnn._validate import integer
+
 
 def initialize_distributed(
     coordinator_address: str, num_processes: int | None, process_id: int | None
@@ -16,12 +18,8 @@ def initialize_distributed(
     host, _, port = (coordinator_address or "").rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"coordinator_address must be HOST:PORT, got {coordinator_address!r}")
-    if not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(
-            f"num_processes must be a positive int with coordinator_address, got {num_processes!r}"
-        )
-    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
+    integer(num_processes, "num_processes (with coordinator_address)", minimum=1)
+    integer(process_id, "process_id", minimum=0, maximum=num_processes - 1)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id

@@ -15,7 +15,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcnn._registry import Registry
+
 AXIS = "batch"
+STRATEGIES: Registry[type] = Registry("parallel strategy")
+register = STRATEGIES.register
 
 # fn(state, accumulated_metrics, batch) -> (state, accumulated_metrics)
 TrainFn = Callable[..., tuple[Any, Any]]
@@ -32,6 +36,7 @@ def _check_divisible(global_batch: int, devices: int, name: str) -> None:
         )
 
 
+@register("none")
 class SingleDevice:
     """`jit` on the default device (`parallel="none"`)."""
 
@@ -64,6 +69,7 @@ class SingleDevice:
         return jax.jit(fn)
 
 
+@register("data")
 class DataParallel(SingleDevice):
     """`jit` over a 1-D mesh of every device of every process (`parallel="data"`).
 
@@ -102,6 +108,7 @@ class DataParallel(SingleDevice):
         return jax.jit(fn, in_shardings=(self.replicated, self.sharded), out_shardings=self.replicated)
 
 
+@register("pmap")
 class Pmap(SingleDevice):
     """`pmap` over the local devices, axis name `batch` (`parallel="pmap"`).
 
@@ -153,8 +160,6 @@ class Pmap(SingleDevice):
 
 
 def create_strategy(parallel: str):
-    """The strategy for `config.parallel`: "none", "data" or "pmap"."""
-    strategies = {"none": SingleDevice, "data": DataParallel, "pmap": Pmap}
-    if parallel not in strategies:
-        raise ValueError(f"parallel must be one of {', '.join(strategies)}, got {parallel!r}")
-    return strategies[parallel]()
+    """The strategy registered as `parallel` (`config.parallel`): "none", "data", "pmap", or your own
+    (`jaxcnn.parallel.register("name")` on a class with the methods of `SingleDevice`)."""
+    return STRATEGIES.get(parallel)()

@@ -1,30 +1,71 @@
-"""Training: config, train state, optimizers, jitted steps, checkpoints and the loop."""
+"""Training: build a run from a config, then run it.
 
-from jaxcnn.training.checkpoint import CheckpointError, Checkpoints
-from jaxcnn.training.config import default_config, validate_config
-from jaxcnn.training.loop import (
-    RunResult,
-    TrainingInterrupted,
-    create_model,
-    evaluate,
-    initial_state,
-    train_and_evaluate,
+- `config`: every key (`default_config`, `validate_config`); sections owned by the components below.
+- `build`: `build_run(config, workdir)`, the only reader of a config, and `Run`.
+- `loop`: `train(run)`, a short loop over steps that hands the periodic work to `actions`;
+  `train_and_evaluate(config, workdir)` = build, then run.
+- The pieces, for notebooks: `state` (`TrainState`, `create_train_state` for NNX or Linen models),
+  `steps` (pure train/eval steps and their wrappers), `ensemble`, `per_example` (DP-SGD), `optim`,
+  `checkpoint`, `metrics`, `workdir`, `evaluation`, `model`, `result`.
+"""
+
+from jaxcnn.training.actions import Action, Evaluate, LogMetrics, ProfileSettings, SaveCheckpoint
+from jaxcnn.training.build import Run, build_run, initial_state
+from jaxcnn.training.checkpoint import CheckpointError, Checkpoints, CheckpointSettings
+from jaxcnn.training.config import default_config, resumable_keys, validate_config
+from jaxcnn.training.ensemble import (
+    EnsembleSettings,
+    create_ensemble_state,
+    ensemble_eval_step,
+    ensemble_member,
+    ensemble_predict,
+    ensemble_size,
+    ensemble_train_step,
+    stack_states,
 )
+from jaxcnn.training.evaluation import EvalSettings, evaluate
+from jaxcnn.training.loop import train, train_and_evaluate
 from jaxcnn.training.metrics import MetricWriter, read_metrics
-from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
-from jaxcnn.training.per_example import dp_optimizer, dp_train_step, per_example_grads
-from jaxcnn.training.state import TrainState, create_train_state
-from jaxcnn.training.steps import cross_entropy_loss, eval_step, predict, train_step
+from jaxcnn.training.model import ComputeSettings, create_model
+from jaxcnn.training.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    OptimizerSettings,
+    create_learning_rate_schedule,
+    create_optimizer,
+)
+from jaxcnn.training.per_example import DPSettings, dp_optimizer, dp_train_step, per_example_grads
+from jaxcnn.training.result import RunResult, TrainingInterrupted
+from jaxcnn.training.state import EMASettings, TrainState, create_train_state
+from jaxcnn.training.steps import LossSettings, cross_entropy_loss, eval_step, predict, train_step
 from jaxcnn.training.workdir import WorkdirError, prepare_workdir
 
 __all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Action",
     "CheckpointError",
+    "CheckpointSettings",
     "Checkpoints",
+    "ComputeSettings",
+    "DPSettings",
+    "EMASettings",
+    "EnsembleSettings",
+    "EvalSettings",
+    "Evaluate",
+    "LogMetrics",
+    "LossSettings",
     "MetricWriter",
+    "OptimizerSettings",
+    "ProfileSettings",
+    "Run",
     "RunResult",
+    "SaveCheckpoint",
     "TrainState",
     "TrainingInterrupted",
     "WorkdirError",
+    "build_run",
+    "create_ensemble_state",
     "create_learning_rate_schedule",
     "create_model",
     "create_optimizer",
@@ -33,6 +74,11 @@ __all__ = [
     "default_config",
     "dp_optimizer",
     "dp_train_step",
+    "ensemble_eval_step",
+    "ensemble_member",
+    "ensemble_predict",
+    "ensemble_size",
+    "ensemble_train_step",
     "eval_step",
     "evaluate",
     "initial_state",
@@ -40,6 +86,9 @@ __all__ = [
     "predict",
     "prepare_workdir",
     "read_metrics",
+    "resumable_keys",
+    "stack_states",
+    "train",
     "train_and_evaluate",
     "train_step",
     "validate_config",

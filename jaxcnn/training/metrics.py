@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 
@@ -37,7 +39,8 @@ class MetricWriter:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
         for name, value in values.items():
-            self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+            if value is not None:  # None: not measured (a window whose every step was skipped has no loss)
+                self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
         if self._tensorboard is not None:
@@ -45,14 +48,48 @@ class MetricWriter:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of a `metrics.jsonl` (a missing file has none; a torn last line is ignored)."""
+    """The rows of a `metrics.jsonl` (a missing file has none).
+
+    A line that is not a row is skipped with a warning, and the rows after it are kept: the last
+    line, unterminated, is one a crash cut short; another is damage.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            break
-    return lines
+    text = path.read_bytes().decode("utf-8", errors="replace")  # a garbled byte costs only its line
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        row = _row(line)
+        if row is not None:
+            rows.append(row)
+        elif number == len(lines) and not text.endswith("\n"):
+            logging.warning("%s: dropped its torn last line %d: %.80r", path, number, line)
+        elif line.strip():
+            logging.warning("%s: skipped unreadable line %d: %.80r", path, number, line)
+    return rows
+
+
+def _row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and {"step", "split"} <= row.keys() else None
+
+
+def logged_training(rows: list[dict]) -> dict:
+    """From `metrics.jsonl` rows: the last training window's `loss` and `accuracy`, and the
+    `examples_per_sec` of all logged windows together; NaN where nothing was logged."""
+    train = [row for row in rows if row["split"] == "train"]
+    # A window of n steps at v examples/s took n·B/v seconds: together, Σn·B / Σ(n·B/v) examples/s.
+    steps, seconds_over_batch, previous = 0, 0.0, 0
+    for row in train:
+        speed = row.get("examples_per_sec")
+        if speed and math.isfinite(speed):  # NaN: a window of only a segment's first step (not timed)
+            steps += row["step"] - previous
+            seconds_over_batch += (row["step"] - previous) / speed
+        previous = row["step"]
+    last = train[-1] if train else {"loss": math.nan, "accuracy": math.nan}
+    speed = steps / seconds_over_batch if steps else math.nan
+    return {"loss": last["loss"], "accuracy": last["accuracy"], "examples_per_sec": speed}

@@ -1,57 +1,144 @@
-"""Optimizers and learning-rate schedules from the config, all from optax."""
+"""Optimizers and learning-rate schedules, all from optax, each kind in one registry.
+
+    tx = create_optimizer("nesterov", 0.05, total_steps=3744, settings=OptimizerSettings(schedule="cosine"))
+
+`OPTIMIZERS` and `SCHEDULES` hold the names `config.optimizer` and `config.optim.schedule` accept. Register
+your own with `OPTIMIZERS.register("name")` on `fn(learning_rate, settings) -> optax.GradientTransformation`,
+or `SCHEDULES.register("name")` on `fn(peak_value, total_steps, settings) -> optax.Schedule`.
+"""
 
 from __future__ import annotations
 
-import ml_collections
+import dataclasses
+import logging
+
 import optax
 
+from jaxcnn._registry import Registry
+from jaxcnn._validate import Settings, choice, integer, number
 
-def create_learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """`constant`, `cosine` (to 0 at `total_steps`) or `warmup_cosine` (linear warm-up first)."""
-    if config.schedule == "constant":
-        return optax.constant_schedule(config.learning_rate)
-    if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(config.learning_rate, decay_steps=max(total_steps, 1))
-    if config.schedule == "warmup_cosine":
-        if config.warmup_steps >= total_steps:
-            raise ValueError(
-                f"config.warmup_steps ({config.warmup_steps}) must be below the run's {total_steps} steps"
-            )
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-            decay_steps=total_steps,
-        )
-    raise ValueError(f"config.schedule must be constant, cosine or warmup_cosine, got {config.schedule!r}")
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("schedule")
 
 
-def create_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """sgd, momentum, nesterov, adam or adamw with the configured schedule.
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings(Settings):
+    """`config.optim`: everything about the updates but the optimizer's name and peak learning rate
+    (`config.optimizer`, `config.learning_rate`).
 
-    `weight_decay` is decoupled for adamw and an L2 term added to the gradient (PyTorch's
-    `weight_decay`) for the others. With `skip_nonfinite_steps` > 0, updates from non-finite
-    gradients are skipped (`optax.apply_if_finite`).
+    Attributes:
+      momentum: of "momentum" and "nesterov" (and adam's b1 is left at optax's default).
+      weight_decay: decoupled for "adamw"; an L2 term added to the gradient (PyTorch's `weight_decay`)
+        for the others.
+      schedule: a name of `SCHEDULES`: "constant", "cosine" (to 0 at the last step) or "warmup_cosine"
+        (linear warm-up from 0 over `warmup_steps`, then cosine to 0).
+      warmup_steps: of "warmup_cosine". A run shorter than its warm-up gets a tenth of its length instead
+        (logged), so that any config runs for a few steps.
+      accumulate_steps: gradients of this many consecutive batches are averaged into one update
+        (`optax.MultiSteps`): an effective batch of `accumulate_steps * batch_size`. The schedule counts
+        updates, not batches.
+      skip_nonfinite_steps: > 0 skips (does not apply) updates from non-finite gradients, up to this many
+        in a row (`optax.apply_if_finite`); 0 stops the run at the first non-finite loss.
     """
-    tx = _base_optimizer(config, create_learning_rate_schedule(config, total_steps))
-    if config.skip_nonfinite_steps:
-        return optax.apply_if_finite(tx, max_consecutive_errors=config.skip_nonfinite_steps)
-    return tx
+
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    accumulate_steps: int = 1
+    skip_nonfinite_steps: int = 0
+
+    def __post_init__(self):
+        number(self.momentum, "momentum", minimum=0.0, below=1.0)
+        number(self.weight_decay, "weight_decay", minimum=0.0)
+        choice(self.schedule, "schedule", SCHEDULES.names())
+        integer(self.warmup_steps, "warmup_steps", minimum=0)
+        integer(self.accumulate_steps, "accumulate_steps", minimum=1)
+        integer(self.skip_nonfinite_steps, "skip_nonfinite_steps", minimum=0)
 
 
-def _base_optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
-    if config.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        base = optax.adam(lr)
-    elif config.optimizer == "sgd":
-        base = optax.sgd(lr)
-    elif config.optimizer in ("momentum", "nesterov"):
-        base = optax.sgd(lr, momentum=config.momentum, nesterov=config.optimizer == "nesterov")
-    else:
-        raise ValueError(
-            f"config.optimizer must be sgd, momentum, nesterov, adam or adamw, got {config.optimizer!r}"
+@SCHEDULES.register("constant")
+def constant(peak_value: float, total_steps: int, settings: OptimizerSettings) -> optax.Schedule:
+    return optax.constant_schedule(peak_value)
+
+
+@SCHEDULES.register("cosine")
+def cosine(peak_value: float, total_steps: int, settings: OptimizerSettings) -> optax.Schedule:
+    return optax.cosine_decay_schedule(peak_value, decay_steps=max(total_steps, 1))
+
+
+@SCHEDULES.register("warmup_cosine")
+def warmup_cosine(peak_value: float, total_steps: int, settings: OptimizerSettings) -> optax.Schedule:
+    warmup = settings.warmup_steps
+    if warmup >= total_steps:
+        warmup = total_steps // 10
+        logging.warning(
+            "config.optim.warmup_steps (%d) is not below the run's %d updates: warming up over %d instead",
+            settings.warmup_steps,
+            total_steps,
+            warmup,
         )
-    if config.weight_decay:
-        return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak_value, warmup_steps=warmup, decay_steps=max(total_steps, 1)
+    )
+
+
+def create_learning_rate_schedule(
+    learning_rate: float, total_steps: int, settings: OptimizerSettings = OptimizerSettings()
+) -> optax.Schedule:
+    """The learning rate at each update of a run of `total_steps` updates, peaking at `learning_rate`."""
+    return SCHEDULES.get(settings.schedule)(learning_rate, total_steps, settings)
+
+
+def _with_weight_decay(base: optax.GradientTransformation, settings: OptimizerSettings):
+    if settings.weight_decay:
+        return optax.chain(optax.add_decayed_weights(settings.weight_decay), base)
     return base
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    return _with_weight_decay(optax.sgd(learning_rate), settings)
+
+
+@OPTIMIZERS.register("momentum")
+def momentum(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    return _with_weight_decay(optax.sgd(learning_rate, momentum=settings.momentum), settings)
+
+
+@OPTIMIZERS.register("nesterov")
+def nesterov(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    return _with_weight_decay(optax.sgd(learning_rate, momentum=settings.momentum, nesterov=True), settings)
+
+
+@OPTIMIZERS.register("adam")
+def adam(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    return _with_weight_decay(optax.adam(learning_rate), settings)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    return optax.adamw(learning_rate, weight_decay=settings.weight_decay)
+
+
+def create_optimizer(
+    name: str,
+    learning_rate: float,
+    total_steps: int,
+    settings: OptimizerSettings = OptimizerSettings(),
+) -> optax.GradientTransformation:
+    """The optimizer `name` (a name of `OPTIMIZERS`) for a run of `total_steps` batches.
+
+    With `settings.accumulate_steps` k > 1 it is wrapped in `optax.MultiSteps` (one update every k
+    batches, its schedule over `total_steps // k` updates); with `settings.skip_nonfinite_steps` in
+    `optax.apply_if_finite`.
+    """
+    factory = OPTIMIZERS.get(name)
+    number(learning_rate, "learning_rate", minimum=0.0)
+    updates = max(integer(total_steps, "total_steps", minimum=0) // settings.accumulate_steps, 1)
+    tx = factory(create_learning_rate_schedule(learning_rate, updates, settings), settings)
+    if settings.skip_nonfinite_steps:
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=settings.skip_nonfinite_steps)
+    if settings.accumulate_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=settings.accumulate_steps)
+    return tx

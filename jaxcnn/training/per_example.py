@@ -16,6 +16,7 @@ respect to the kernel, the vmapped axis sharded).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -23,22 +24,49 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
+from jaxcnn._validate import Settings, number
+from jaxcnn.models.bridge import linen_variables, nnx_apply
 from jaxcnn.training.state import TrainState
 from jaxcnn.training.steps import Metrics, cross_entropy_loss, summed_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class DPSettings(Settings):
+    """`config.dp`: DP-SGD (optax's per-example clipping and noise) when `clip_norm` > 0: each example's
+    gradient is clipped to this global L2 norm, and Gaussian noise of std `clip_norm * noise_multiplier`
+    added to their sum. Needs a model without BatchNorm, one device and one ensemble member."""
+
+    clip_norm: float = 0.0
+    noise_multiplier: float = 0.0
+
+    def __post_init__(self):
+        number(self.clip_norm, "clip_norm", minimum=0.0)
+        number(self.noise_multiplier, "noise_multiplier", minimum=0.0)
+        if self.noise_multiplier and not self.clip_norm:
+            raise ValueError("noise_multiplier > 0 needs clip_norm > 0 (the noise std is relative to it)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.clip_norm > 0
 
 
 def _apply_fn_and_variables(model_or_state, params, batch_stats) -> tuple[Callable, dict]:
     if isinstance(model_or_state, TrainState):
         apply_fn = model_or_state.apply_fn
         batch_stats = model_or_state.batch_stats if batch_stats is None else batch_stats
+    elif isinstance(model_or_state, nnx.Module):
+        apply_fn = nnx_apply(model_or_state)
+        if batch_stats is None:
+            batch_stats = linen_variables(model_or_state).get("batch_stats")
     elif isinstance(model_or_state, nn.Module):
         apply_fn = model_or_state.apply
     elif callable(model_or_state):
         apply_fn = model_or_state
     else:
         raise TypeError(
-            "model_or_state must be a TrainState, a flax Module or an apply function "
+            "model_or_state must be a TrainState, a Flax NNX or Linen module or an apply function "
             f"apply(variables, images, train=..., rngs=...), got {type(model_or_state).__name__}"
         )
     variables = {"params": params}
@@ -92,11 +120,14 @@ def per_example_grads(
     """The gradient of each example's cross-entropy loss with respect to `params`.
 
     Args:
-      model_or_state: a `TrainState` (its `apply_fn` and `batch_stats`), a flax Module, or an apply
-        function `apply(variables, images, train=..., rngs=...) -> logits`.
-      params: the parameters to differentiate (e.g. `state.params`).
+      model_or_state: a `TrainState` (its `apply_fn` and `batch_stats`), a Flax NNX module (its
+        `batch_stats`), a Flax Linen module, or an apply function
+        `apply(variables, images, train=..., rngs=...) -> logits`.
+      params: the parameters to differentiate (e.g. `state.params`, or an NNX model's
+        `models.linen_variables(model)["params"]`).
       batch: `image` `(N, H, W, C)`, int `label` `(N,)`, optional `mask` `(N,)` (0 gives a zero gradient).
-      batch_stats: BatchNorm statistics (default: the state's; models without BatchNorm have none).
+      batch_stats: BatchNorm statistics (default: the state's or NNX model's; models without BatchNorm
+        have none).
       train: train-mode forward pass (dropout); refused for models with BatchNorm.
       rng: dropout key in train mode; example i uses `fold_in(rng, i)`.
       label_smoothing: as in the train step.
@@ -120,10 +151,9 @@ def dp_optimizer(
     The result expects per-example gradients (leading axis N), as `dp_train_step` passes; the noise
     key lives in the optimizer state, so it is checkpointed and a resumed run draws the same noise.
     """
-    if not clip_norm > 0:
+    settings = DPSettings(clip_norm, noise_multiplier)
+    if not settings.enabled:
         raise ValueError(f"clip_norm must be > 0, got {clip_norm!r}")
-    if not noise_multiplier >= 0:
-        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier!r}")
     aggregate = optax.contrib.differentially_private_aggregate(clip_norm, noise_multiplier, key=seed)
     return optax.chain(aggregate, tx)
 

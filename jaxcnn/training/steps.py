@@ -1,20 +1,39 @@
 """Loss, metrics and the train/eval steps as pure functions; the caller jits and shards them.
 
 Metrics are returned as sums (`loss`, `correct`, `count`) so they add up across steps,
-devices and processes before one division at logging time.
+devices and processes before one division at logging time. A run's step is a plain step (or
+`ensemble.ensemble_train_step`, `per_example.dp_train_step`) wrapped once, as its config asks, by
+`augmenting`, `averaging_weights` and `accumulating` below.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxcnn.data.augment import eval_views
+from jaxcnn._validate import Settings, number
+from jaxcnn.data.augment import Augmentation, eval_views
 from jaxcnn.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
+# step(state, batch) -> (state, metrics): one update, label smoothing and axis name already bound.
+Step = Callable[[TrainState, dict], tuple[TrainState, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings(Settings):
+    """`config.loss`: the training loss, softmax cross-entropy against targets smoothed by
+    `label_smoothing` (0 = one-hot; `optax.smooth_labels`). Evaluation always scores one-hot targets."""
+
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        number(self.label_smoothing, "label_smoothing", minimum=0.0, below=1.0)
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -114,13 +133,63 @@ def add_metrics(total: Metrics, new: Metrics) -> Metrics:
     return jax.tree.map(jnp.add, total, new)
 
 
-def summarize(metrics: Metrics) -> dict[str, float]:
+def summarize(metrics: Metrics) -> dict[str, float | None]:
     """Sums on host -> `{"loss": mean loss, "accuracy": fraction correct}`, plus `ensemble_accuracy`
     (the accuracy of the members' averaged logits) for an ensemble, whose loss and accuracy are the
-    members' means."""
-    count = max(float(metrics["count"]), 1.0)
-    summary = {"loss": float(metrics["loss"]) / count, "accuracy": float(metrics["correct"]) / count}
+    members' means. Means over no example (every step of a window skipped) are None."""
+    count = float(metrics["count"])
+    summary = {"loss": _mean(metrics["loss"], count), "accuracy": _mean(metrics["correct"], count)}
     if "ensemble_correct" in metrics:
-        ensemble_count = max(float(metrics["ensemble_count"]), 1.0)
-        summary["ensemble_accuracy"] = float(metrics["ensemble_correct"]) / ensemble_count
+        summary["ensemble_accuracy"] = _mean(metrics["ensemble_correct"], float(metrics["ensemble_count"]))
     return summary
+
+
+def _mean(total, count: float) -> float | None:
+    return float(total) / count if count else None
+
+
+# --- Wrappers of a step, chosen once per run ------------------------------------------------------------
+
+
+def augmenting(step: Step, augmentation: Augmentation, key: jax.Array, axis_name: str | None = None) -> Step:
+    """`step` on the batch augmented on device, with keys from `fold_in(key, state.step)`: a function of
+    (seed, step) only, so a resumed run augments exactly as an uninterrupted one."""
+    if not augmentation.enabled:
+        return step
+
+    def augmented(state: TrainState, batch: dict):
+        images = augmentation(jax.random.fold_in(key, state.step), batch["image"], axis_name=axis_name)
+        return step(state, {**batch, "image": images})
+
+    return augmented
+
+
+def averaging_weights(step: Step, decay: float) -> Step:
+    """`step`, then the moving average of the weights moved toward them (`TrainState.update_ema`)."""
+    if not decay:
+        return step
+
+    def averaged(state: TrainState, batch: dict):
+        state, metrics = step(state, batch)
+        return state.update_ema(decay), metrics
+
+    return averaged
+
+
+def accumulating(step: Step, skip_nonfinite: bool = False):
+    """`fn(state, metric_sums, batch) -> (state, metric_sums)`: `step`, with its metrics added to the sums.
+
+    With `skip_nonfinite` (the optimizer skips updates from non-finite gradients), a step whose loss is
+    not finite adds nothing but a count in `skipped` (`zero_metrics(skipped=True)`): its metrics would
+    poison the window's sums.
+    """
+
+    def accumulated(state: TrainState, metric_sums: Metrics, batch: dict):
+        state, metrics = step(state, batch)
+        if skip_nonfinite:
+            finite = jnp.isfinite(metrics["loss"])
+            metrics = jax.tree.map(lambda m: jnp.where(finite, m, 0.0), metrics)
+            metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+        return state, add_metrics(metric_sums, metrics)
+
+    return accumulated

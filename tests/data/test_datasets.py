@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datafiles import cifar10_splits, random_cifar, write_cifar10_archive, write_mnist_split
 
-from jaxcnn import data
+from jaxcnn import data, training
 from jaxcnn.data import datasets as datasets_lib
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -60,19 +60,43 @@ def test_available_names():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"name": "imagenet"}, "dataset must be one of cifar10, digits"),
-        ({"split": "validation"}, "split must be one of train, test"),
-        ({"num_examples": -1}, "num_examples must be an int >= 0"),
-        ({"num_examples": 2.5}, "num_examples must be an int >= 0"),
-        ({"source": "internet"}, "source must be one of auto, tfds, files"),
+        ({"name": "imagenet"}, ValueError, "unknown dataset name 'imagenet'; available: cifar10, digits"),
+        ({"split": "validation"}, ValueError, "split must be one of 'train', 'test'"),
+        ({"num_examples": -1}, ValueError, "num_examples must be an int >= 0"),
+        ({"num_examples": 2.5}, TypeError, "num_examples must be an int >= 0"),
+        ({"source": "internet"}, ValueError, "source must be one of 'auto', 'tfds', 'files'"),
     ],
 )
-def test_bad_arguments_are_named(kwargs, message):
+def test_bad_arguments_are_named(kwargs, error, message):
     kwargs = {"name": "digits", **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         data.load(kwargs.pop("name"), **kwargs)
+
+
+def test_a_registered_dataset_loads_by_name_and_in_a_config(tmp_path):
+    """A user's dataset: `data.register`, then `load` and `config.dataset` accept its name."""
+
+    @data.register("test_squares")
+    def squares(split, *, data_dir=None, source="auto"):
+        count = 40 if split == "train" else 10
+        images = np.zeros((count, 6, 6, 1), np.uint8)
+        labels = np.arange(count, dtype=np.int32) % 2
+        images[labels == 1, 1:5, 1:5] = 255  # class 1: a bright square
+        return data.ArrayDataset("test_squares", split, images, labels, ("empty", "square"), (0.2,), (0.4,))
+
+    assert "test_squares" in data.available()
+    assert (
+        len(data.load("test_squares", "test")) == 10 and len(data.load("test_squares", num_examples=8)) == 8
+    )
+    with pytest.raises(ValueError, match="already registered"):
+        data.register("test_squares", lambda split, **kwargs: None)
+    config = training.default_config()
+    config.model, config.dataset, config.batch_size = "simple_cnn", "test_squares", 8
+    config.optimizer, config.learning_rate, config.num_steps = "adam", 1e-2, 15
+    result = training.train_and_evaluate(config, tmp_path, handle_signals=False)
+    assert result.dataset == "test_squares" and result.test_accuracy == 1.0
 
 
 def test_digits_split_and_statistics():

@@ -72,7 +72,10 @@ def test_last_batch_is_padded_and_masked(dataset):
     [
         ({"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"batch_size": 10, "process_count": 3}, "divisible by process_count"),
-        ({"batch_size": 10, "process_index": 2, "process_count": 2}, "process_index must be in"),
+        (
+            {"batch_size": 10, "process_index": 2, "process_count": 2},
+            "process_index must be an int >= 0 and <= 1, got 2",
+        ),
         ({"batch_size": 10, "start_batch": -1}, "start_batch must be an int >= 0"),
     ],
 )

@@ -39,10 +39,11 @@ def test_config_is_valid_and_documented(name):
 
 
 def _tiny_run(config, tmp_path):
+    """Four steps: the configs' warm-up (hundreds of steps) is shortened with a notice, as for a user's
+    `--config.num_steps=4`."""
     config.num_steps, config.num_epochs = 4, 1
-    config.batch_size, config.eval_batch_size = 8, 8
+    config.batch_size, config.eval.batch_size = 8, 8
     config.log_every, config.checkpoint_every = 2, 4
-    config.warmup_steps = min(config.warmup_steps, 1)
     return train_and_evaluate(config, tmp_path / "run", handle_signals=False)
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lock_holder import hold_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING_KEYS = {"examples_per_sec"}
@@ -19,7 +20,7 @@ ARGS = [
     "--config.dataset=digits",
     "--config.batch_size=32",
     "--config.num_steps=60",
-    "--config.warmup_steps=10",
+    "--config.optim.warmup_steps=10",
     "--config.log_every=3",
     "--config.checkpoint_every=5",
 ]
@@ -29,8 +30,8 @@ def _command(workdir, *extra):
     return [sys.executable, "experiments/train.py", f"--workdir={workdir}", *ARGS, *extra]
 
 
-def _run(workdir, *extra):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def _run(workdir, *extra, **env):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **env}
     return subprocess.run(
         _command(workdir, *extra), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -85,10 +86,10 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     assert _logged(tmp_path / "killed") == _logged(tmp_path / "whole")
 
 
-@pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def _signal_when(workdir, signum, ready):
+    """Runs the script in `workdir`, sends it `signum` once `ready()`; its exit code and stderr."""
     process = subprocess.Popen(
-        _command(tmp_path),
+        _command(workdir),
         cwd=ROOT,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
         stdout=subprocess.PIPE,
@@ -96,14 +97,25 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
         text=True,
     )
     deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline and not _steps_logged(tmp_path):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    while process.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.01)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    return process.returncode, stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    returncode, stderr = _signal_when(tmp_path, signal.SIGTERM, lambda: _steps_logged(tmp_path))
+    assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "SIGTERM at step" in stderr and "run the same command again to resume" in stderr
     stopped_at = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
     assert _committed(tmp_path)[-1] == stopped_at
+
+
+def _assert_one_error_line(result, message):
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [f"error: {message}", "(set JAXCNN_TRACEBACK=1 for the traceback)"]
 
 
 def test_a_bad_flag_value_is_a_clear_error(tmp_path):
@@ -111,3 +123,47 @@ def test_a_bad_flag_value_is_a_clear_error(tmp_path):
     assert result.returncode != 0
     assert "config.parallel must be one of" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--config.lerning_rate=0.1", "config has unknown keys lerning_rate (did you mean learning_rate?)"),
+        ("--config.model_kwargs.width=2", "config has unknown keys model_kwargs.width"),
+        (
+            "--config=experiments/configs/no_such_file.py",
+            "--config: OSError: [Errno 2] No such file or directory: 'experiments/configs/no_such_file.py'",
+        ),
+    ],
+)
+def test_every_config_error_is_one_line(tmp_path, flag, message):
+    _assert_one_error_line(_run(tmp_path, flag), message)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_workdir_in_use_is_refused_in_one_line_touching_nothing(tmp_path):
+    holder = hold_lock(tmp_path)
+    try:
+        result = _run(tmp_path)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 2, result.stderr[-3000:]
+    assert f"is in use by another run (pid {holder.pid} on " in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_the_traceback_is_there_when_asked_for(tmp_path):
+    result = _run(tmp_path, "--config.no_such_key=1", JAXCNN_TRACEBACK="1")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "no_such_key" in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
+    # Once the workdir is locked, the script loads the data and compiles: it has not begun training.
+    returncode, stderr = _signal_when(tmp_path, signal.SIGINT, lambda: (tmp_path / ".lock").exists())
+    assert returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert (
+        stderr.splitlines()[-1] == "SIGINT: stopped outside training; run the same command again to continue"
+    )

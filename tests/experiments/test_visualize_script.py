@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxcnn import training
+from jaxcnn import models, training
 
 ROOT = Path(__file__).resolve().parents[2]
 PICTURES = ("filters.png", "feature_maps.png", "confusion_matrix.png", "misclassified.png")
@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory):
     config.model, config.dataset = "compact", "digits"
     config.batch_size, config.num_steps, config.log_every, config.checkpoint_every = 32, 6, 3, 4
     # The default run's schedule: the restore template must accept its warmup.
-    config.optimizer, config.schedule, config.warmup_steps = "nesterov", "warmup_cosine", 5
+    config.optimizer, config.optim.schedule, config.optim.warmup_steps = "nesterov", "warmup_cosine", 5
     training.train_and_evaluate(config, workdir, handle_signals=False)
     return workdir
 
@@ -56,14 +56,13 @@ def test_restores_the_trained_parameters_not_fresh_ones(run_dir):
     script = _script()
     config = script.load_config(run_dir)
     test_data = script.data.load("digits", "test")
-    _, variables, step = script.restore(run_dir, config, test_data)
-    fresh = training.create_train_state(
-        training.create_model(config, 10), training.create_optimizer(config, 6), (8, 8, 1), config.seed
-    )
+    model, variables, step = script.restore(run_dir, config, test_data)
+    assert variables is None  # a zoo model comes back as the NNX model holding the weights
+    restored = models.linen_variables(model)
+    fresh = models.linen_variables(training.create_model("compact", 10, (8, 8, 1), config.seed))
     assert step == 6
-    assert variables["batch_stats"]  # compact's BatchNorm statistics come back too
-    kernel = variables["params"]["Conv_0"]["kernel"]
-    assert not (kernel == fresh.params["Conv_0"]["kernel"]).all()
+    assert restored["batch_stats"]  # compact's BatchNorm statistics come back too
+    assert not (restored["params"]["conv1"]["kernel"] == fresh["params"]["conv1"]["kernel"]).all()
 
 
 def test_a_directory_without_a_run_is_a_clear_error(tmp_path):
@@ -75,13 +74,13 @@ def test_a_directory_without_a_run_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_draws_member_0_of_an_ensemble_run(tmp_path):
     config = training.default_config()
-    config.model, config.dataset, config.ensemble_size = "simple_cnn", "digits", 2
+    config.model, config.dataset, config.ensemble.size = "simple_cnn", "digits", 2
     config.batch_size, config.num_steps, config.log_every, config.checkpoint_every = 32, 3, 3, 3
     training.train_and_evaluate(config, tmp_path / "run", handle_signals=False)
     script = _script()
-    _, variables, step = script.restore(
+    model, _, step = script.restore(
         tmp_path / "run", script.load_config(tmp_path / "run"), script.data.load("digits", "test")
     )
-    assert step == 3 and variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 1, 32)  # no member axis
+    assert step == 3 and model.conv1.kernel.shape == (3, 3, 1, 32)  # no member axis
     paths = script.draw(tmp_path / "run", tmp_path / "plots")
     assert [path.name for path in paths] == list(PICTURES)

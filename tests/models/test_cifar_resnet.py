@@ -1,10 +1,13 @@
 """CIFAR ResNets (He et al. 2016, section 4.2): counts by hand, option A and B shortcuts, modes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import zoo_checks as Z
+from flax import nnx
 
 from jaxcnn import models
 from jaxcnn.models.resnet import BasicBlock
@@ -53,27 +56,30 @@ def test_stages_16_32_64_without_max_pool():
 
 def test_option_a_shortcut_subsamples_and_pads_channels_with_zeros():
     x = jnp.abs(Z.random_images((2, 7, 7, 16)))  # odd size: ceil(7 / 2) = 4 on both paths
-    block = BasicBlock(32, stride=2, shortcut="A", zero_init_residual=True)  # residual branch starts at 0
-    variables = block.init(Z.KEY, x)
-    out = block.apply(variables, x)
+    parts = Z.block_parts(nnx.Rngs(0))
+    block = BasicBlock(
+        16, 32, 2, shortcut="A", zero_init_residual=True, **parts
+    )  # residual branch starts at 0
+    block.eval()
+    out = block(x)
     assert out.shape == (2, 4, 4, 32)
     np.testing.assert_array_equal(out[..., 8:24], x[:, ::2, ::2, :])
     np.testing.assert_array_equal(out[..., :8], 0)
     np.testing.assert_array_equal(out[..., 24:], 0)
-    assert Z.count(variables["params"]) == 3 * 3 * 16 * 32 + 3 * 3 * 32 * 32 + 4 * 32
+    assert Z.count(nnx.state(block, nnx.Param)) == 3 * 3 * 16 * 32 + 3 * 3 * 32 * 32 + 4 * 32
 
 
 def test_modes_and_bfloat16():
-    Z.check_modes_and_dtype(models.create("resnet20", num_classes=4), (2, 12, 12, 3), 4)
+    Z.check_modes_and_dtype(functools.partial(models.create, "resnet20", num_classes=4), (2, 12, 12, 3), 4)
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
 def test_batch_norm_follows_axis_name(shortcut):
-    Z.check_axis_name(models.create("resnet20", shortcut=shortcut), (2, 8, 8, 3))
+    Z.check_axis_name(functools.partial(models.create, "resnet20", shortcut=shortcut), (2, 8, 8, 3))
 
 
 def test_batch_norm_statistics_are_synchronised_over_axis_name():
-    Z.check_synchronised_batch_norm(models.create("resnet20", shortcut="B"), (4, 8, 8, 3))
+    Z.check_synchronised_batch_norm(functools.partial(models.create, "resnet20", shortcut="B"), (4, 8, 8, 3))
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet56"])

@@ -5,9 +5,12 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
 from jaxcnn import layers, models
+from jaxcnn import nnx_layers as L
 
 
 class TinyNet(nn.Module):
@@ -42,10 +45,13 @@ def test_unknown_keyword_lists_accepted():
         models.create("lenet5", widht=3)
 
 
-@pytest.mark.parametrize("num_classes", [0, -1, 2.5, True])
-def test_bad_num_classes(num_classes):
-    with pytest.raises(ValueError, match="num_classes"):
-        models.create("lenet5", num_classes=num_classes)
+@pytest.mark.parametrize(
+    "num_classes, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)]
+)
+@pytest.mark.parametrize("create", [models.create, functools.partial(models.create_nnx, rngs=nnx.Rngs(0))])
+def test_bad_num_classes(create, num_classes, error):
+    with pytest.raises(error, match="num_classes"):
+        create("lenet5", num_classes=num_classes)
 
 
 def test_register_a_user_model_and_pass_kwargs(registered_tiny):
@@ -54,7 +60,7 @@ def test_register_a_user_model_and_pass_kwargs(registered_tiny):
     variables = model.init(jax.random.PRNGKey(0), x)
     assert model.apply(variables, x).shape == (2, 3)
     assert variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 1, 2)
-    assert models.arguments(registered_tiny) == {"num_classes", "width"}
+    assert models.arguments(registered_tiny) == {"width"}  # besides num_classes
 
 
 def test_register_as_decorator_and_partial(registered_tiny):
@@ -85,3 +91,58 @@ def test_re_registering_the_same_definition_is_allowed(registered_tiny):
 def test_register_needs_a_name(name):
     with pytest.raises(TypeError, match="name"):
         models.register(name)
+
+
+class TinyNNXNet(nnx.Module):
+    def __init__(self, num_classes=10, *, input_shape=(8, 8, 1), width=4, rngs: nnx.Rngs):
+        self.conv = L.Conv(input_shape[-1], width, 3, rngs=rngs)
+        self.pool, self.fc = L.GlobalAvgPool(), L.Dense(width, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(self.pool(jax.nn.relu(self.conv(x))))
+
+
+@pytest.fixture
+def registered_tiny_nnx():
+    models.register("tiny_nnx_for_tests")(TinyNNXNet)
+    yield "tiny_nnx_for_tests"
+    models.registry._MODELS.pop("tiny_nnx_for_tests", None)
+
+
+def test_create_nnx_builds_the_zoo_model_initialised():
+    model = models.create_nnx("lenet5", num_classes=3, rngs=nnx.Rngs(0))
+    assert isinstance(model, models.LeNet5) and model.fc3.kernel.shape == (84, 3)
+    assert model(jnp.ones((2, 28, 28, 1))).shape == (2, 3)
+    wide = models.create_nnx("lenet5", rngs=nnx.Rngs(0), input_shape=(32, 32, 3))  # the first dense is sized
+    assert wide.conv1.kernel.shape == (5, 5, 3, 6) and wide.fc1.kernel.shape == (16 * 6 * 6, 120)
+    with pytest.raises(TypeError, match="rngs must be a flax.nnx.Rngs"):
+        models.create_nnx("lenet5", rngs=0)
+    with pytest.raises(ValueError, match="unknown model name 'lenet6'.*lenet5"):
+        models.create_nnx("lenet6", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="takes no argument.*widht"):
+        models.create_nnx("lenet5", widht=3, rngs=nnx.Rngs(0))
+
+
+def test_a_registered_nnx_model_serves_both_apis(registered_tiny_nnx):
+    assert models.arguments(registered_tiny_nnx) == {"width"}
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 1)), jnp.float32)
+    model = models.create_nnx(registered_tiny_nnx, num_classes=3, width=2, rngs=nnx.Rngs(0))
+    linen = models.create(registered_tiny_nnx, num_classes=3, width=2)
+    assert isinstance(linen, models.LinenModel)
+    variables = models.linen_variables(model)
+    assert variables["params"]["conv"]["kernel"].shape == (3, 3, 1, 2)
+    np.testing.assert_array_equal(linen.apply(variables, x), model(x))
+
+
+def test_a_registered_linen_model_is_wrapped_for_nnx(registered_tiny):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 1)), jnp.float32)
+    model = models.create_nnx(
+        registered_tiny, num_classes=3, width=2, rngs=nnx.Rngs(0), input_shape=(8, 8, 1)
+    )
+    assert isinstance(model, nnx.bridge.ToNNX)
+    variables = models.linen_variables(model)  # the Linen module's own variables
+    assert variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 1, 2)
+    expected = models.create(registered_tiny, num_classes=3, width=2).apply(variables, x)
+    np.testing.assert_array_equal(model(x, train=False), expected)
+    with pytest.raises(ValueError, match="is a Linen module: create_nnx needs its input_shape"):
+        models.create_nnx(registered_tiny, rngs=nnx.Rngs(0))

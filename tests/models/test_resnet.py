@@ -1,8 +1,11 @@
 """ImageNet ResNets: torchvision's parameter counts, block structure, options, modes, minimum size."""
 
+import functools
+
 import numpy as np
 import pytest
 import zoo_checks as Z
+from flax import nnx
 
 from jaxcnn import models
 from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResidualBlock
@@ -55,25 +58,34 @@ def test_block_names_follow_torchvision():
 
 @pytest.mark.parametrize("block, last", [(BasicBlock, "bn2"), (Bottleneck, "bn3")])
 def test_zero_init_residual_zeroes_the_last_batch_norm_scale(block, last):
-    x = Z.random_images((1, 4, 4, 8))
     for zero in (False, True):
-        params = block(8, stride=2, zero_init_residual=zero).init(Z.KEY, x)["params"]
-        assert np.all(np.asarray(params[last]["scale"]) == (0.0 if zero else 1.0))
-        assert np.all(np.asarray(params["bn1"]["scale"]) == 1.0)
-        assert np.all(np.asarray(params["downsample_bn"]["scale"]) == 1.0)
+        built = block(8, 8, 2, zero_init_residual=zero, **Z.block_parts(nnx.Rngs(0)))
+        assert np.all(np.asarray(getattr(built, last).scale[...]) == (0.0 if zero else 1.0))
+        assert np.all(np.asarray(built.bn1.scale[...]) == 1.0)
+        assert np.all(np.asarray(built.downsample_bn.scale[...]) == 1.0)
 
 
-def test_zero_init_residual_reaches_every_block():
-    blocks = Z.called(models.create("resnet50", zero_init_residual=True), (1, 8, 8, 3), ResidualBlock)
-    assert len(blocks) == 16 and all(block.zero_init_residual for block in blocks)
+@pytest.mark.parametrize("zero", [False, True])
+def test_zero_init_residual_reaches_every_block(zero):
+    # resnet50's blocks, through create_nnx's partial, in 2 + 1 of them: initialising 16 takes seconds
+    model = models.create_nnx(
+        "resnet50", zero_init_residual=zero, stage_sizes=(2, 1), widths=(4, 8), input_shape=(4, 4, 3),
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    blocks = [block for _, block in nnx.iter_graph(model) if isinstance(block, ResidualBlock)]
+    assert len(blocks) == 3 and all(isinstance(block, Bottleneck) for block in blocks)
+    assert all(np.all(np.asarray(block.bn3.scale[...]) == (0.0 if zero else 1.0)) for block in blocks)
+    assert all(np.all(np.asarray(block.bn1.scale[...]) == 1.0) for block in blocks)
 
 
 def test_modes_and_bfloat16():  # basic blocks: in test_cifar_resnet
-    Z.check_modes_and_dtype(models.create("resnet50", num_classes=7, **SMALL), (2, 16, 16, 3), 7)
+    Z.check_modes_and_dtype(
+        functools.partial(models.create, "resnet50", num_classes=7, **SMALL), (2, 16, 16, 3), 7
+    )
 
 
 def test_batch_norm_follows_axis_name():
-    Z.check_axis_name(models.create("resnet18", **SMALL), (2, 8, 8, 3))
+    Z.check_axis_name(functools.partial(models.create, "resnet18", **SMALL), (2, 8, 8, 3))
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_COUNTS))
@@ -84,9 +96,15 @@ def test_every_window_is_padded_so_1x1_is_the_minimum(name):
 
 
 def test_create_passes_arguments_through_the_partial():
-    model = models.create("resnet34", num_classes=3, zero_init_residual=True, widths=(8, 16, 32, 64))
-    assert isinstance(model, models.ResNet) and model.stage_sizes == (3, 4, 6, 3)
-    assert model.zero_init_residual and model.num_classes == 3
+    kwargs = {"num_classes": 3, "zero_init_residual": True, "widths": (8, 16, 32, 64)}
+    linen = models.create("resnet34", **kwargs)
+    assert isinstance(linen, models.LinenModel)
+    create = lambda: models.create_nnx("resnet34", **kwargs, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(create)
+    assert isinstance(model, models.ResNet) and model.fc.kernel.shape == (64, 3)
+    stages = [name.partition("_")[0] for name in model.block_names]
+    assert [stages.count(f"layer{i}") for i in range(1, 5)] == [3, 4, 6, 3]
+    assert Z.count(nnx.state(model, nnx.Param)) == Z.param_count(linen, (1, 8, 8, 3))
     with pytest.raises(ValueError, match="takes no argument.*zero_init.*accepts:.*zero_init_residual"):
         models.create("resnet34", zero_init=True)
 

@@ -4,8 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import zoo_checks as Z
+from flax import nnx
 
 from jaxcnn import models
+from jaxcnn import nnx_layers as L
+from jaxcnn.summary import summary
 
 RNGS = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
 
@@ -39,8 +43,9 @@ def test_compact_is_under_100k():
 
 
 def test_allconv_has_no_dense_layer():
-    _, variables = _init("allconv", (1, 32, 32, 3))
-    assert all(name.startswith("Conv_") for name in variables["params"])
+    model, variables = _init("allconv", (1, 32, 32, 3))
+    assert set(variables["params"]) == {f"conv{k}" for k in range(1, 10)}
+    assert not Z.held(model, (1, 32, 32, 3), (L.Dense, nnx.Linear))
     conv = lambda k, c_in, c_out: k * k * c_in * c_out + c_out  # noqa: E731
     by_hand = (
         conv(3, 3, 96)
@@ -75,8 +80,14 @@ def test_fastcnn_scales_its_logits_and_pools_to_3x3():
     unscaled = models.create("fastcnn", logit_scale=1.0).apply(variables, x)
     np.testing.assert_allclose(logits, unscaled / 9, rtol=1e-6)
     # 28 -> 27 (2x2 stem, VALID) -> 13 -> 6 -> 3 (2x2 pooling, rounding down)
-    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
-    assert state["intermediates"]["Conv_6"]["__call__"][0].shape == (2, 3, 3, 256)
+    rows = {row.path: row for row in summary(model, (28, 28, 1)).rows}
+    assert rows["stem"].output_shape == (27, 27, 24)
+    assert [rows[f"group{i}/pool"].output_shape for i in (1, 2, 3)] == [
+        (13, 13, 64),
+        (6, 6, 256),
+        (3, 3, 256),
+    ]
+    assert rows["group3/conv2"].output_shape == (3, 3, 256)
 
 
 @pytest.mark.parametrize("name", ["lenet5", "simple_cnn", "allconv", "compact", "fastcnn"])

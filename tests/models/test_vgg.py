@@ -1,11 +1,15 @@
 """VGG: torchvision's parameter counts, layer layout, the adaptive pool, dropout, minimum size."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 import zoo_checks as Z
+from flax import nnx
 
 from jaxcnn import models
+from jaxcnn import nnx_layers as L
 from jaxcnn.summary import summary
 
 TORCHVISION_COUNTS = {
@@ -34,7 +38,7 @@ def test_vgg11_by_hand():
 def test_any_size_is_pooled_to_7x7(size, pooled):
     rows = {row.path: row for row in summary(models.create("vgg16"), (size, size, 3)).rows}
     assert rows["conv13"].output_shape == (pooled * 2, pooled * 2, 512)
-    assert rows["AdaptiveAvgPool_0"].output_shape == (7, 7, 512)
+    assert rows["avgpool"].output_shape == (7, 7, 512)
     assert rows["fc1"].input_shape == (7 * 7 * 512,)
 
 
@@ -48,22 +52,26 @@ def test_layer_names():
 def test_minimum_is_one_cell_after_every_pool():
     Z.check_minimum_size(models.create("vgg11"), "VGG", minimum=32)
     Z.check_minimum_size(models.create("vgg16_bn"), "VGG", minimum=32)
-    Z.check_minimum_size(models.VGG(config=TINY), "VGG", minimum=4)
+    Z.check_minimum_size(Z.linen(models.VGG, config=TINY), "VGG", minimum=4)
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_modes_and_bfloat16(batch_norm):
-    Z.check_modes_and_dtype(models.VGG(config=TINY, num_classes=5, batch_norm=batch_norm), (2, 8, 8, 3), 5)
+    make = functools.partial(Z.linen, models.VGG, config=TINY, num_classes=5, batch_norm=batch_norm)
+    Z.check_modes_and_dtype(make, (2, 8, 8, 3), 5)
 
 
 def test_batch_norm_follows_axis_name():
-    Z.check_axis_name(models.VGG(config=TINY, batch_norm=True, dropout=0.0), (2, 8, 8, 3))
+    Z.check_axis_name(functools.partial(Z.linen, models.VGG, config=TINY, batch_norm=True), (2, 8, 8, 3))
 
 
 def test_dropout_in_the_classifier_only_when_training():
-    model = models.VGG(config=TINY, num_classes=5)
-    assert model.dropout == 0.5 and models.create("vgg11").dropout == 0.5
+    model = Z.linen(models.VGG, config=TINY, num_classes=5)
     x = Z.random_images((2, 8, 8, 3))
+    for linen in (model, models.create("vgg11")):
+        graph = nnx.iter_graph(Z.abstract(linen, (2, 32, 32, 3)))
+        dropouts = {path: m.rate for path, m in graph if isinstance(m, L.Dropout)}
+        assert dropouts == {("dropout1",): 0.5, ("dropout2",): 0.5}  # between fc1, fc2 and fc3
     variables = Z.fake_variables(model, x.shape)
     apply = jax.jit(
         lambda key, train: model.apply(variables, x, train=train, rngs={"dropout": key}), static_argnums=1
@@ -75,4 +83,4 @@ def test_dropout_in_the_classifier_only_when_training():
 @pytest.mark.parametrize("config", [(8, "X"), (0, "M"), (8.0,), (True, "M")])
 def test_bad_config_is_named(config):
     with pytest.raises(ValueError, match="config must hold positive ints"):
-        Z.variable_shapes(models.VGG(config=config), (1, 32, 32, 3))
+        Z.variable_shapes(Z.linen(models.VGG, config=config), (1, 32, 32, 3))

@@ -1,18 +1,26 @@
 """Checks every model family's tests run: parameter counts without compute, the minimum input
-size, bfloat16 compute, train/eval modes, and BatchNorm statistics synchronised over `axis_name`."""
+size, bfloat16 compute, train/eval modes, and BatchNorm statistics synchronised over `axis_name`.
+
+A check that varies an argument takes `make(**overrides)`, which builds the model's Linen form, e.g.
+`functools.partial(models.create, "resnet20", num_classes=4)`."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
+from flax import nnx, traverse_util
+from flax.core import FrozenDict
 
-from jaxcnn import layers
+from jaxcnn import nnx_layers as L
+from jaxcnn.models import LinenModel
+from jaxcnn.models._common import conv_before_norm
 
 KEY = jax.random.PRNGKey(0)
 RNGS = {"params": KEY, "dropout": jax.random.PRNGKey(1)}
@@ -47,42 +55,50 @@ def check_minimum_size(model: nn.Module, label: str, minimum: int, channels: int
 
 def fake_variables(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> dict:
     """Variables of the right shapes filled with numpy draws (kernels of variance 1/fan_in, unit
-    BatchNorm scales and variances): real `model.init` of these nets takes XLA tens of seconds."""
+    BatchNorm scales and variances): real `model.init` of these nets takes XLA tens of seconds.
+    Drawn in float32: VGG's first dense layer alone holds 100M weights."""
     rng = np.random.default_rng(seed)
     flat = traverse_util.flatten_dict(variable_shapes(model, shape))
     values = {}
     for path, leaf in flat.items():
-        if path[-1] == "kernel":
-            value = rng.standard_normal(leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1]))
-        elif path[-1] in ("scale", "var"):
-            value = rng.uniform(0.5, 1.5, leaf.shape)
+        if path[-1] in ("scale", "var"):
+            value = rng.random(leaf.shape, np.float32)
+            value += np.float32(0.5)
         else:
-            value = rng.standard_normal(leaf.shape) * 0.1
+            value = rng.standard_normal(leaf.shape, np.float32)
+            value *= np.float32(1 / math.sqrt(math.prod(leaf.shape[:-1])) if path[-1] == "kernel" else 0.1)
         values[path] = jnp.asarray(value, leaf.dtype)
     return traverse_util.unflatten_dict(values)
 
 
-def called(model: nn.Module, shape: tuple[int, ...], kind: type, **kwargs) -> list[nn.Module]:
-    """The modules of type `kind` that a forward pass calls (traced, not run)."""
-    modules = []
-
-    def record(next_fun, args, call_kwargs, context):
-        if isinstance(context.module, kind) and context.method_name == "__call__":
-            modules.append(context.module)
-        return next_fun(*args, **call_kwargs)
-
-    def init(x):
-        with nn.intercept_methods(record):
-            return model.init(RNGS, x, **kwargs)
-
-    jax.eval_shape(init, jax.ShapeDtypeStruct(shape, jnp.float32))
-    return modules
+def linen(nnx_class, **kwargs) -> LinenModel:
+    """The Linen form of a zoo class with arguments the registry does not take (e.g. VGG's `config`)."""
+    return LinenModel(nnx_class, FrozenDict(kwargs))
 
 
-def check_modes_and_dtype(model: nn.Module, shape: tuple[int, ...], num_classes: int) -> None:
+def abstract(model: LinenModel, shape: tuple[int, ...]) -> nnx.Module:
+    """The NNX model behind a zoo model's Linen form, for a batch of `shape`, without its weights."""
+    return model.abstract_nnx_model(shape[1:])
+
+
+def held(model: LinenModel, shape: tuple[int, ...], kind: type) -> list[nnx.Module]:
+    """The modules of type `kind` in the model's NNX graph."""
+    return [module for _, module in nnx.iter_graph(abstract(model, shape)) if isinstance(module, kind)]
+
+
+def block_parts(rngs: nnx.Rngs) -> dict:
+    """The `conv` and `norm` a zoo network hands its blocks, for building a block alone."""
+    return {
+        "conv": functools.partial(conv_before_norm, rngs=rngs),
+        "norm": functools.partial(L.BatchNorm, rngs=rngs),
+    }
+
+
+def check_modes_and_dtype(make: Callable[..., LinenModel], shape: tuple[int, ...], num_classes: int) -> None:
     """Float32 logits `(N, num_classes)` in eval and train mode (where only the BatchNorm
-    statistics change); bfloat16 compute keeps float32 parameters and logits. Traced, not run:
-    the numbers are checked against PyTorch in test_torch_weights."""
+    statistics change); bfloat16 compute (`make(dtype=jnp.bfloat16)`) keeps float32 parameters and
+    logits. Traced, not run: the numbers are checked against PyTorch in test_torch_weights."""
+    model = make()
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     variables = variable_shapes(model, shape)
     logits = jax.eval_shape(model.apply, variables, x)
@@ -93,23 +109,23 @@ def check_modes_and_dtype(model: nn.Module, shape: tuple[int, ...], num_classes:
     assert jax.tree.map(lambda a: a.shape, updates) == jax.tree.map(
         lambda a: a.shape, {k: v for k, v in variables.items() if k != "params"}
     )
-    half = model.clone(dtype=jnp.bfloat16)
+    half = make(dtype=jnp.bfloat16)
     assert {leaf.dtype for leaf in jax.tree.leaves(variable_shapes(half, shape))} == {jnp.dtype(jnp.float32)}
     assert jax.eval_shape(half.apply, variables, x).dtype == jnp.float32
-    computing = {layer.dtype for layer in called(half, shape, (layers.Conv, layers.Dense, layers.BatchNorm))}
+    computing = {layer.dtype for layer in held(half, shape, (L.Conv, L.Dense, L.BatchNorm))}
     assert computing == {jnp.bfloat16}
 
 
-def check_axis_name(model: nn.Module, shape: tuple[int, ...]) -> None:
-    """Every BatchNorm the model calls gets the model's `axis_name`."""
-    norms = called(model.clone(axis_name="devices"), shape, layers.BatchNorm)
+def check_axis_name(make: Callable[..., LinenModel], shape: tuple[int, ...]) -> None:
+    """Every BatchNorm of `make(axis_name=...)` gets the model's `axis_name`."""
+    norms = held(make(axis_name="devices"), shape, L.BatchNorm)
     assert norms and all(norm.axis_name == "devices" for norm in norms)
 
 
-def check_synchronised_batch_norm(model: nn.Module, shape: tuple[int, ...]) -> None:
+def check_synchronised_batch_norm(make: Callable[..., LinenModel], shape: tuple[int, ...]) -> None:
     """In train mode under `vmap(axis_name="devices")` (as under pmap) the BatchNorm statistics
     are those of all shards: the logits equal those of the whole batch at once."""
-    synced = model.clone(axis_name="devices")
+    model, synced = make(), make(axis_name="devices")
     with jax.enable_x64(True):  # deep nets in train mode on tiny batches amplify float32 rounding
         x = random_images(shape).astype(jnp.float64)
         variables = jax.tree.map(lambda a: a.astype(jnp.float64), fake_variables(model, shape))

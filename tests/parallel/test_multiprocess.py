@@ -27,7 +27,7 @@ OVERRIDES = {
     "log_every": LOG_EVERY,
     "checkpoint_every": CHECKPOINT_EVERY,
     "schedule": "constant",
-    "warmup_steps": 0,
+    "optim.warmup_steps": 0,
 }
 
 

@@ -8,11 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn import models
 from jaxcnn.parallel import DataParallel, Pmap, SingleDevice, create_strategy
-from jaxcnn.training import create_train_state
-from jaxcnn.training.loop import _train_and_accumulate
-from jaxcnn.training.steps import eval_step, zero_metrics
+from jaxcnn.training import create_model, create_train_state
+from jaxcnn.training.steps import accumulating, eval_step, train_step, zero_metrics
 
 GLOBAL_BATCH = 16
 
@@ -34,15 +32,11 @@ def _batches(steps, seed=0):
 
 
 def _run(strategy, steps=4):
-    """Per-step mean losses and the final eval metrics of resnet20 (BatchNorm) under `strategy`."""
-    kwargs = {"axis_name": strategy.axis_name} if strategy.axis_name else {}
-    model = models.create("resnet20", **kwargs)
-    state = create_train_state(model, optax.sgd(0.01, momentum=0.9), (12, 12, 3), seed=0)
-    train = strategy.compile_train(
-        functools.partial(
-            _train_and_accumulate, label_smoothing=0.0, axis_name=strategy.axis_name, skip_nonfinite=False
-        )
-    )
+    """Per-step mean losses and the final eval metrics of resnet20 (BatchNorm, the NNX model as the loop
+    trains it) under `strategy`."""
+    model = create_model("resnet20", 10, (12, 12, 3), seed=0, axis_name=strategy.axis_name)
+    state = create_train_state(model, optax.sgd(0.01, momentum=0.9), seed=0)
+    train = strategy.compile_train(accumulating(functools.partial(train_step, axis_name=strategy.axis_name)))
     evaluate = strategy.compile_eval(functools.partial(eval_step, axis_name=strategy.axis_name))
     state = strategy.put_state(state)
     losses = []
@@ -100,6 +94,8 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(name):
         create_strategy(name).check_batch_size(12)
 
 
-def test_unknown_mode():
-    with pytest.raises(ValueError, match="parallel must be one of"):
+def test_unknown_mode_lists_the_registered_ones():
+    with pytest.raises(
+        ValueError, match="unknown parallel strategy name 'model'; available: data, none, pmap"
+    ):
         create_strategy("model")

@@ -1,7 +1,10 @@
-"""Checkpoints: round trip, keep-last-N, and fallback past a corrupted newest one."""
+"""Checkpoints: round trip, keep-last-N, fallback past a corrupted newest one (moved aside), a full disk."""
 
+import errno
 import logging
+import re
 import shutil
+from collections import namedtuple
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,7 @@ import pytest
 
 from jaxcnn import models
 from jaxcnn.training import CheckpointError, Checkpoints, create_train_state, train_step
+from jaxcnn.training import checkpoint as checkpoint_lib
 from jaxcnn.training.steps import zero_metrics
 
 
@@ -71,13 +75,20 @@ def _corrupt(step_dir):
             path.write_bytes(b"garbage")
 
 
-def test_corrupted_newest_falls_back_with_a_warning(tmp_path, caplog):
-    checkpoints = Checkpoints(tmp_path)
+def _two_saved_the_second_corrupted(directory):
+    """The states of steps 1 and 2, saved in `directory`; then checkpoint 2 is corrupted."""
+    checkpoints = Checkpoints(directory)
     first = _advance(_state())
+    second = _advance(first)
     checkpoints.save(first, zero_metrics(), {})
-    checkpoints.save(_advance(first), zero_metrics(), {})
+    checkpoints.save(second, zero_metrics(), {})
     checkpoints.close()
-    _corrupt(tmp_path / "2")
+    _corrupt(directory / "2")
+    return first, second
+
+
+def test_corrupted_newest_falls_back_with_a_warning(tmp_path, caplog):
+    first, _ = _two_saved_the_second_corrupted(tmp_path)
     with caplog.at_level(logging.WARNING):
         restored, _, _ = Checkpoints(tmp_path).restore_latest(_state(), zero_metrics())
     assert int(restored.step) == 1
@@ -85,13 +96,48 @@ def test_corrupted_newest_falls_back_with_a_warning(tmp_path, caplog):
     assert "Skipping unreadable checkpoint" in caplog.text and str(tmp_path / "2") in caplog.text
 
 
-def test_all_corrupted_names_the_directory(tmp_path):
+def _files(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_an_unreadable_checkpoint_is_moved_aside_so_its_step_can_be_saved_again(tmp_path, caplog):
+    _, second = _two_saved_the_second_corrupted(tmp_path)
+    corrupted = _files(tmp_path / "2")
+    checkpoints = Checkpoints(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        restored, _, _ = checkpoints.restore_latest(_state(), zero_metrics())
+    assert int(restored.step) == 1
+    [moved] = (tmp_path / "unreadable").iterdir()
+    assert re.fullmatch(r"2-\d{8}T\d{6}Z", moved.name) and _files(moved) == corrupted  # kept as it was
+    assert f"Moved unreadable checkpoint {tmp_path / '2'} to {moved}" in caplog.text
+    assert checkpoints.steps() == [1]
+    checkpoints.save(second, zero_metrics(), {})  # the run redoes step 2: no StepAlreadyExistsError
+    checkpoints.close()
+    restored, _, _ = Checkpoints(tmp_path).restore_latest(_state(), zero_metrics())
+    _assert_same(restored.params, second.params)
+
+
+def test_a_reader_moves_and_removes_nothing(tmp_path):
+    first, _ = _two_saved_the_second_corrupted(tmp_path)
+    shutil.copytree(tmp_path / "1", tmp_path / "3.orbax-checkpoint-tmp-1234")  # the run saving now
+    before = _files(tmp_path)
+    reader = Checkpoints(tmp_path, read_only=True)
+    restored, _, _ = reader.restore_latest(_state(), zero_metrics())
+    assert int(restored.step) == 1 and _files(tmp_path) == before
+    with pytest.raises(CheckpointError, match="read-only"):
+        reader.save(first, zero_metrics(), {})
+    reader.close()
+    assert Checkpoints(tmp_path / "none", read_only=True).restore_latest(_state(), zero_metrics()) is None
+
+
+def test_all_corrupted_names_the_directory_and_moves_nothing(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     checkpoints.save(_advance(_state()), zero_metrics(), {})
     checkpoints.close()
     _corrupt(tmp_path / "1")
     with pytest.raises(CheckpointError, match=str(tmp_path)):
         Checkpoints(tmp_path).restore_latest(_state(), zero_metrics())
+    assert Checkpoints(tmp_path).steps() == [1] and not (tmp_path / "unreadable").exists()
 
 
 def test_an_unfinished_save_is_ignored(tmp_path):
@@ -101,3 +147,59 @@ def test_an_unfinished_save_is_ignored(tmp_path):
     # What a process killed mid-save leaves: a temporary directory that was never renamed.
     shutil.copytree(tmp_path / "1", tmp_path / "2.orbax-checkpoint-tmp-1234")
     assert Checkpoints(tmp_path).steps() == [1]
+    assert checkpoint_lib.saved_steps(tmp_path) == [1]
+
+
+DiskUsage = namedtuple("DiskUsage", "total used free")
+
+
+def _disk_with_free(monkeypatch, free):
+    monkeypatch.setattr(checkpoint_lib.shutil, "disk_usage", lambda path: DiskUsage(10**12, 0, free))
+
+
+def test_a_save_that_would_not_fit_stops_before_writing(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(tmp_path)
+    state = _advance(_state())
+    checkpoints.save(state, zero_metrics(), {})
+    checkpoints.close()
+    checkpoints = Checkpoints(tmp_path)
+    _disk_with_free(monkeypatch, 1000)
+    message = (
+        rf"^not enough space on the disk of {re.escape(str(tmp_path))} for a checkpoint: it needs about "
+        r"[\d,]+ KiB, 1 KiB is free; free some space and run the same command again "
+        r"\(it resumes from step 1\)$"
+    )
+    with pytest.raises(CheckpointError, match=message):
+        checkpoints.save(_advance(state), zero_metrics(), {})
+    checkpoints.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # nothing of step 2 was written
+
+
+def test_a_disk_that_fills_during_a_save_is_one_error_and_no_log_noise(tmp_path, monkeypatch, caplog):
+    async def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "2.orbax-checkpoint-tmp"))
+
+    checkpoints = Checkpoints(tmp_path)
+    state = _advance(_state())
+    checkpoints.save(state, zero_metrics(), {})
+    monkeypatch.setattr(checkpoint_lib.ocp.StandardCheckpointHandler, "async_save", disk_full)
+    with caplog.at_level(logging.INFO), pytest.raises(CheckpointError, match="resumes from step 1") as error:
+        checkpoints.save(_advance(state), zero_metrics(), {})
+        checkpoints.close()
+    assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
+    assert "No space left" not in caplog.text
+    assert checkpoint_lib.saved_steps(tmp_path) == [1]
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        (1_950 * 2**10, 2_000 * 2**10, ("1,950 KiB", "2,000 KiB")),  # not "2 MiB" and "2 MiB"
+        (2 * 2**20, 2 * 2**20 + 300, ("2,048.0 KiB", "2,048.3 KiB")),
+        (50 * 2**30, 51 * 2**30, ("50 GiB", "51 GiB")),
+        (15 * 2**20, 15 * 2**20 + 2**18, ("15.0 MiB", "15.2 MiB")),
+        (900, 1000, ("900 bytes", "1,000 bytes")),
+    ],
+)
+def test_sizes_differ_in_print_when_they_differ(a, b, expected):
+    assert checkpoint_lib.sizes(a, b) == expected

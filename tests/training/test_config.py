@@ -1,8 +1,19 @@
 """Config defaults, locking and validation."""
 
+import json
+
 import pytest
 
-from jaxcnn.training import default_config, validate_config
+from jaxcnn import data
+from jaxcnn.training import (
+    OPTIMIZERS,
+    SCHEDULES,
+    default_config,
+    resumable_keys,
+    train_and_evaluate,
+    validate_config,
+)
+from jaxcnn.training.config import SECTIONS
 
 DESIGN_KEYS = {
     "model",
@@ -33,28 +44,59 @@ def test_unknown_key_is_refused():
         config.lerning_rate = 0.1
 
 
+def test_every_section_holds_its_owners_defaults():
+    """A section's keys and defaults are its settings class's fields: one place for each."""
+    config = default_config()
+    for name, settings in SECTIONS.items():
+        assert settings.from_config(config[name], name) == settings()
+    assert {"augment", "eval", "optim", "dp", "ensemble", "ema", "loss", "checkpoints", "profile"} <= set(
+        SECTIONS
+    )
+
+
 @pytest.mark.parametrize(
     "key, value, match",
     [
         ("parallel", "model", "config.parallel"),
         ("optimizer", "rmsprop", "config.optimizer"),
-        ("schedule", "step", "config.schedule"),
+        ("optim.schedule", "step", "config.optim.schedule"),
         ("batch_size", 0, "config.batch_size"),
         ("log_every", 0, "config.log_every"),
         ("num_steps", -1, "config.num_steps"),
         ("learning_rate", -0.1, "config.learning_rate"),
-        ("momentum", 1.0, "config.momentum"),
-        ("label_smoothing", 1.0, "config.label_smoothing"),
-        ("dtype", "float64", "config.dtype"),
-        ("eval_shift", -1, "config.eval_shift"),
+        ("optim.momentum", 1.0, "config.optim.momentum"),
+        ("loss.label_smoothing", 1.0, "config.loss.label_smoothing"),
+        ("compute.dtype", "float64", "config.compute.dtype"),
+        ("compute.impl", "fast", "config.compute.impl"),
+        ("eval.shift", -1, "config.eval.shift"),
+        ("augment.erase_probability", 2.0, "config.augment.erase_probability"),
+        ("ensemble.size", 0, "config.ensemble.size"),
+        ("optim.accumulate_steps", 0, "config.optim.accumulate_steps"),
+        ("profile.steps", -1, "config.profile.steps"),
     ],
 )
 def test_bad_values_name_the_key(key, value, match):
     config = default_config()
-    config.unlock()
-    config[key] = value
-    with pytest.raises(ValueError, match=match):
+    config.update_from_flattened_dict({key: value})
+    with pytest.raises((ValueError, TypeError), match=match):
         validate_config(config)
+
+
+def test_registered_names_are_the_accepted_ones():
+    config = default_config()
+    for key, names in (("optimizer", OPTIMIZERS.names()), ("dataset", data.available())):
+        config[key] = "no_such_name"
+        with pytest.raises(ValueError, match=f"config.{key} must be one of .*{names[0]}"):
+            validate_config(config)
+        config[key] = default_config()[key]
+    assert SCHEDULES.names() == ["constant", "cosine", "warmup_cosine"]
+
+
+def test_what_may_change_when_a_run_resumes():
+    assert resumable_keys() == {
+        "log_every", "checkpoint_every", "num_epochs", "num_steps", "overwrite", "checkpoints.keep",
+        "eval.every", "eval.batch_size", "data.dir", "data.source", "profile.start_step", "profile.steps",
+    }  # fmt: skip
 
 
 def test_a_run_needs_epochs_or_steps():
@@ -62,3 +104,41 @@ def test_a_run_needs_epochs_or_steps():
     config.num_epochs = 0
     with pytest.raises(ValueError, match="num_epochs or config.num_steps"):
         validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("learning_rate", float("nan")),
+        ("optim.weight_decay", float("inf")),
+        ("dp.clip_norm", float("inf")),
+        ("optim.momentum", float("-inf")),
+        ("model_kwargs.dropout_rate", float("nan")),
+    ],
+)
+def test_non_finite_float_values_are_refused_by_name(key, value):
+    config = default_config()
+    config.model_kwargs.unlock()
+    holder, _, name = key.rpartition(".")
+    (config[holder] if holder else config)[name] = value
+    with pytest.raises(ValueError, match=rf"config\.{key} must be a finite number, got {value!r}"):
+        validate_config(config)
+
+
+def test_a_non_finite_float_inside_a_sequence_is_named_by_its_index():
+    config = default_config()
+    config.model_kwargs.unlock()
+    config.model_kwargs.widths = (1.0, float("inf"))
+    with pytest.raises(ValueError, match=r"config\.model_kwargs\.widths\.1 must be a finite number, got inf"):
+        validate_config(config)
+
+
+def test_a_short_run_shortens_its_warmup_instead_of_stopping(tmp_path, caplog):
+    """What a newcomer tries first: `--config.num_steps=20` on a config that warms up for longer."""
+    config = default_config()
+    config.model, config.dataset, config.batch_size, config.num_steps = "simple_cnn", "digits", 32, 6
+    config.optim.schedule, config.optim.warmup_steps = "warmup_cosine", 100
+    with caplog.at_level("WARNING"):
+        result = train_and_evaluate(config, tmp_path, handle_signals=False)
+    assert result.steps == 6 and "warming up over 0 instead" in caplog.text
+    assert json.loads((tmp_path / "config.json").read_text())["optim"]["warmup_steps"] == 100

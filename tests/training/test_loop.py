@@ -1,7 +1,11 @@
 """The training loop end to end on small data: accuracy, resume, determinism, and failures."""
 
+import dataclasses
 import json
+import logging
+import math
 import os
+import shutil
 import signal
 import time
 
@@ -16,14 +20,15 @@ from jaxcnn.training import (
     Checkpoints,
     TrainingInterrupted,
     WorkdirError,
-    create_optimizer,
     create_train_state,
     default_config,
+    initial_state,
     read_metrics,
     train_and_evaluate,
+    train_step,
 )
-from jaxcnn.training import loop as loop_lib
-from jaxcnn.training.steps import zero_metrics
+from jaxcnn.training.metrics import MetricWriter
+from jaxcnn.training.steps import accumulating, zero_metrics
 
 TIMING_KEYS = {"examples_per_sec"}
 
@@ -38,8 +43,7 @@ def digits_config(**overrides):
     config.learning_rate = 2e-3
     config.log_every = 5
     config.checkpoint_every = 10
-    for key, value in overrides.items():
-        config[key] = value
+    config.update_from_flattened_dict(overrides)  # dotted keys reach sections: "augment.flip"
     return config
 
 
@@ -77,12 +81,12 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
 RECIPES = {
     "plain": {},
     "augmented_with_ema": {
-        "augment_crop_padding": 1,
-        "augment_flip": True,
-        "augment_erase_probability": 0.5,
-        "ema_decay": 0.9,
-        "eval_flip": True,
-        "eval_shift": 1,
+        "augment.crop_padding": 1,
+        "augment.flip": True,
+        "augment.erase_probability": 0.5,
+        "ema.decay": 0.9,
+        "eval.flip": True,
+        "eval.shift": 1,
     },
 }
 
@@ -94,14 +98,14 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, recipe):
     )
     uninterrupted = train_and_evaluate(config, tmp_path / "whole")
 
-    write = loop_lib.MetricWriter.write
+    write = MetricWriter.write
 
     def write_then_interrupt(self, step, split, **values):
         write(self, step, split, **values)
         if step == 12 and split == "train":  # mid-window for checkpoints (every 10), as a Ctrl-C would be
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(loop_lib.MetricWriter, "write", write_then_interrupt)
+    monkeypatch.setattr(MetricWriter, "write", write_then_interrupt)
     with pytest.raises(TrainingInterrupted, match="SIGINT at step 12"):
         train_and_evaluate(config, tmp_path / "split")
     monkeypatch.undo()
@@ -120,16 +124,16 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, recipe):
 def test_augmentation_and_ema_change_the_run(tmp_path):
     plain = train_and_evaluate(digits_config(num_steps=12), tmp_path / "plain")
     augmented = train_and_evaluate(
-        digits_config(num_steps=12, augment_crop_padding=2), tmp_path / "augmented"
+        digits_config(num_steps=12, **{"augment.crop_padding": 2}), tmp_path / "augmented"
     )
     assert augmented.train_loss != plain.train_loss
     # The moving average is what gets evaluated: its test metrics differ from the raw weights'.
-    averaged = train_and_evaluate(digits_config(num_steps=12, ema_decay=0.95), tmp_path / "ema")
+    averaged = train_and_evaluate(digits_config(num_steps=12, **{"ema.decay": 0.95}), tmp_path / "ema")
     assert averaged.train_loss == plain.train_loss and averaged.test_loss != plain.test_loss
     # Test-time flips and shifts change what is evaluated, not what is trained.
-    flipped = train_and_evaluate(digits_config(num_steps=12, eval_flip=True), tmp_path / "flip")
+    flipped = train_and_evaluate(digits_config(num_steps=12, **{"eval.flip": True}), tmp_path / "flip")
     assert flipped.train_loss == plain.train_loss and flipped.test_loss != plain.test_loss
-    shifted = train_and_evaluate(digits_config(num_steps=12, eval_shift=1), tmp_path / "shift")
+    shifted = train_and_evaluate(digits_config(num_steps=12, **{"eval.shift": 1}), tmp_path / "shift")
     assert shifted.train_loss == plain.train_loss
     assert shifted.test_loss not in (plain.test_loss, flipped.test_loss)
 
@@ -171,14 +175,18 @@ def test_an_unwritable_workdir_is_reported(tmp_path):
 
 def test_diverging_loss_stops_without_saving_nan(tmp_path):
     config = digits_config(num_steps=40, optimizer="sgd", learning_rate=1e6, log_every=1, checkpoint_every=1)
-    with pytest.raises(FloatingPointError, match="by step"):
+    with pytest.raises(FloatingPointError, match="by step") as error:
         train_and_evaluate(config, tmp_path)
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    kept = tmp_path / "checkpoints" / str(saved[-1]) if saved else None
+    assert (
+        f"the last good checkpoint, step {saved[-1]}, is kept in {kept}" if saved else "no checkpoint"
+    ) in str(error.value)
     for line in read_metrics(tmp_path / "metrics.jsonl"):
         assert np.isfinite(line["loss"])
     if saved:  # every checkpoint that exists holds finite parameters
-        template = create_train_state(models.create("simple_cnn"), create_optimizer(config, 40), (8, 8, 1), 0)
-        restored, _, _ = Checkpoints(tmp_path / "checkpoints").restore_latest(template, zero_metrics())
+        template, sums, _, _ = initial_state(config, 10, (8, 8, 1), 40)
+        restored, _, _ = Checkpoints(tmp_path / "checkpoints").restore_latest(template, sums)
         assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(restored.params))
 
 
@@ -191,21 +199,120 @@ def test_non_finite_steps_can_be_skipped():
         "label": jnp.zeros(4, jnp.int32),
         "mask": jnp.ones(4),
     }
-    step = jax.jit(
-        lambda s, m, b: loop_lib._train_and_accumulate(
-            s, m, b, label_smoothing=0.0, axis_name=None, skip_nonfinite=True
-        )
-    )
+    step = jax.jit(accumulating(train_step, skip_nonfinite=True))
     new_state, sums = step(state, zero_metrics(skipped=True), batch)
     jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
     assert float(sums["skipped"]) == 1 and float(sums["count"]) == 0 and float(sums["loss"]) == 0
 
 
 def test_a_test_time_shift_as_large_as_the_images_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="config.eval_shift 8 must be smaller than the test images' 8x8"):
-        train_and_evaluate(digits_config(num_steps=1, eval_shift=8), tmp_path)
+    with pytest.raises(ValueError, match="config.eval.shift 8 must be smaller than the test images' 8x8"):
+        train_and_evaluate(digits_config(num_steps=1, **{"eval.shift": 8}), tmp_path)
 
 
 def test_batch_larger_than_the_data(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         train_and_evaluate(digits_config(batch_size=4096), tmp_path)
+
+
+def test_skipped_windows_and_non_finite_weights_are_reported_then_a_corrected_config_runs(tmp_path, caplog):
+    # Step 1's update (learning rate 1e30) leaves huge, finite weights whose loss overflows: steps 2-4 are
+    # skipped, and after 3 in a row optax.apply_if_finite applies step 5's non-finite update.
+    config = digits_config(
+        num_steps=20,
+        optimizer="sgd",
+        learning_rate=1e30,
+        **{"optim.skip_nonfinite_steps": 3},
+        log_every=1,
+        checkpoint_every=100,
+    )
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            FloatingPointError,
+            match=r"^the parameters became non-finite by step 5; they were not saved, and no checkpoint "
+            r"has been saved yet$",
+        ),
+    ):
+        train_and_evaluate(config, tmp_path)
+    train = [line for line in read_metrics(tmp_path / "metrics.jsonl") if line["split"] == "train"]
+    assert [line["step"] for line in train if line["loss"] is None] == [2, 3, 4]
+    assert all(
+        line["accuracy"] is None and line["skipped_steps"] == 1 for line in train if line["loss"] is None
+    )
+    assert "step 3: every step since the last log line was skipped (non-finite)" in caplog.text
+    # The failed run saved nothing of value: a corrected config may use its workdir.
+    result = train_and_evaluate(digits_config(num_steps=2, optimizer="sgd", learning_rate=0.05), tmp_path)
+    assert result.resumed_from == 0 and "it saved no checkpoint and no result" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """`(config, workdir, result)` of a finished run, checkpoints at steps 5, 10 and 12."""
+    workdir = tmp_path_factory.mktemp("finished")
+    config = digits_config(num_steps=12, log_every=4, checkpoint_every=5)
+    return config, workdir, train_and_evaluate(config, workdir)
+
+
+def _copy(finished_run, tmp_path):
+    config, workdir, result = finished_run
+    shutil.copytree(workdir, tmp_path / "run")
+    return config, tmp_path / "run", result
+
+
+def _files(workdir):
+    """Every file of a workdir (its lock aside): modification time and bytes."""
+    files = sorted(p for p in workdir.rglob("*") if p.is_file() and p.name != ".lock")
+    return {p.relative_to(workdir): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+def test_a_finished_run_is_reported_again_without_rewriting_anything(finished_run, tmp_path):
+    config, workdir, result = _copy(finished_run, tmp_path)
+    before = _files(workdir)
+    assert train_and_evaluate(config, workdir) == dataclasses.replace(result, workdir=str(workdir))
+    assert _files(workdir) == before
+    # A crash after the final checkpoint lost result.json: it is built again, the last training window
+    # from metrics.jsonl.
+    (workdir / "result.json").unlink()
+    rebuilt = train_and_evaluate(config, workdir)
+    for field in ("test_loss", "test_accuracy", "train_loss", "train_accuracy", "steps"):
+        assert getattr(rebuilt, field) == getattr(result, field), field
+    assert math.isfinite(rebuilt.examples_per_sec) and rebuilt.examples_per_sec > 0
+    assert json.loads((workdir / "result.json").read_text())["train_loss"] == result.train_loss
+
+
+def test_an_unreadable_final_checkpoint_is_set_aside_and_the_run_finishes(finished_run, tmp_path):
+    config, workdir, result = _copy(finished_run, tmp_path)
+    for path in (workdir / "checkpoints" / "12").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    (workdir / "result.json").unlink()  # not finished: its final checkpoint is to be read again
+    rerun = train_and_evaluate(config, workdir)
+    assert rerun.resumed_from == 10 and rerun.test_accuracy == result.test_accuracy
+    assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "unreadable").iterdir()] == ["12"]
+    assert _logged(workdir) == _logged(finished_run[1])
+
+
+def test_a_finished_run_is_extended_by_a_longer_config(finished_run, tmp_path, caplog):
+    """As Keras's initial_epoch or Lightning's max_epochs: more steps on the same workdir go on from the
+    last checkpoint, and the log says the schedule was stretched."""
+    config, workdir, result = _copy(finished_run, tmp_path)
+    longer = digits_config(num_steps=18, log_every=4, checkpoint_every=5)
+    with caplog.at_level(logging.WARNING):
+        extended = train_and_evaluate(longer, workdir)
+    assert extended.resumed_from == 12 and extended.steps == 18
+    assert "goes on to step 18 instead of 12: its learning-rate schedule is stretched" in caplog.text
+    steps = [line["step"] for line in read_metrics(workdir / "metrics.jsonl") if line["split"] == "train"]
+    assert steps == [4, 8, 12, 16, 18]
+    assert json.loads((workdir / "result.json").read_text())["steps"] == 18
+    with pytest.raises(ValueError, match="at step 18, past the 12 steps configured now"):
+        train_and_evaluate(config, workdir)  # shorter again: refused, nothing lost
+
+
+def test_gradient_accumulation_and_a_profile_of_a_few_steps(tmp_path):
+    config = digits_config(num_steps=6, log_every=2, **{"optim.accumulate_steps": 2})
+    config.update_from_flattened_dict({"profile.start_step": 2, "profile.steps": 2})
+    result = train_and_evaluate(config, tmp_path)
+    assert result.steps == 6 and math.isfinite(result.train_loss)
+    traces = list((tmp_path / "tensorboard" / "plugins" / "profile").rglob("*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0

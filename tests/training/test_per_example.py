@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from jaxcnn import models
 from jaxcnn.training import (
@@ -45,11 +46,23 @@ def _loop_grads(state, batch):
     return jax.tree.map(lambda *g: jnp.stack(g), *grads)
 
 
-@pytest.mark.parametrize("name, kwargs", [("simple_cnn", {}), ("compact", {"features": (8, 16)})])
-def test_per_example_grads_equal_a_loop_of_single_example_grads(name, kwargs):
-    """simple_cnn has no BatchNorm; compact's BatchNorm runs in eval mode on its running statistics."""
-    model = models.create(name, **kwargs)
-    state = create_train_state(model, optax.sgd(0.1), SHAPE, seed=0)
+@pytest.mark.parametrize(
+    "name, kwargs, api",
+    [
+        ("simple_cnn", {}, "linen"),
+        ("compact", {"features": (8, 16)}, "linen"),
+        ("compact", {"features": (8, 16)}, "nnx"),
+    ],
+)
+def test_per_example_grads_equal_a_loop_of_single_example_grads(name, kwargs, api):
+    """simple_cnn has no BatchNorm; compact's BatchNorm runs in eval mode on its running statistics. The
+    module is a Linen one or an NNX model (whose own BatchNorm statistics are replaced by the state's)."""
+    if api == "nnx":
+        model = models.create_nnx(name, input_shape=SHAPE, rngs=nnx.Rngs(0), **kwargs)
+        state = create_train_state(model, optax.sgd(0.1), seed=0)
+    else:
+        model = models.create(name, **kwargs)
+        state = create_train_state(model, optax.sgd(0.1), SHAPE, seed=0)
     rng = np.random.default_rng(1)  # running statistics other than the initial (0, 1)
     state = state.replace(
         batch_stats=jax.tree.map(lambda a: a + rng.uniform(0.1, 0.5, a.shape), state.batch_stats)
@@ -121,18 +134,17 @@ def test_dp_noise_has_std_clip_times_multiplier_over_batch_size():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        ({"dp_clip_norm": -1.0}, "config.dp_clip_norm"),
-        ({"dp_noise_multiplier": -0.5}, "config.dp_noise_multiplier"),
-        ({"dp_noise_multiplier": 1.0}, "config.dp_noise_multiplier > 0 needs config.dp_clip_norm"),
-        ({"dp_clip_norm": 1.0, "parallel": "pmap"}, 'config.dp_clip_norm .* config.parallel "none"'),
-        ({"dp_clip_norm": 1.0, "parallel": "data"}, 'config.dp_clip_norm .* config.parallel "none"'),
-        ({"dp_clip_norm": 1.0, "ensemble_size": 2}, "config.dp_clip_norm .* config.ensemble_size 1"),
+        ({"dp.clip_norm": -1.0}, "config.dp.clip_norm"),
+        ({"dp.noise_multiplier": -0.5}, "config.dp.noise_multiplier"),
+        ({"dp.noise_multiplier": 1.0}, "config.dp.noise_multiplier > 0 needs clip_norm > 0"),
+        ({"dp.clip_norm": 1.0, "parallel": "pmap"}, 'config.dp.clip_norm .* config.parallel "none"'),
+        ({"dp.clip_norm": 1.0, "parallel": "data"}, 'config.dp.clip_norm .* config.parallel "none"'),
+        ({"dp.clip_norm": 1.0, "ensemble.size": 2}, "config.dp.clip_norm .* config.ensemble.size 1"),
     ],
 )
 def test_dp_config_is_validated(overrides, match):
     config = default_config()
-    for key, value in overrides.items():
-        config[key] = value
+    config.update_from_flattened_dict(overrides)
     with pytest.raises(ValueError, match=match):
         validate_config(config)
 
@@ -142,9 +154,8 @@ def _config(**overrides):
     config.model, config.dataset, config.batch_size = "simple_cnn", "digits", 16
     config.optimizer, config.learning_rate = "sgd", 0.5
     config.num_steps, config.log_every, config.checkpoint_every = 4, 2, 2
-    config.dp_clip_norm, config.dp_noise_multiplier = 1.0, 0.5
-    for key, value in overrides.items():
-        config[key] = value
+    config.dp.clip_norm, config.dp.noise_multiplier = 1.0, 0.5
+    config.update(overrides)
     return config
 
 
@@ -159,5 +170,5 @@ def test_the_loop_trains_with_dp_sgd_and_resumes_with_the_same_noise(tmp_path):
 
 
 def test_the_loop_refuses_dp_sgd_for_a_batchnorm_model(tmp_path):
-    with pytest.raises(ValueError, match="config.dp_clip_norm .* BatchNorm"):
+    with pytest.raises(ValueError, match="config.dp.clip_norm .* BatchNorm"):
         train_and_evaluate(_config(model="compact"), tmp_path, handle_signals=False)

@@ -7,9 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
-from jaxcnn import models
+from jaxcnn import data, models
 from jaxcnn.training import create_train_state, cross_entropy_loss, eval_step, predict, train_step
+from jaxcnn.training.steps import accumulating, augmenting, averaging_weights, summarize, zero_metrics
+
+
+def _state(name, tx, api="linen", seed=0):
+    """A train state of a zoo model in either API; NNX trains natively, Linen through `models.create`."""
+    if api == "nnx":
+        return create_train_state(models.create_nnx(name, rngs=nnx.Rngs(seed)), tx, seed=seed)
+    return create_train_state(models.create(name), tx, (28, 28, 1), seed=seed)
 
 
 def test_cross_entropy_against_numpy():
@@ -35,9 +44,9 @@ def _batch(n=16, seed=0, classes=10):
     }
 
 
-@pytest.mark.parametrize("name", ["lenet5", "compact"])
-def test_overfits_one_small_batch(name):
-    state = create_train_state(models.create(name), optax.adam(3e-3), (28, 28, 1), seed=0)
+@pytest.mark.parametrize("name, api", [("lenet5", "nnx"), ("compact", "nnx"), ("compact", "linen")])
+def test_overfits_one_small_batch(name, api):
+    state = _state(name, optax.adam(3e-3), api)
     batch = _batch()
     step = jax.jit(train_step, donate_argnums=0)
     for _ in range(150):
@@ -47,6 +56,13 @@ def test_overfits_one_small_batch(name):
     # In eval mode (running BatchNorm statistics) the memorised batch is still classified.
     evaluated = eval_step(state, batch)
     assert float(evaluated["correct"]) >= 15
+
+
+def test_a_summary_of_no_example_has_no_loss_or_accuracy():
+    sums = {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(()), "skipped": jnp.ones(())}
+    assert summarize(sums) == {"loss": None, "accuracy": None}  # not 0.0: every step was skipped
+    sums.update(loss=jnp.asarray(3.0), correct=jnp.asarray(1.0), count=jnp.asarray(2.0))
+    assert summarize(sums) == {"loss": 1.5, "accuracy": 0.5}
 
 
 def test_metrics_are_sums_and_masked():
@@ -99,13 +115,12 @@ def test_shift_averages_the_logits_of_the_image_moved_one_way_each():
     assert float(metrics["correct"]) == np.sum(np.argmax(both, -1) == np.asarray(batch["label"]))
 
 
-def test_train_step_updates_step_batch_stats_and_uses_dropout_rng():
-    state = create_train_state(models.create("compact"), optax.sgd(0.1), (28, 28, 1), seed=0)
+@pytest.mark.parametrize("api", ["nnx", "linen"])
+def test_train_step_updates_step_batch_stats_and_uses_dropout_rng(api):
+    state = _state("compact", optax.sgd(0.1), api)
     new_state, _ = jax.jit(train_step)(state, _batch())
     assert int(new_state.step) == 1
-    assert not np.allclose(
-        new_state.batch_stats["BatchNorm_0"]["mean"], state.batch_stats["BatchNorm_0"]["mean"]
-    )
+    assert not np.allclose(new_state.batch_stats["bn1"]["mean"], state.batch_stats["bn1"]["mean"])
     # Dropout draws from fold_in(rng, step): the same state gives the same step, another step differs.
     again, _ = jax.jit(train_step)(state, _batch())
     jax.tree.map(np.testing.assert_array_equal, new_state.params, again.params)
@@ -124,3 +139,63 @@ def test_pmean_of_gradients_under_pmap_equals_the_global_batch():
         lambda a, b: np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-7), mapped.params, single.params
     )
     np.testing.assert_allclose(mapped_metrics["loss"][0], single_metrics["loss"], rtol=1e-5)
+
+
+def test_an_nnx_model_trains_exactly_as_its_linen_form():
+    """The same weights through the native NNX step and through the Linen module: the same updates and
+    the same BatchNorm statistics. (Dropout off: Linen derives each module's key from the step's key and
+    its path, NNX from the step's key and the layer's index, so the masks differ, though both depend on
+    the step alone.)"""
+    tx = optax.sgd(0.1, momentum=0.9)
+    nnx_state = create_train_state(models.create_nnx("compact", dropout=0.0, rngs=nnx.Rngs(3)), tx, seed=3)
+    linen_state = create_train_state(models.create("compact", dropout=0.0), tx, (28, 28, 1), seed=3)
+    linen_state = linen_state.replace(params=nnx_state.params, batch_stats=nnx_state.batch_stats)
+    linen_state = linen_state.replace(opt_state=linen_state.tx.init(linen_state.params))
+    step = jax.jit(train_step)
+    for seed in range(2):
+        nnx_state, nnx_metrics = step(nnx_state, _batch(seed=seed))
+        linen_state, linen_metrics = step(linen_state, _batch(seed=seed))
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, nnx_state.params, linen_state.params)
+    jax.tree.map(close, nnx_state.batch_stats, linen_state.batch_stats)
+    jax.tree.map(close, nnx_metrics, linen_metrics)
+
+
+def _counting_step(state, batch):
+    """A stand-in step: counts, and reports the batch's image sum as its loss."""
+    metrics = {"loss": jnp.sum(batch["image"]), "correct": jnp.zeros(()), "count": jnp.ones(())}
+    return state.replace(step=state.step + 1), metrics
+
+
+def test_augmenting_draws_from_the_step_and_leaves_disabled_augmentation_out():
+    state = _state("lenet5", optax.sgd(0.0))
+    key = jax.random.key(7)
+    plain = augmenting(_counting_step, data.Augmentation(), key)
+    assert plain is _counting_step  # nothing to do: not even a wrapper
+    augmented = augmenting(_counting_step, data.Augmentation(crop_padding=2, flip=True), key)
+    batch = _batch(4)
+    _, first = augmented(state, batch)
+    _, again = augmented(state, batch)
+    _, later = augmented(state.replace(step=state.step + 1), batch)
+    expected = data.Augmentation(crop_padding=2, flip=True)(jax.random.fold_in(key, 0), batch["image"])
+    assert float(first["loss"]) == float(again["loss"]) == pytest.approx(float(jnp.sum(expected)))
+    assert float(later["loss"]) != float(first["loss"])
+
+
+def test_averaging_weights_moves_the_average_after_the_step():
+    state = _state("lenet5", optax.sgd(0.0)).with_ema()
+    state = state.replace(params=jax.tree.map(lambda p: p + 1.0, state.params))
+    averaged, _ = averaging_weights(_counting_step, 0.5)(state, _batch(2))
+    expected = state.replace(step=state.step + 1).update_ema(0.5)
+    jax.tree.map(np.testing.assert_array_equal, averaged.ema_params, expected.ema_params)
+    assert averaging_weights(_counting_step, 0.0) is _counting_step
+
+
+def test_accumulating_adds_metrics_and_counts_non_finite_steps_apart():
+    state = _state("lenet5", optax.sgd(0.0))
+    step = accumulating(_counting_step, skip_nonfinite=True)
+    sums = zero_metrics(skipped=True)
+    state, sums = step(state, sums, _batch(2))
+    state, sums = step(state, sums, {**_batch(2), "image": jnp.full((2, 28, 28, 1), jnp.nan)})
+    assert float(sums["count"]) == 1 and float(sums["skipped"]) == 1
+    assert float(sums["loss"]) == pytest.approx(float(jnp.sum(_batch(2)["image"])))

@@ -9,26 +9,24 @@ import optax
 import pytest
 
 from jaxcnn import models
-from jaxcnn.parallel import (
+from jaxcnn.parallel import create_strategy
+from jaxcnn.training import (
     create_ensemble_state,
-    create_strategy,
+    create_model,
+    create_train_state,
+    default_config,
     ensemble_eval_step,
     ensemble_member,
     ensemble_predict,
     ensemble_size,
     ensemble_train_step,
-)
-from jaxcnn.training import (
-    create_train_state,
-    default_config,
     predict,
     read_metrics,
     train_and_evaluate,
     train_step,
     validate_config,
 )
-from jaxcnn.training.loop import _train_and_accumulate
-from jaxcnn.training.steps import zero_metrics
+from jaxcnn.training.steps import accumulating, zero_metrics
 
 SEEDS = (3, 4, 5)
 SHAPE = (8, 8, 1)
@@ -47,16 +45,22 @@ def _model(**kwargs):
     return models.create("compact", features=(8, 16), **kwargs)  # BatchNorm and dropout
 
 
-def test_member_i_trains_like_a_single_model_from_seed_i():
+def _nnx_model(seed):
+    return create_model("compact", 10, SHAPE, seed, model_kwargs={"features": (8, 16)})
+
+
+@pytest.mark.parametrize("api", ["nnx", "linen"])
+def test_member_i_trains_like_a_single_model_from_seed_i(api):
     tx = optax.adam(1e-2)
-    states = create_ensemble_state(_model(), tx, SHAPE, SEEDS)
+    model = _nnx_model if api == "nnx" else _model()
+    states = create_ensemble_state(model, tx, SHAPE, SEEDS)
     assert ensemble_size(states) == 3 and states.step.shape == ()
     step = jax.jit(ensemble_train_step)
     for i in range(3):
         states, _ = step(states, _batch(i))
     assert int(states.step) == 3
     for member, seed in enumerate(SEEDS):
-        single = create_train_state(_model(), tx, SHAPE, seed)
+        single = create_train_state(_nnx_model(seed) if api == "nnx" else _model(), tx, SHAPE, seed)
         for i in range(3):
             single, _ = jax.jit(train_step)(single, _batch(i))
         got = ensemble_member(states, member)
@@ -97,13 +101,7 @@ def _strategy_run(name, steps=3):
     model = _model(axis_name=strategy.axis_name, dropout=0.0)
     states = create_ensemble_state(model, optax.sgd(0.05, momentum=0.9), SHAPE, SEEDS)
     train = strategy.compile_train(
-        functools.partial(
-            _train_and_accumulate,
-            label_smoothing=0.0,
-            axis_name=strategy.axis_name,
-            skip_nonfinite=False,
-            step_fn=ensemble_train_step,
-        )
+        accumulating(functools.partial(ensemble_train_step, axis_name=strategy.axis_name))
     )
     states, sums = strategy.put_state(states), strategy.put_state(zero_metrics(ensemble=True))
     for i in range(steps):
@@ -134,20 +132,17 @@ def test_seeds_must_be_ints():
 @pytest.mark.parametrize("value", [0, -1])
 def test_ensemble_size_is_validated(value):
     config = default_config()
-    config.unlock()
-    config.ensemble_size = value
-    with pytest.raises(ValueError, match="config.ensemble_size"):
+    config.ensemble.size = value
+    with pytest.raises(ValueError, match="config.ensemble.size"):
         validate_config(config)
 
 
-def _config(**overrides):
+def _config():
     config = default_config()
     config.model, config.dataset, config.batch_size = "simple_cnn", "digits", 32
     config.optimizer, config.learning_rate = "adam", 2e-3
     config.num_steps, config.log_every, config.checkpoint_every = 10, 5, 5
-    config.ensemble_size = 3
-    for key, value in overrides.items():
-        config[key] = value
+    config.ensemble.size = 3
     return config
 
 

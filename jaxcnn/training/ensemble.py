@@ -14,19 +14,34 @@ Member i computes exactly what a single model from seed i would on the same batc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 from jax import lax
 
+from jaxcnn._validate import Settings, integer, is_int
 from jaxcnn.training.state import TrainState, create_train_state
 from jaxcnn.training.steps import Metrics, eval_step_outputs, train_step_outputs
 
 _MEMBER_FIELDS = ("params", "opt_state", "batch_stats", "rng")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSettings(Settings):
+    """`config.ensemble`: `size` > 1 trains that many models in one vmapped step, member i from seed
+    `config.seed + i`, on the batches of `config.seed`; metrics add `ensemble_accuracy` (of the members'
+    averaged logits)."""
+
+    size: int = 1
+
+    def __post_init__(self):
+        integer(self.size, "size", minimum=1)
 
 
 def _member_axes(states: TrainState) -> TrainState:
@@ -46,13 +61,19 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
 
 
 def create_ensemble_state(
-    model: nn.Module, tx: optax.GradientTransformation, image_shape: Sequence[int], seeds: Iterable[int]
+    model: nn.Module | Callable[[int], nnx.Module],
+    tx: optax.GradientTransformation,
+    image_shape: Sequence[int] | None,
+    seeds: Iterable[int],
 ) -> TrainState:
-    """An ensemble of `model`s, member i initialised as `create_train_state(..., seed=seeds[i])`."""
+    """An ensemble, member i as `create_train_state(..., seed=seeds[i])`: of a Linen `model`, initialised
+    from each seed, or of the NNX models `model(seed)` returns (e.g. `lambda seed:
+    models.create_nnx("lenet5", rngs=nnx.Rngs(seed))`)."""
     seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+    if not seeds or not all(map(is_int, seeds)):
         raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
-    return stack_states([create_train_state(model, tx, image_shape, seed) for seed in seeds])
+    member = (lambda seed: model) if isinstance(model, nn.Module) else model
+    return stack_states([create_train_state(member(seed), tx, image_shape, seed) for seed in seeds])
 
 
 def ensemble_size(states: TrainState) -> int:

@@ -1,0 +1,341 @@
+"""Flax NNX modules: thin holders of parameters that call `jaxcnn.functional`.
+
+The NNX twins of `jaxcnn.layers` (Linen), with the same parameter names and shapes (`kernel`, `bias`,
+`scale` as `nnx.Param`; BatchNorm's `mean`, `var` as `nnx.BatchStat`), so weights move between the two
+APIs as they are. As in `flax.nnx`, a layer is built with its input size and `rngs`, and created
+initialised:
+
+    from flax import nnx
+    from jaxcnn import nnx_layers
+
+    conv = nnx_layers.Conv(1, 6, 5, padding=2, rngs=nnx.Rngs(0))
+    y = conv(x)  # x (N, 28, 28, 1) -> (N, 28, 28, 6)
+
+The module is named `nnx_layers` so that it shadows neither `flax.nnx` nor `flax.linen` (imported `as nn`).
+Dropout and BatchNorm follow NNX's modes: `model.train()` / `model.eval()`, or `nnx.view(model,
+deterministic=..., use_running_average=...)`, or the matching argument of their call. Shapes are
+channels-last, as in `jaxcnn.functional`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcnn import _layer_calls
+from jaxcnn import functional as F
+from jaxcnn._validate import choice, integer, number
+
+Initializer = Callable[..., jax.Array]
+Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+Dtype = Any
+
+# Who is told of each layer call (`observe_calls`): a context variable, so threads do not see each other's.
+_OBSERVERS: contextvars.ContextVar[tuple[Callable, ...]] = contextvars.ContextVar("observers", default=())
+
+
+@contextlib.contextmanager
+def observe_calls(observer: Callable[[nnx.Module, jax.Array, jax.Array], None]) -> Iterator[None]:
+    """Within the block, `observer(layer, inputs, outputs)` follows every call of a layer of this module
+    (as `flax.linen.intercept_methods` does for Linen): how `jaxcnn.summary` tabulates an NNX model and
+    `jaxcnn.visualize` reads its feature maps."""
+    token = _OBSERVERS.set((*_OBSERVERS.get(), observer))
+    try:
+        yield
+    finally:
+        _OBSERVERS.reset(token)
+
+
+def _observed(call):
+    @functools.wraps(call)
+    def observed_call(layer, x, *args, **kwargs):
+        y = call(layer, x, *args, **kwargs)
+        for observer in _OBSERVERS.get():
+            observer(layer, x, y)
+        return y
+
+    return observed_call
+
+
+default_kernel_init = nnx.initializers.lecun_normal()
+zeros_init = nnx.initializers.zeros_init()
+ones_init = nnx.initializers.ones_init()
+
+
+class Conv(nnx.Module):
+    """N-d convolution (cross-correlation): `(N, *spatial, in_features)` -> `(N, *out_spatial, out_features)`.
+
+    Parameters `kernel` `(*kernel_size, in_features // groups, out_features)` and `bias` `(out_features,)`.
+    The spatial rank is the length of `kernel_size`, or `spatial_dims` (default 2) when it is an int.
+    `stride`, `padding`, `dilation`, `groups`, `precision` and `impl` are those of `jaxcnn.functional.conv`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: Padding = "SAME",
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        use_bias: bool = True,
+        spatial_dims: int = 2,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = zeros_init,
+        precision: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        integer(in_features, "in_features", minimum=1)
+        integer(out_features, "out_features", minimum=1)
+        spatial_dims = _layer_calls.spatial_dims_of(
+            kernel_size, integer(spatial_dims, "spatial_dims", minimum=1)
+        )
+        kernel_shape = _layer_calls.conv_kernel_shape(
+            kernel_size, in_features, out_features, groups, spatial_dims
+        )
+        self.in_features, self.out_features = in_features, out_features
+        self.kernel_size = kernel_shape[:-2]
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+        self.precision, self.impl = precision, choice(impl, "impl", F.CONV_IMPLS)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        return _layer_calls.conv(self, x, self.kernel[...], bias)
+
+
+class Dense(nnx.Module):
+    """Fully connected layer over the last axis: `(..., in_features)` -> `(..., out_features)`.
+
+    Parameters `kernel` `(in_features, out_features)` and `bias` `(out_features,)`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = zeros_init,
+        precision: Any = None,
+        rngs: nnx.Rngs,
+    ):
+        integer(in_features, "in_features", minimum=1)
+        integer(out_features, "out_features", minimum=1)
+        self.in_features, self.out_features = in_features, out_features
+        self.use_bias, self.dtype, self.param_dtype, self.precision = use_bias, dtype, param_dtype, precision
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        return _layer_calls.dense(self, x, self.kernel[...], bias)
+
+
+class MaxPool(nnx.Module):
+    """Max pooling, `(N, *spatial, C)` -> `(N, *out_spatial, C)`, as `jaxcnn.functional.max_pool`."""
+
+    def __init__(self, window, stride=None, padding: Padding = "VALID", *, impl: str = "auto"):
+        self.window, self.stride, self.padding = window, stride, padding
+        self.impl = choice(impl, "impl", F.MAX_POOL_IMPLS)
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.max_pool(x, self.window, self.stride, self.padding, impl=self.impl)
+
+
+class AvgPool(nnx.Module):
+    """Average pooling with PyTorch's `count_include_pad` semantics (`jaxcnn.functional.avg_pool`)."""
+
+    def __init__(self, window, stride=None, padding: Padding = "VALID", count_include_pad: bool = True):
+        self.window, self.stride, self.padding = window, stride, padding
+        self.count_include_pad = count_include_pad
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.avg_pool(x, self.window, self.stride, self.padding, self.count_include_pad)
+
+
+class GlobalAvgPool(nnx.Module):
+    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.global_avg_pool(x)
+
+
+class GlobalMaxPool(nnx.Module):
+    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.global_max_pool(x)
+
+
+class AdaptiveAvgPool(nnx.Module):
+    """Average pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.adaptive_avg_pool(x, self.output_size)
+
+
+class AdaptiveMaxPool(nnx.Module):
+    """Max pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return F.adaptive_max_pool(x, self.output_size)
+
+
+class Flatten(nnx.Module):
+    """`(N, ...)` -> `(N, prod(...))`."""
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _layer_calls.flatten(x)
+
+
+class Dropout(nnx.Module):
+    """Inverted dropout: zeroes each element with probability `rate` and scales the rest by 1/(1 - rate)
+    unless `deterministic` (evaluation).
+
+    Keys come from the `rng_collection` stream of `rngs` (forked at construction, as `nnx.Dropout`), or
+    from the `rngs` argument of the call (a key, a stream or an `nnx.Rngs`), which takes precedence.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        deterministic: bool = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = number(rate, "rate", minimum=0.0, below=1.0)
+        self.deterministic, self.rng_collection = deterministic, rng_collection
+        if isinstance(rngs, nnx.Rngs):
+            rngs = rngs[rng_collection]
+        self.rngs = rngs.fork() if isinstance(rngs, nnx.RngStream) else nnx.data(None)
+
+    @_observed
+    def __call__(self, x: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic or self.rate == 0:
+            return F.dropout(x, self.rate, deterministic=True)
+        rngs = self.rngs if rngs is None else rngs
+        if rngs is None:
+            raise ValueError(
+                "Dropout needs random keys when not deterministic: construct it with "
+                "rngs=nnx.Rngs(dropout=...) or pass rngs= to the call, or evaluate with model.eval()"
+            )
+        if isinstance(rngs, nnx.Rngs):
+            rngs = rngs[self.rng_collection]
+        key = rngs() if isinstance(rngs, nnx.RngStream) else rngs
+        return F.dropout(x, self.rate, key=key)
+
+    def set_view(self, deterministic: bool | None = None):
+        """For `nnx.view(model, deterministic=...)`."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+class BatchNorm(nnx.Module):
+    """Batch normalisation over every axis but the last (channels), as `jaxcnn.layers.BatchNorm`.
+
+    Training (`use_running_average=False`, the default, as in `flax.nnx`) normalises with the batch's
+    statistics and moves the running `mean`/`var` (`nnx.BatchStat`): `new = momentum * old +
+    (1 - momentum) * batch`; evaluation uses the running ones. With `axis_name` (under `pmap`), the
+    batch statistics are taken over all devices. Defaults match PyTorch (its momentum 0.1 is 0.9 here).
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        use_running_average: bool = False,
+        momentum: float = 0.9,
+        epsilon: float = 1e-5,
+        axis_name: str | None = None,
+        use_scale: bool = True,
+        use_bias: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        scale_init: Initializer = ones_init,
+        bias_init: Initializer = zeros_init,
+        rngs: nnx.Rngs,
+    ):
+        channels = (integer(num_features, "num_features", minimum=1),)
+        self.num_features = num_features
+        self.use_running_average, self.axis_name = use_running_average, axis_name
+        self.momentum = number(momentum, "momentum", minimum=0.0, maximum=1.0)
+        self.epsilon = number(epsilon, "epsilon", minimum=0.0)
+        self.dtype, self.param_dtype = dtype, param_dtype
+        self.mean = nnx.BatchStat(jnp.zeros(channels, jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones(channels, jnp.float32))
+        self.scale = nnx.Param(scale_init(rngs.params(), channels, param_dtype)) if use_scale else None
+        self.bias = nnx.Param(bias_init(rngs.params(), channels, param_dtype)) if use_bias else None
+
+    @_observed
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        scale = None if self.scale is None else self.scale[...]
+        bias = None if self.bias is None else self.bias[...]
+        y, mean, var = _layer_calls.batch_norm(
+            self, x, self.mean[...], self.var[...], scale, bias, use_running_average
+        )
+        if not use_running_average:
+            self.mean[...], self.var[...] = mean, var
+        return y
+
+    def set_view(self, use_running_average: bool | None = None):
+        """For `nnx.view(model, use_running_average=...)`."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
+
+
+def reseed_dropout(model: nnx.Module, key: jax.Array) -> None:
+    """Restarts the key stream of every `Dropout` in `model` from `key`: the i-th one (in graph order)
+    from `fold_in(key, i)`, its count at 0.
+
+    A train step calls it with a key made from (seed, step), so the masks of a step do not depend on how
+    many steps ran before in this process: a resumed run draws what an uninterrupted one would. (Unlike
+    `nnx.reseed`, it does not depend on the tag of the stream a layer forked from.)
+    """
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # raw uint32 key data, e.g. jax.random.PRNGKey
+        key = jax.random.wrap_key_data(key)
+    streams = [m.rngs for _, m in nnx.iter_graph(model) if isinstance(m, Dropout) and m.rngs is not None]
+    for index, stream in enumerate(streams):  # set_value: a stream of an abstract model holds no array yet
+        stream.key.set_value(jax.random.fold_in(key, index))
+        stream.count.set_value(jnp.zeros((), jnp.uint32))
+
+
+def has_dropout(model: nnx.Module) -> bool:
+    """Whether `model` holds a `Dropout` that draws random keys (rate > 0)."""
+    return any(isinstance(m, Dropout) and m.rate > 0 for _, m in nnx.iter_graph(model))

@@ -1,0 +1,77 @@
+"""The model a run trains: a registered model, built in its own API (NNX for the zoo), from the seed."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcnn import functional, models
+from jaxcnn._validate import Settings, choice
+from jaxcnn.training.state import initial_keys
+
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeSettings(Settings):
+    """`config.compute`: how the model computes (never what: parameters stay float32).
+
+    Attributes:
+      dtype: "float32", or "bfloat16" / "float16" for mixed precision (activations and products in that
+        dtype, parameters and logits in float32).
+      impl: how convolutions and max pools are lowered, for models that take `impl` (every zoo model):
+        "auto" (jaxcnn's rule per layer), "xla" (plain `lax` everywhere), or one of
+        `jaxcnn.functional.CONV_IMPLS` for the convolutions.
+    """
+
+    dtype: str = "float32"
+    impl: str = "auto"
+
+    def __post_init__(self):
+        choice(self.dtype, "dtype", DTYPES)
+        choice(self.impl, "impl", functional.CONV_IMPLS)
+
+
+def model_arguments(
+    name: str, compute: ComputeSettings, model_kwargs: Mapping[str, Any], axis_name: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of `models.create_nnx(name, ...)` (or `create`): `model_kwargs`, the compute dtype
+    and lowering, and `axis_name` for models with BatchNorm (cross-device statistics), each passed only
+    to a model that takes it."""
+    accepted = models.arguments(name)
+    kwargs = dict(model_kwargs)
+    if DTYPES[compute.dtype] is not None:
+        kwargs["dtype"] = DTYPES[compute.dtype]
+    if compute.impl != "auto" and "impl" in accepted:
+        kwargs["impl"] = compute.impl
+    if axis_name is not None and "axis_name" in accepted:
+        kwargs["axis_name"] = axis_name
+    return kwargs
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    image_shape: Sequence[int],
+    seed: int,
+    *,
+    compute: ComputeSettings = ComputeSettings(),
+    model_kwargs: Mapping[str, Any] = {},  # noqa: B006 - read only
+    axis_name: str | None = None,
+) -> nnx.Module | nn.Module:
+    """The registered model `name` for images of `image_shape` `(H, W, C)`: an NNX module initialised from
+    `seed` (the zoo's models), or a Linen module (a model registered as one) that `create_train_state`
+    initialises from the same seed."""
+    kwargs = model_arguments(name, compute, model_kwargs, axis_name)
+    if not models.is_nnx(name):
+        return models.create(name, num_classes=num_classes, **kwargs)
+    init_key, dropout_key, _ = initial_keys(seed)
+    rngs = nnx.Rngs(params=init_key, dropout=dropout_key)
+    return models.create_nnx(
+        name, num_classes=num_classes, input_shape=tuple(image_shape), rngs=rngs, **kwargs
+    )
