@@ -4,9 +4,11 @@
         --config experiments/configs/lenet5.py --workdir runs/two --config.parallel=data
 
 Each process runs `experiments/train.py <args> --coordinator_address 127.0.0.1:PORT --num_processes N
---process_id I` on a free port. Process 0's output is streamed; the others' goes to
-`WORKDIR/processes/process_I.log` (or is shown when a process fails). If one process fails, the others
-(stuck in collectives without it) are stopped, and the launcher exits with the first non-zero code.
+--process_id I` on a free port; with `--cluster-env slurm` (or `ompi`) it gets the variables `srun` (or
+`mpirun`) would set instead, and joins the group through JAX's cluster detection, as on a cluster.
+Process 0's output is streamed; the others' goes to `WORKDIR/processes/process_I.log` (or is shown when a
+process fails). If one process fails, the others (stuck in collectives without it) are stopped, and the
+launcher exits with the first non-zero code.
 SIGTERM and Ctrl-C are passed on, so the group saves a checkpoint and stops together.
 """
 
@@ -45,6 +47,29 @@ def process_env(devices_per_process: int | None) -> dict[str, str]:
     return env
 
 
+CLUSTER_ENVS = ("explicit", "slurm", "ompi")
+
+
+def group_args(cluster_env: str, index: int, num_processes: int, port: int) -> tuple[dict, list[str]]:
+    """`(environment variables, train.py flags)` that make process `index` of `num_processes` join the
+    group coordinated on 127.0.0.1:`port`: the coordinator flags, or the variables of a one-node SLURM
+    step or Open MPI job (JAX's detection reads these; JAX_COORDINATOR_PORT picks the port)."""
+    if cluster_env == "explicit":
+        flags = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
+                 f"--process_id={index}"]  # fmt: skip
+        return {}, flags
+    n, i = str(num_processes), str(index)
+    if cluster_env == "slurm":
+        env = {"SLURM_JOB_ID": "1", "SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_NUM_NODES": "1",
+               "SLURM_NTASKS": n, "SLURM_PROCID": i, "SLURM_LOCALID": i}  # fmt: skip
+    elif cluster_env == "ompi":
+        env = {"OMPI_MCA_orte_hnp_uri": "4096.0;tcp://127.0.0.1:1", "OMPI_COMM_WORLD_SIZE": n,
+               "OMPI_COMM_WORLD_RANK": i, "OMPI_COMM_WORLD_LOCAL_RANK": i}  # fmt: skip
+    else:
+        raise ValueError(f"cluster_env must be one of {', '.join(CLUSTER_ENVS)}, got {cluster_env!r}")
+    return {**env, "JAX_COORDINATOR_PORT": str(port)}, []
+
+
 def _workdir(train_args: list[str]) -> Path | None:
     for i, arg in enumerate(train_args):
         if arg.startswith("--workdir="):
@@ -68,21 +93,28 @@ def _stop(processes: list[subprocess.Popen], signum: int, grace_seconds: float) 
             p.wait()
 
 
-def launch(num_processes: int, train_args: list[str], devices_per_process: int | None = None) -> int:
+def launch(
+    num_processes: int,
+    train_args: list[str],
+    devices_per_process: int | None = None,
+    cluster_env: str = "explicit",
+) -> int:
     """Runs the group to the end; the exit code of the first process that failed, else 0."""
-    address = f"127.0.0.1:{free_port()}"
+    port = free_port()
     workdir = _workdir(train_args)
     log_dir = workdir / "processes" if workdir else Path(tempfile.mkdtemp(prefix="launch_local-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = process_env(devices_per_process)
     processes, logs = [], []
     for index in range(num_processes):
-        command = [sys.executable, str(TRAIN), *train_args, f"--coordinator_address={address}",
-                   f"--num_processes={num_processes}", f"--process_id={index}"]  # fmt: skip
+        variables, flags = group_args(cluster_env, index, num_processes, port)
+        command = [sys.executable, str(TRAIN), *train_args, *flags]
         log = None if index == 0 else open(log_dir / f"process_{index}.log", "w")  # noqa: SIM115
         logs.append(log)
         processes.append(
-            subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+            subprocess.Popen(
+                command, env={**env, **variables}, stdout=log, stderr=subprocess.STDOUT if log else None
+            )
         )
 
     received: list[int] = []
@@ -127,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         "--devices-per-process", type=int, default=None,
         help="simulated CPU devices per process (sets XLA_FLAGS and JAX_PLATFORMS=cpu)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cluster-env", choices=CLUSTER_ENVS, default="explicit",
+        help="how the processes find each other: coordinator flags, or simulated SLURM / Open MPI variables",
+    )  # fmt: skip
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of train.py")
     args = parser.parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -134,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-n must be >= 1, got {args.num_processes}")
     if args.devices_per_process is not None and args.devices_per_process < 1:
         parser.error(f"--devices-per-process must be >= 1, got {args.devices_per_process}")
-    return launch(args.num_processes, train_args, args.devices_per_process)
+    return launch(args.num_processes, train_args, args.devices_per_process, args.cluster_env)
 
 
 if __name__ == "__main__":

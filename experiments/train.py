@@ -7,8 +7,11 @@ Running the same command again resumes from the newest checkpoint in the workdir
 result of a finished run; SIGTERM or Ctrl-C saves a checkpoint first. A larger `--config.num_epochs`
 (or `num_steps`) on the same workdir extends the run. A second run in a workdir in
 use is refused. Errors of the flags, the config or the workdir are one line (JAXCNN_TRACEBACK=1 adds
-the traceback). Multi-process runs (one process per host, or several on one machine) add
-`--coordinator_address HOST:PORT --num_processes N --process_id I`.
+the traceback). Under a cluster's launcher (`srun`, `mpirun`, a Kubernetes JobSet, a TPU pod) every
+process joins the job's group by itself (`--distributed=auto`, the default; `off` runs one process);
+elsewhere, multi-process runs (one process per host, or several on one machine) add
+`--coordinator_address HOST:PORT --num_processes N --process_id I`. The first log line says how the
+group was formed.
 """
 
 # ruff: noqa: E402 - the SIGINT handler is installed before the imports, which take seconds
@@ -48,6 +51,11 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file with get_config().", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and plots.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", jaxcnn.parallel.DISTRIBUTED_MODES,
+    "auto: join the process group of the cluster environment JAX detects (SLURM, Open MPI, Kubernetes, "
+    "TPU pods); off: one process. The coordinator flags below override both.",
+)  # fmt: skip
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
@@ -83,7 +91,11 @@ def _config_error(error: Exception) -> str:
         paths = re.findall(r"--config\.([\w.]+)", " ".join(sys.argv))
         path = next((p for p in paths if p.rsplit(".", 1)[-1] == key), key)
         suggestion = re.search(r'Did you mean "([^"]+)"', str(error))
-        return f"config has unknown keys {path}" + (f" (did you mean {suggestion[1]}?)" if suggestion else "")
+        if path in jaxcnn.training.config.MOVED:
+            hint = f" (now config.{jaxcnn.training.config.MOVED[path]})"
+        else:
+            hint = f" (did you mean config.{suggestion[1]}?)" if suggestion else ""
+        return f"config has unknown keys config.{path}{hint}"
     if isinstance(error, flags.Error) and "\n" not in str(error):
         return str(error)
     return f"--config: {type(root).__name__}: {str(root).strip().splitlines()[-1].strip()}"  # the gist
@@ -114,10 +126,10 @@ def main(argv):
     # Orbax and TFDS log every checkpoint and file through absl at INFO; jaxcnn's own lines stay.
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
-        if _COORDINATOR.value:
-            jaxcnn.parallel.initialize_distributed(
-                _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
-            )
+        group = jaxcnn.parallel.join_process_group(
+            _DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
+        )
+        logging.info("%s", group)
         result = jaxcnn.training.train_and_evaluate(
             _CONFIG.value, _WORKDIR.value, actions=[PlotLearningCurves()]
         )

@@ -1,4 +1,4 @@
-"""How a train step runs on the devices: one device, `jit` with a sharded batch, or `pmap`.
+"""How a train step runs on the devices: one device, `jit` with a sharded batch (and state), or `pmap`.
 
 A strategy places the state and each process's share of a batch on its devices and compiles
 the step functions for them. `host_state` is the layout checkpoints are saved from and restored
@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcnn._registry import Registry
@@ -108,6 +109,56 @@ class DataParallel(SingleDevice):
         return jax.jit(fn, in_shardings=(self.replicated, self.sharded), out_shardings=self.replicated)
 
 
+def largest_divisible_axis(shape: tuple[int, ...], devices: int) -> int | None:
+    """The largest axis of `shape` whose size `devices` divides (the first of equal ones), or None."""
+    divisible = [axis for axis, size in enumerate(shape) if size % devices == 0 and size >= devices]
+    return max(divisible, key=lambda axis: shape[axis], default=None)
+
+
+@register("fsdp")
+class FullySharded(DataParallel):
+    """`jit` over a 1-D mesh of every device, with the state sharded too (`parallel="fsdp"`).
+
+    As "data", the batch is sharded along the mesh axis `batch`; parameters, optimizer state and
+    BatchNorm statistics are sharded along the same axis, each array on its largest axis the device
+    count divides (replicated if none does: biases of odd sizes, scalars). XLA gathers each layer's
+    parameters where the step needs them and reduce-scatters their gradients, so each device holds
+    about 1/devices of the state. The model code is unchanged, and so is what a step computes.
+    """
+
+    name = "fsdp"
+
+    def sharding(self, shape: tuple[int, ...]) -> NamedSharding:
+        """Where an array of `shape` of the state lives: see the class docstring."""
+        axis = largest_divisible_axis(shape, self.num_devices)
+        if axis is None:
+            return self.replicated
+        return NamedSharding(
+            self.mesh, PartitionSpec(*[AXIS if a == axis else None for a in range(len(shape))])
+        )
+
+    def shardings(self, tree):
+        return jax.tree.map(lambda leaf: self.sharding(np.shape(leaf)), tree)
+
+    def put_state(self, state):
+        return jax.device_put(state, self.shardings(state))
+
+    def host_value(self, value):
+        """`value` on this host in full: the shards of every process gathered."""
+        return multihost_utils.process_allgather(value, tiled=True)
+
+    def compile_train(self, fn: TrainFn):
+        def step(state, metric_sums, batch):  # the new state keeps the layout of the state
+            return jax.lax.with_sharding_constraint(
+                fn(state, metric_sums, batch), self.shardings((state, metric_sums))
+            )
+
+        return jax.jit(step, donate_argnums=(0, 1))  # the inputs' shardings: state and batch as put
+
+    def compile_eval(self, fn: EvalFn):
+        return jax.jit(fn, out_shardings=self.replicated)
+
+
 @register("pmap")
 class Pmap(SingleDevice):
     """`pmap` over the local devices, axis name `batch` (`parallel="pmap"`).
@@ -160,6 +211,6 @@ class Pmap(SingleDevice):
 
 
 def create_strategy(parallel: str):
-    """The strategy registered as `parallel` (`config.parallel`): "none", "data", "pmap", or your own
+    """The strategy registered as `parallel` (`config.parallel`): "none", "data", "fsdp", "pmap", or your own
     (`jaxcnn.parallel.register("name")` on a class with the methods of `SingleDevice`)."""
     return STRATEGIES.get(parallel)()

@@ -173,20 +173,18 @@ class ProgressBar(Action):
         if summary is self.shown or summary is None or summary["loss"] is None:
             return
         self.shown = summary
+        # None: the window held a compilation or a pause, so it was not timed
+        speed = "-" if summary["examples_per_sec"] is None else f"{summary['examples_per_sec']:,.0f}"
         if not self.bar.disable:
-            self.bar.set_postfix(
-                loss=f"{summary['loss']:.4f}",
-                acc=f"{summary['accuracy']:.2%}",
-                ex_s=f"{summary['examples_per_sec']:,.0f}",
-            )
+            self.bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.2%}", ex_s=speed)
         elif run.is_writer:
             logging.info(
-                "step %d/%d: loss %.4f, accuracy %.2f%%, %.0f examples/s",
+                "step %d/%d: loss %.4f, accuracy %.2f%%, %s examples/s",
                 run.step,
                 run.total_steps,
                 summary["loss"],
                 100 * summary["accuracy"],
-                summary["examples_per_sec"],
+                speed,
             )
 
     def close(self) -> None:
@@ -196,26 +194,39 @@ class ProgressBar(Action):
 class StopOnSignal(Action):
     """SIGTERM or SIGINT stops the run at the next step, after a checkpoint: `TrainingInterrupted`.
 
-    Several processes stop together: they agree at log steps (a collective), so each saves the same step.
+    Several processes stop together, each saving the same step. A SIGTERM on any of them (a preemption
+    notice) goes through JAX's preemption service when the group runs one (`jax.distributed`'s
+    default): it notices the signal itself, tells every process, and picks the step all save at,
+    checked at each step without a collective (`multihost_utils.reached_preemption_sync_point`).
+    Otherwise, and for SIGINT, the processes agree at log steps (a collective).
     """
 
     def __init__(self, log_every: int):
         self.log_every = log_every
         self.received: list[int] = []
         self.previous = {}
+        self.preemption_service = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+        # JAX's service has its own SIGTERM handler: a Python one would replace it
+        signals = (signal.SIGINT,) if self.preemption_service else (signal.SIGTERM, signal.SIGINT)
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 self.previous[sig] = signal.signal(sig, lambda signum, _frame: self.received.append(signum))
 
     def __call__(self, run: Run) -> None:
+        if self.preemption_service and multihost_utils.reached_preemption_sync_point(run.step):
+            self._stop(run, signal.SIGTERM)
         if run.step == run.total_steps or (jax.process_count() > 1 and run.step % self.log_every):
             return
         signum = self.received[0] if self.received else 0
         if jax.process_count() > 1:  # if any process received a signal, all stop
             signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
         if signum:
-            run.save_checkpoint(unless_saved=True)
-            raise TrainingInterrupted(run.step, signum, str(run.workdir))
+            self._stop(run, signum)
+
+    @staticmethod
+    def _stop(run: Run, signum: int) -> None:
+        run.save_checkpoint(unless_saved=True)
+        raise TrainingInterrupted(run.step, signum, str(run.workdir))
 
     def close(self) -> None:
         for sig, handler in self.previous.items():

@@ -253,9 +253,9 @@ def build_run(
     sections = read_sections(config)
     workdir = Path(workdir)
     with contextlib.ExitStack() as undo:  # closes what was opened if building fails part way
-        lock = undo.enter_context(
-            _on_process_0(workdir, lambda: lock_workdir(workdir)) or contextlib.nullcontext()
-        )
+        # kept for `run.close()`; the other processes hold none (a nullcontext, which enters as None)
+        lock = _on_process_0(workdir, lambda: lock_workdir(workdir)) or contextlib.nullcontext()
+        undo.enter_context(lock)
         strategy = create_strategy(config.parallel)
         strategy.check_batch_size(config.batch_size)
         load = functools.partial(

@@ -105,6 +105,31 @@ SECTIONS: dict[str, type] = {
     "profile": ProfileSettings,
 }
 
+# Keys of jaxcnn 0.1 that moved into a section: an old config or command line is told where each went.
+MOVED: dict[str, str] = {
+    "schedule": "optim.schedule",
+    "warmup_steps": "optim.warmup_steps",
+    "weight_decay": "optim.weight_decay",
+    "momentum": "optim.momentum",
+    "label_smoothing": "loss.label_smoothing",
+    "augment_crop_padding": "augment.crop_padding",
+    "augment_flip": "augment.flip",
+    "augment_erase_probability": "augment.erase_probability",
+    "eval_flip": "eval.flip",
+    "eval_shift": "eval.shift",
+    "eval_every": "eval.every",
+    "ema_decay": "ema.decay",
+    "skip_nonfinite_steps": "optim.skip_nonfinite_steps",
+    "checkpoints_to_keep": "checkpoints.keep",
+    "ensemble_size": "ensemble.size",
+    "dp_clip_norm": "dp.clip_norm",
+    "dp_noise_multiplier": "dp.noise_multiplier",
+    "eval_batch_size": "eval.batch_size",
+    "data_dir": "data.dir",
+    "data_source": "data.source",
+    "dtype": "compute.dtype",
+}
+
 
 def default_config() -> ml_collections.ConfigDict:
     """All keys `experiments/train.py` understands, with their defaults; config files override some.
@@ -148,7 +173,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     expected = set(KEYS) | set(SECTIONS)
     missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
     if unknown:
-        raise ValueError(f"config has unknown keys {', '.join(unknown)}")
+        named = [f"config.{key}" + (f" (now config.{MOVED[key]})" if key in MOVED else "") for key in unknown]
+        raise ValueError(f"config has unknown keys {', '.join(named)}")
     if missing:
         raise ValueError(f"config is missing keys {', '.join(missing)}; start from default_config()")
     for key, value in _leaves(config):  # model_kwargs too: NaN passes every range check (comparisons fail)

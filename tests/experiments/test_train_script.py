@@ -128,8 +128,11 @@ def test_a_bad_flag_value_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--config.lerning_rate=0.1", "config has unknown keys lerning_rate (did you mean learning_rate?)"),
-        ("--config.model_kwargs.width=2", "config has unknown keys model_kwargs.width"),
+        (
+            "--config.lerning_rate=0.1",
+            "config has unknown keys config.lerning_rate (did you mean config.learning_rate?)",
+        ),
+        ("--config.model_kwargs.width=2", "config has unknown keys config.model_kwargs.width"),
         (
             "--config=experiments/configs/no_such_file.py",
             "--config: OSError: [Errno 2] No such file or directory: 'experiments/configs/no_such_file.py'",

@@ -26,7 +26,7 @@ OVERRIDES = {
     "num_steps": STEPS,
     "log_every": LOG_EVERY,
     "checkpoint_every": CHECKPOINT_EVERY,
-    "schedule": "constant",
+    "optim.schedule": "constant",
     "optim.warmup_steps": 0,
 }
 
@@ -41,7 +41,7 @@ def _load(path):
 launch_local = _load(ROOT / "experiments" / "launch_local.py")
 
 
-def _launch(workdir, *extra, per_process=2):
+def _launch(workdir, *extra, per_process=2, cluster_env="explicit"):
     """launch_local.py, two processes sharing a compilation cache (most of their time is compiling)."""
     args = [f"--config.{key}={value}" for key, value in OVERRIDES.items()]
     cache = {
@@ -51,7 +51,7 @@ def _launch(workdir, *extra, per_process=2):
     }
     command = [
         sys.executable, "experiments/launch_local.py", "-n", "2", f"--devices-per-process={per_process}",
-        "--", f"--config={CONFIG}", f"--workdir={workdir}", *args, *extra,
+        f"--cluster-env={cluster_env}", "--", f"--config={CONFIG}", f"--workdir={workdir}", *args, *extra,
     ]  # fmt: skip
     env = {**os.environ, **cache}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -68,21 +68,27 @@ def _assert_same_curve(a, b):
     np.testing.assert_allclose([acc for _, _, acc in a], [acc for _, _, acc in b], atol=1e-6)
 
 
-@pytest.mark.slow
-def test_two_processes_follow_the_single_process_loss_curve_and_resume(tmp_path):
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The workdir of the run in one process."""
     config = _load(ROOT / CONFIG).get_config()
-    for key, value in OVERRIDES.items():
-        config[key] = value
-    train_and_evaluate(config, tmp_path / "single", handle_signals=False)
+    config.update_from_flattened_dict(OVERRIDES)
+    workdir = tmp_path_factory.mktemp("single")
+    train_and_evaluate(config, workdir, handle_signals=False)
+    return workdir
 
+
+@pytest.mark.slow
+def test_two_processes_follow_the_single_process_loss_curve_and_resume(tmp_path, single):
     group = _launch(tmp_path / "group", "--config.parallel=data")
     assert group.returncode == 0, group.stderr[-3000:]
+    assert "process group: explicit coordinator 127.0.0.1:" in group.stderr
     assert "test accuracy" in group.stdout  # process 0's report, streamed
     assert group.stdout.count("test accuracy") == 1  # ... and only process 0's
     assert (tmp_path / "group" / "processes" / "process_1.log").exists()
     assert (tmp_path / "group" / "result.json").exists()
     for split in ("train", "test"):
-        _assert_same_curve(_losses(tmp_path / "group", split), _losses(tmp_path / "single", split))
+        _assert_same_curve(_losses(tmp_path / "group", split), _losses(single, split))
 
     # Resume: every process restores the step-8 checkpoint collectively and ends on the same curve.
     shutil.rmtree(tmp_path / "group" / "checkpoints" / str(STEPS))
@@ -90,7 +96,52 @@ def test_two_processes_follow_the_single_process_loss_curve_and_resume(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {CHECKPOINT_EVERY}" in resumed.stdout
     for split in ("train", "test"):
-        _assert_same_curve(_losses(tmp_path / "group", split), _losses(tmp_path / "single", split))
+        _assert_same_curve(_losses(tmp_path / "group", split), _losses(single, split))
+
+
+@pytest.mark.slow
+def test_two_processes_under_simulated_slurm_join_by_themselves_and_follow_the_curve(tmp_path, single):
+    group = _launch(tmp_path / "group", "--config.parallel=data", cluster_env="slurm")
+    assert group.returncode == 0, group.stderr[-3000:]
+    assert (
+        "process group: slurm cluster environment; process 0 of 2, 2 local of 4 cpu devices" in group.stderr
+    )
+    for split in ("train", "test"):
+        _assert_same_curve(_losses(tmp_path / "group", split), _losses(single, split))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint(tmp_path):
+    """SIGTERM reaches one process only (as when one host is preempted): both save the same step, exit."""
+    workdir, port = tmp_path / "group", launch_local.free_port()
+    args = [
+        f"--config.{key}={value}"
+        for key, value in {**OVERRIDES, "num_steps": 10**5, "checkpoint_every": 10**5}.items()
+    ]
+    processes = []
+    for index in range(2):
+        variables, _ = launch_local.group_args("slurm", index, 2, port)
+        env = {**launch_local.process_env(2), **variables}
+        command = [sys.executable, "experiments/train.py", f"--config={CONFIG}", f"--workdir={workdir}",
+                   "--config.parallel=data", *args]  # fmt: skip
+        processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
+    try:
+        deadline = time.monotonic() + 240
+        while not (workdir / "metrics.jsonl").exists() or not _losses(workdir, "train"):  # training
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes), [
+                p.stderr.read()[-2000:] for p in processes if p.poll() is not None
+            ]
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGTERM)
+        errors = [p.communicate(timeout=120)[1] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [128 + signal.SIGTERM] * 2, errors[0][-3000:]
+    saved = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+    assert len(saved) == 1 and 0 < saved[0] < 10**5  # the step JAX's preemption service chose
+    for error in errors:  # each process reports the one step both saved
+        assert f"SIGTERM at step {saved[0]}: checkpoint saved" in error
 
 
 def test_a_config_error_in_the_group_is_reported_with_its_exit_code(tmp_path):

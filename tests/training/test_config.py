@@ -13,7 +13,7 @@ from jaxcnn.training import (
     train_and_evaluate,
     validate_config,
 )
-from jaxcnn.training.config import SECTIONS
+from jaxcnn.training.config import MOVED, SECTIONS
 
 DESIGN_KEYS = {
     "model",
@@ -42,6 +42,16 @@ def test_unknown_key_is_refused():
     config = default_config()
     with pytest.raises(AttributeError, match="lerning_rate"):
         config.lerning_rate = 0.1
+
+
+def test_a_key_of_jaxcnn_0_1_is_told_where_it_moved():
+    config = default_config().unlock()
+    config.eval_every = 3
+    with pytest.raises(ValueError, match=r"unknown keys config\.eval_every \(now config\.eval\.every\)"):
+        validate_config(config)
+    for new_key in MOVED.values():  # every hint leads to a real key
+        section, field = new_key.split(".")
+        assert field in default_config()[section]
 
 
 def test_every_section_holds_its_owners_defaults():
