@@ -1,4 +1,4 @@
-"""Per-layer timings of every CPU convolution path: the measurements behind `conv_path`'s "auto" rule.
+"""Per-layer timings of every CPU convolution lowering: the measurements behind `conv_impl`'s "auto" rule.
 
     .venv/bin/python experiments/conv_paths.py                 # all layers, ~2 min on 2 cores
     .venv/bin/python experiments/conv_paths.py --layers resnet20
@@ -6,23 +6,33 @@
 For each layer (those of lenet5, simple_cnn, compact, resnet20 and resnet18, plus a few probes), float32,
 milliseconds, best of `--repeats`: "train" is the forward pass and the gradients of a non-linear loss
 (wrt the kernel only for a network's first layer, whose input needs none), "eval" the forward pass alone,
-on each lowering of `jaxcnn.functional.conv` (its `impl` argument); the last column is the one "auto"
-picks. The tables in docs/conv-lowerings.md come from this script.
+on each lowering of `jaxcnn.functional.conv` (its `impl` argument), and on PyTorch's `conv2d` (eager, as
+many threads as cores) when torch is installed; the lowerings and PyTorch alternate within each round.
+The last column is the lowering "auto" picks. The tables in docs/conv-lowerings.md come from this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxcnn
 from jaxcnn import functional as F
 from jaxcnn.functional import _cpu_paths
 
-PATHS = ("xla", "im2col", "im2col_grad", "tap_grad")
+try:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+except ImportError:
+    torch = None
+
+PATHS = ("onednn", "xla", "im2col", "im2col_grad", "tap_grad")
 # name: (batch, input size, C_in, C_out, window, padding, stride, first layer)
 LAYERS = {
     "lenet5 conv1": (128, 28, 1, 6, 5, 2, 1, True),
@@ -46,32 +56,51 @@ LAYERS = {
 }
 
 
-def best_ms(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - started)
-    return 1e3 * min(times)
+def seconds(fn) -> float:
+    started = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - started
 
 
 def time_layer(spec, repeats: int) -> dict:
+    """{path: (train ms, eval ms)}, the best of `repeats` rounds that run every path in turn, and "auto"."""
     batch, size, c_in, c_out, window, padding, stride, first = spec
     x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
     kernel = 0.1 * jax.random.normal(jax.random.key(1), (window, window, c_in, c_out))
-    timings = {}
+    runs = {}
     for path in PATHS:
         conv = lambda x, k, path=path: F.conv(x, k, stride=stride, padding=padding, impl=path)
         loss = lambda x, k, conv=conv: jnp.sum(jnp.sin(conv(x, k)))
         train = jax.jit(jax.grad(loss, argnums=(1,) if first else (0, 1)))
-        timings[path] = (
-            best_ms(train, x, kernel, repeats=repeats),
-            best_ms(jax.jit(conv), x, kernel, repeats=repeats),
-        )
+        evaluate = jax.jit(conv)
+        runs[path] = (lambda f=train: f(x, kernel), lambda f=evaluate: f(x, kernel))
+        for fn in runs[path]:
+            seconds(fn)  # compiled
+    if torch is not None:
+        runs["torch"] = torch_runs(x, kernel, stride, padding, first)
+    best = {name: [float("inf")] * 2 for name in runs}
+    for _ in range(repeats):  # the lowerings alternate, so a slow phase of a shared host hits them all
+        for name, fns in runs.items():
+            best[name] = [min(b, 1e3 * seconds(fn)) for b, fn in zip(best[name], fns)]
     out_sizes = F.conv_output_shape(x.shape, kernel.shape, stride=stride, padding=padding)[1:-1]
-    timings["auto"] = _cpu_paths.conv_impl("auto", kernel.shape, 1, batch, out_sizes)
-    return timings
+    return {**best, "auto": _cpu_paths.conv_impl("auto", kernel.shape, 1, batch, out_sizes, x.dtype)}
+
+
+def torch_runs(x, kernel, stride, padding, first):
+    """PyTorch's train and eval steps for the same layer (NCHW, OIHW) and loss."""
+    x = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).requires_grad_(not first)
+    kernel = torch.from_numpy(np.asarray(kernel).transpose(3, 2, 0, 1).copy()).requires_grad_()
+    conv = lambda: torch.nn.functional.conv2d(x, kernel, stride=stride, padding=padding)
+
+    def train():
+        torch.sin(conv()).sum().backward()
+
+    def evaluate():
+        with torch.no_grad():
+            conv()
+
+    train(), evaluate()  # one-off allocations
+    return train, evaluate
 
 
 def main(argv=None) -> None:
@@ -80,7 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
     jaxcnn.configure_cpu()
-    print(f"{'layer':34s}" + "".join(f"{p + ' train/eval':>24s}" for p in PATHS) + "  auto")
+    columns = (*PATHS, "torch") if torch is not None else PATHS
+    print(f"{'layer':34s}" + "".join(f"{p + ' train/eval':>24s}" for p in columns) + "  auto")
     for name, spec in LAYERS.items():
         if args.layers not in name:
             continue
@@ -88,7 +118,7 @@ def main(argv=None) -> None:
         fastest = min(PATHS, key=lambda p: timings[p][0])
         cells = "".join(
             f"{('*' if p == fastest else '') + f'{timings[p][0]:.1f} / {timings[p][1]:.1f}':>24s}"
-            for p in PATHS
+            for p in columns
         )
         print(f"{name:34s}{cells}  {timings['auto']}", flush=True)
     print(

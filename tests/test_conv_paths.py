@@ -21,9 +21,10 @@ from test_functional import CONV_SEEDS, POOL_SEEDS, assert_close, conv_config, p
 import jaxcnn
 from jaxcnn import functional as F
 from jaxcnn import runtime
-from jaxcnn.functional import _cpu_paths
+from jaxcnn.functional import _cpu_paths, _onednn
 
 ROOT = Path(__file__).resolve().parents[1]
+ONEDNN = _onednn.available()  # False where the extension is missing or JAXCNN_ONEDNN=0
 RTOL = 1e-4  # sums in another order: float32 rounding differs, relative to the output's magnitude
 
 
@@ -53,6 +54,7 @@ def _assert_trees_close(actual, expected):
 # "im2col_grad" is XLA's forward with im2col's derivatives, both already covered.
 IMPL_SEEDS = [("im2col", s) for s in CONV_SEEDS]
 IMPL_SEEDS += [("tap_grad", s) for s in range(15)] + [("im2col_grad", s) for s in range(0, 60, 4)]
+IMPL_SEEDS += [("onednn", s) for s in range(1, 60, 4)]  # the primitive itself: tests/test_onednn.py
 
 
 @pytest.mark.parametrize("impl, seed", IMPL_SEEDS)
@@ -66,7 +68,7 @@ def test_conv_impl_matches_xla(impl, seed):
     _assert_trees_close(results[impl], results["xla"])
 
 
-@pytest.mark.parametrize("impl", ["im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("impl", ["onednn", "im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("seed", range(0, 60, 7))
 def test_convolve_impl_matches_xla(impl, seed):
     c = conv_config(seed)
@@ -76,7 +78,7 @@ def test_convolve_impl_matches_xla(impl, seed):
     _assert_trees_close(got, expected)
 
 
-@pytest.mark.parametrize("impl", ["im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("impl", ["onednn", "im2col_grad", "tap_grad"])
 def test_custom_derivative_impls_pass_check_grads(impl):
     """Forward and reverse mode to second order (Hessian-vector products) against finite differences."""
     rng = np.random.default_rng(2)
@@ -85,7 +87,7 @@ def test_custom_derivative_impls_pass_check_grads(impl):
     jax.test_util.check_grads(fn, (x.astype(np.float32), k.astype(np.float32)), order=2, atol=5e-2, rtol=5e-2)
 
 
-@pytest.mark.parametrize("impl", ["im2col", "im2col_grad", "tap_grad"])
+@pytest.mark.parametrize("impl", ["onednn", "im2col", "im2col_grad", "tap_grad"])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_impls_are_jit_grad_and_vmap_safe(impl, groups):
     rng = np.random.default_rng(0)
@@ -149,7 +151,14 @@ def _jaxpr_text(fn, *args) -> str:
 
 @pytest.mark.parametrize(
     "impl, channels, expected",
-    [("xla", 1, True), ("im2col", 16, False), ("tap_grad", 16, True), ("auto", 1, False), ("auto", 16, True)],
+    [
+        ("xla", 1, True),
+        ("im2col", 16, False),
+        ("tap_grad", 16, True),
+        ("onednn", 16, not ONEDNN),
+        ("auto", 1, False),
+        ("auto", 16, not ONEDNN),
+    ],
 )
 def test_impl_forces_the_conv_lowering(impl, channels, expected):
     x, k = jnp.ones((2, 8, 8, channels)), jnp.ones((3, 3, channels, 4))
@@ -161,6 +170,18 @@ def test_impl_forces_the_conv_lowering(impl, channels, expected):
 def test_impl_forces_the_pool_lowering(impl, expected):
     grad = jax.grad(lambda x: F.max_pool(x, 2, impl=impl).sum())
     assert expected in _jaxpr_text(grad, jnp.ones((2, 8, 8, 3)))
+
+
+@pytest.mark.skipif(not ONEDNN, reason="jaxcnn's oneDNN extension is unavailable")
+@pytest.mark.parametrize("impl", ["auto", "onednn"])
+def test_onednn_serves_float32_on_cpu_and_xla_the_rest(impl):
+    """oneDNN computes the convolution and both gradients of float32 arrays; other dtypes keep XLA's."""
+    grad = jax.grad(lambda x, k: F.conv(x, k, padding=1, impl=impl).sum(), argnums=(0, 1))
+    x, k = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
+    text = _jaxpr_text(grad, x, k)
+    assert all(f"computes={array}" in text for array in "xwy") and "conv_general_dilated" not in text
+    text = _jaxpr_text(grad, x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
+    assert "onednn_conv" not in text and "conv_general_dilated" in text
 
 
 def test_im2col_grad_uses_xla_forward_only_when_not_differentiated():
@@ -175,7 +196,7 @@ def test_im2col_grad_uses_xla_forward_only_when_not_differentiated():
 def test_bad_impl_is_named(impl):
     x, k = jnp.ones((1, 4, 4, 1)), jnp.ones((1, 1, 1, 1))
     for call in (lambda: F.conv(x, k, impl=impl), lambda: F.convolve(x, k, impl=impl)):
-        with pytest.raises(ValueError, match="impl must be one of 'auto', 'xla', 'im2col'"):
+        with pytest.raises(ValueError, match="impl must be one of 'auto', 'onednn', 'xla', 'im2col'"):
             call()
     with pytest.raises(ValueError, match="impl must be one of 'auto', 'xla', 'reshape'"):
         F.max_pool(x, 2, impl=impl)
@@ -187,7 +208,8 @@ def test_environment_variables_are_not_read(monkeypatch, variable):
     monkeypatch.setenv(variable, "im2col" if variable == "JAXCNN_CONV_PATH" else "xla")  # once forcing
     x, k = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
     jaxpr = _jaxpr_text(jax.grad(lambda x: F.max_pool(F.conv(x, k, padding=1), 2).sum()), x)
-    assert "conv_general_dilated" in jaxpr and "argmax" in jaxpr  # what "auto" picks on CPU here
+    auto_conv = "onednn_conv" if ONEDNN else "conv_general_dilated"
+    assert auto_conv in jaxpr and "argmax" in jaxpr  # what "auto" picks on CPU here
 
 
 # (kernel shape, batch, out sizes, lowering with XLA's own convolution, with YNNPACK's): the rows of
@@ -220,20 +242,27 @@ YNN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,indivi
 def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_sizes, threaded, ynn):
     for flags, expected in [(THREADED, threaded), (YNN_CONVOLUTIONS, ynn), ("", ynn)]:
         monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {flags}")
-        assert _cpu_paths.conv_impl("auto", kernel_shape, 1, batch, out_sizes) == expected, flags
+        assert _cpu_paths.xla_conv_impl(kernel_shape, 1, batch, out_sizes) == expected, flags
 
 
 def test_auto_keeps_xla_off_cpu_and_for_groups_and_forcing_respects_geometry(monkeypatch):
     no_pads = ((0, 0), (0, 0))
-    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
-    assert _cpu_paths.conv_impl("tap_grad", (3, 3, 1, 8), 4, 128, (28, 28)) == "xla"  # ungrouped only
+    f32 = jnp.float32
+    assert _cpu_paths.xla_conv_impl((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
     assert _cpu_paths.max_pool_impl("auto", (2, 2), (2, 2), no_pads) == "reshape"
     assert _cpu_paths.max_pool_impl("reshape", (3, 3), (2, 2), no_pads) == "xla"  # windows overlap
     assert _cpu_paths.max_pool_impl("reshape", (2, 2), (2, 2), ((1, 1), (0, 0))) == "xla"  # padded
+    monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: False)
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "xla"
+    assert _cpu_paths.conv_impl("onednn", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "xla"  # not loaded
+    assert _cpu_paths.conv_impl("tap_grad", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "xla"  # ungrouped only
+    monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: True)
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "onednn"
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), jnp.bfloat16) == "im2col"
     monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
-    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28)) == "xla"
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "xla"
     assert _cpu_paths.max_pool_impl("auto", (2, 2), (2, 2), no_pads) == "xla"
-    assert _cpu_paths.conv_impl("im2col", (3, 3, 1, 8), 1, 128, (28, 28)) == "im2col"  # forced anywhere
+    assert _cpu_paths.conv_impl("im2col", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "im2col"  # forced anywhere
 
 
 def test_configure_cpu_adds_the_flag_only_before_the_backend_starts_and_when_unset(monkeypatch):
@@ -300,7 +329,9 @@ from jax._src import xla_bridge
 settings = {name: repr(value) for name, value in jax.config.values.items()}
 import jaxcnn
 modules = pkgutil.walk_packages(jaxcnn.__path__, "jaxcnn.")
-names = sorted(m.name for m in modules if m.name != "jaxcnn.__main__")  # __main__ would run the CLI
+# __main__ would run the CLI; _onednn_conv is a C library for ctypes (loaded by _onednn.available)
+skip = {"jaxcnn.__main__", "jaxcnn.functional._onednn_conv"}
+names = sorted(m.name for m in modules if m.name not in skip)
 for name in names:
     importlib.import_module(name)
 changed = {k for k in environment.keys() | os.environ.keys() if environment.get(k) != os.environ.get(k)}

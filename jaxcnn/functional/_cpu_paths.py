@@ -1,9 +1,11 @@
 """Alternative lowerings of convolution and max pooling for XLA's CPU backend, and the rule that picks them.
 
 `lax.conv_general_dilated` and `lax.reduce_window` stay the reference lowerings (and the only ones on
-GPU/TPU). On CPU, XLA's convolution is slow when the input has few channels (a network's first
-layers), and the gradient of `reduce_window` max (select-and-scatter) is slow; the lowerings here avoid
-both. Every lowering computes the same function, so the choice only changes speed (and float rounding).
+GPU/TPU). On CPU, float32 convolutions and their gradients run on oneDNN (`_onednn`, jaxcnn's C++
+extension) when it loads. Without it, XLA's convolution is slow when the input has few channels (a
+network's first layers); and the gradient of `reduce_window` max (select-and-scatter) is slow; the
+lowerings here avoid both. Every lowering computes the same function, so the choice only changes speed
+(and float rounding).
 The choice is the `impl` argument of `jaxcnn.functional.conv` and `max_pool`; "auto" applies the rules
 of `conv_impl` and `max_pool_impl`, written from the per-layer measurements in docs/conv-lowerings.md
 (`experiments/conv_paths.py` remakes them).
@@ -21,9 +23,10 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jaxcnn.functional import _onednn
 from jaxcnn.runtime import xla_cpu_convolutions_threaded
 
-CONV_IMPLS = ("auto", "xla", "im2col", "im2col_grad", "tap_grad")
+CONV_IMPLS = ("auto", "onednn", "xla", "im2col", "im2col_grad", "tap_grad")
 MAX_POOL_IMPLS = ("auto", "xla", "reshape")
 # With XLA's threaded convolution, im2col wins a network's first layers: at most 8 input channels and a
 # patch matrix N * out_pixels * taps * C_in that stays in the cache (<= 4M floats). With YNNPACK's
@@ -35,21 +38,34 @@ TAP_GRAD_MIN_CHANNEL_PRODUCT = 512
 
 
 def conv_impl(
-    impl: str, kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]
+    impl: str, kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int], dtype
 ) -> str:
     """The lowering for a convolution with kernel `(*window, C_in // groups, C_out)` and this output size.
 
-    "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches times kernel, and its autodiff.
-    "im2col_grad": XLA's forward when not differentiated, im2col under differentiation. "tap_grad":
-    XLA's forward and input gradient, the kernel gradient as one GEMM per window position (ungrouped
-    convolutions only: grouped ones take "xla"). "auto" follows the measurements on CPU, for ungrouped
-    convolutions (the rule of whichever convolution XLA runs), and is "xla" otherwise (GPU/TPU: cuDNN).
+    "onednn": oneDNN's convolution and its gradients (`_onednn`), for float32 when jaxcnn's extension
+    loads (else "xla"). "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches times kernel,
+    and its autodiff. "im2col_grad": XLA's forward when not differentiated, im2col under differentiation.
+    "tap_grad": XLA's forward and input gradient, the kernel gradient as one GEMM per window position
+    (ungrouped convolutions only: grouped ones take "xla"). "auto" is "onednn" on CPU where it applies,
+    else the rule of `xla_conv_impl`; "xla" on GPU/TPU (cuDNN).
     """
+    on_cpu = jax.default_backend() == "cpu"
+    if impl == "onednn" or (impl == "auto" and on_cpu):
+        if np.dtype(dtype) == np.float32 and batch > 0 and _onednn.available():
+            return "onednn"
+        if impl == "onednn":
+            return "xla"
     if impl == "tap_grad" and groups != 1:
         return "xla"
     if impl != "auto":
         return impl
-    if jax.default_backend() != "cpu" or groups != 1:
+    return xla_conv_impl(kernel_shape, groups, batch, out_sizes) if on_cpu else "xla"
+
+
+def xla_conv_impl(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]) -> str:
+    """The CPU rule among XLA's lowerings (without oneDNN), from the measurements: for ungrouped
+    convolutions, the rule of whichever convolution XLA runs; "xla" for grouped ones."""
+    if groups != 1:
         return "xla"
     *window, c_in, c_out = kernel_shape
     patch_length = math.prod(window) * c_in
@@ -225,7 +241,9 @@ def forward_then(forward, differentiable):
 
 def cross_correlate(x, kernel, stride, pads, dilation, groups, out_sizes, precision, impl):
     """The convolution of `jaxcnn.functional.conv` (no bias) on the lowering `conv_impl` picks for `impl`."""
-    impl = conv_impl(impl, kernel.shape, groups, x.shape[0], out_sizes)
+    impl = conv_impl(impl, kernel.shape, groups, x.shape[0], out_sizes, x.dtype)
+    if impl == "onednn":
+        return _onednn.conv(x, kernel, stride, pads, dilation, groups, out_sizes)
     if impl == "tap_grad":
         return tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision)
     xla = lambda x, kernel: xla_conv(x, kernel, stride, pads, dilation, groups, precision)

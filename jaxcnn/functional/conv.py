@@ -103,8 +103,9 @@ def conv(
         (`groups == C_in` is a depthwise convolution).
       precision: passed to XLA (e.g. `jax.lax.Precision.HIGHEST` for full float32 on TPU/GPU).
       impl: how the convolution is lowered; every choice computes the same function. "auto" (default):
-        on CPU, a network's first layers (few input channels, a small patch matrix) as patches times
-        kernel, the others on XLA's convolution; elsewhere XLA's (cuDNN on GPU). "xla",
+        on CPU, float32 on oneDNN (jaxcnn's C++ extension, through XLA's FFI) when the extension loads;
+        otherwise a network's first layers (few input channels, a small patch matrix) as patches times
+        kernel, the others on XLA's convolution; elsewhere XLA's (cuDNN on GPU). "onednn", "xla",
         "im2col", "im2col_grad", "tap_grad" force one (see `jaxcnn.functional._cpu_paths`).
 
     Returns:

@@ -1,0 +1,297 @@
+"""oneDNN's CPU convolutions inside jitted programs: a JAX primitive lowered to an XLA FFI call.
+
+A convolution relates three arrays: the input `x` `(N, *spatial, C)`, the kernel `w`
+`(*window, C // groups, O)` and the output `y` `(N, *out_spatial, O)`. The primitive `onednn_conv`
+computes one of them from the other two (`computes="y"`: the forward convolution; `"x"`: the input
+gradient from `w` and a cotangent `y`; `"w"`: the kernel gradient from `x` and `y`), each bilinear in its
+two operands. The transpose of one is another (`ad.defbilinear`), so reverse mode runs oneDNN's
+backward-data and backward-weights primitives, and forward mode, second derivatives and `jax.jvp` of
+gradients stay within the three. `vmap` folds a mapped axis into the batch, the channels or the groups
+(no loop). On CPU the primitive is a call into the C++ handler `csrc/onednn_conv.cc` (built by
+`pip install`, linked to the `onednn-cpu-gomp` wheel); on every other platform it lowers to XLA's
+convolution, so a program traced here also runs on GPU/TPU.
+
+Nothing happens on import: the library is loaded and the FFI target registered by `available()`, at the
+first convolution that could use it; when that fails, one log line says why and jaxcnn keeps XLA's paths.
+`JAXCNN_ONEDNN=0` (read then) switches it off, e.g. to run the tests without it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.metadata
+import importlib.util
+import logging
+import math
+import os
+import platform
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src import dispatch
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+TARGET = "jaxcnn_onednn_conv"
+EXTENSION = "jaxcnn.functional._onednn_conv"  # built from csrc/onednn_conv.cc by setup.py
+LIBRARY = ("onednn-cpu-gomp", "libdnnl.so.3")  # the wheel and the file it installs
+SLOTS = ("x", "w", "y")  # a convolution's arrays, in the order operands are passed
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def available() -> bool:
+    """Whether convolutions can run on oneDNN here: loads the library and registers the FFI target once.
+
+    Logs one line with the reason when they cannot.
+    """
+    reason = _load()
+    if reason is not None:
+        logger.warning("jaxcnn: CPU convolutions on XLA, not oneDNN: %s", reason)
+    return reason is None
+
+
+def _load() -> str | None:
+    """Loads oneDNN and the handler and registers it with XLA; the reason it could not, else None."""
+    if os.environ.get("JAXCNN_ONEDNN", "1").strip() == "0":
+        return "JAXCNN_ONEDNN=0"
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return f"the oneDNN wheel is for Linux on x86-64, this is {platform.system()} on {platform.machine()}"
+    spec = importlib.util.find_spec(EXTENSION)
+    if spec is None or spec.origin is None:
+        return (
+            "the extension was not built when jaxcnn was installed (it needs a C++ compiler; "
+            "`pip install -v -e .` shows why the build failed)"
+        )
+    try:
+        dist = importlib.metadata.distribution(LIBRARY[0])
+    except importlib.metadata.PackageNotFoundError:
+        return f"the {LIBRARY[0]} package is not installed"
+    paths = [dist.locate_file(f) for f in dist.files or () if Path(str(f)).name == LIBRARY[1]]
+    if not paths:
+        return f"{LIBRARY[1]} is missing from the {LIBRARY[0]} package"
+    try:
+        # The handler links to libdnnl.so.3 by name; loaded first by path, it is found by that name.
+        ctypes.CDLL(str(paths[0]))
+        handler = ctypes.CDLL(spec.origin).JaxcnnOnednnConvolution
+    except OSError as error:
+        return f"loading failed: {error}"
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    return None
+
+
+def conv(x, w, stride, pads, dilation, groups, out_sizes):
+    """The forward convolution `(N, *spatial, C)`, `(*window, C // groups, O)` -> `(N, *out_sizes, O)`."""
+    shape = (x.shape[0], *out_sizes, w.shape[-1])
+    return onednn_conv_p.bind(
+        x, w, computes="y", shape=shape, stride=stride, padding=pads, dilation=dilation, groups=groups
+    )
+
+
+def _operand_slots(computes: str) -> tuple[str, str]:
+    a, b = (s for s in SLOTS if s != computes)
+    return a, b
+
+
+onednn_conv_p = Primitive("onednn_conv")
+onednn_conv_p.def_impl(functools.partial(dispatch.apply_primitive, onednn_conv_p))
+
+
+@onednn_conv_p.def_abstract_eval
+def _abstract_eval(a, b, *, computes, shape, **geometry):
+    return jax.core.ShapedArray(shape, jnp.result_type(a.dtype, b.dtype))
+
+
+def _transpose(position, cotangent, a, b, *, computes, shape, **geometry):
+    """The operand at `position` (being differentiated), computed from the other and the cotangent."""
+    arrays = dict(zip(_operand_slots(computes), (a, b)))
+    wanted = _operand_slots(computes)[position]
+    wanted_shape = arrays.pop(wanted).aval.shape
+    arrays[computes] = cotangent
+    operands = [arrays[slot] for slot in _operand_slots(wanted)]
+    return onednn_conv_p.bind(*operands, computes=wanted, shape=wanted_shape, **geometry)
+
+
+ad.defbilinear(onednn_conv_p, functools.partial(_transpose, 0), functools.partial(_transpose, 1))
+
+
+# How `vmap` folds a mapped axis into each array, by which arrays are mapped: per array the axis it joins
+# and how many outer blocks that axis has (the groups where channels are group-major), the mapped axis
+# going between the blocks and the rest. Both operands mapped: one group per mapped index. One: the batch
+# when it is x or y and x or y is computed, else the channel axis it shares with the result.
+def _fold_plan(mapped: str, computes: str, groups: int):
+    if len(mapped) == 2:
+        return {"x": (-1, 1), "w": (-1, 1), "y": (-1, 1)}, True
+    if {mapped, computes} == {"x", "y"}:
+        return {"x": (0, 1), "y": (0, 1)}, False
+    if "x" in (mapped, computes):  # the input channels, shared by x and w
+        return {"x": (-1, groups), "w": (-2, 1)}, False
+    return {"y": (-1, groups), "w": (-1, groups)}, False  # the output channels, shared by w and y
+
+
+def _fold(a, axis: int, outer: int):
+    """`(B, *dims)` -> `dims` with B merged into `dims[axis]` as (outer, B, dims[axis] // outer)."""
+    size, dims = a.shape[0], list(a.shape[1:])
+    axis %= len(dims)
+    split = a.reshape(size, *dims[:axis], outer, dims[axis] // outer, *dims[axis + 1 :])
+    dims[axis] *= size
+    return jnp.moveaxis(split, 0, axis + 1).reshape(dims)
+
+
+def _unfold(a, axis: int, outer: int, size: int):
+    """The inverse of `_fold`: B back out of `a.shape[axis]` to the front."""
+    dims = list(a.shape)
+    axis %= len(dims)
+    split = a.reshape(*dims[:axis], outer, size, dims[axis] // (outer * size), *dims[axis + 1 :])
+    dims[axis] //= size
+    return jnp.moveaxis(split, axis + 1, 0).reshape(size, *dims)
+
+
+def _batch(args, dims, *, computes, shape, groups, **geometry):
+    slots = _operand_slots(computes)
+    mapped = "".join(s for s, d in zip(slots, dims) if d is not None)
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    plan, into_groups = _fold_plan(mapped, computes, groups)
+    operands = [
+        a if d is None else _fold(jnp.moveaxis(a, d, 0), *plan[s]) for s, a, d in zip(slots, args, dims)
+    ]
+    axis, outer = plan[computes]
+    folded = list(shape)
+    folded[axis] *= size
+    y = onednn_conv_p.bind(
+        *operands,
+        computes=computes,
+        shape=tuple(folded),
+        groups=groups * size if into_groups else groups,
+        **geometry,
+    )
+    return _unfold(y, axis, outer, size), 0
+
+
+batching.primitive_batchers[onednn_conv_p] = _batch
+
+
+def _xla(a, b, *, computes, shape, stride, padding, dilation, groups):
+    """The same array computed by XLA's convolution and its transposes (every platform but CPU)."""
+    from jaxcnn.functional._cpu_paths import xla_conv  # here: _cpu_paths imports this module
+
+    forward = lambda x, w: xla_conv(x, w, stride, padding, dilation, groups, None)
+    if computes == "y":
+        return forward(a, b)
+    known, cotangent = a, b  # x is computed from (w, y), w from (x, y)
+    linear = (lambda x: forward(x, known)) if computes == "x" else (lambda w: forward(known, w))
+    (result,) = jax.linear_transpose(linear, jax.ShapeDtypeStruct(shape, cotangent.dtype))(cotangent)
+    return result
+
+
+class _Call(NamedTuple):
+    """The primitive's parameters, hashable (the static argument of `custom_partitioning`)."""
+
+    computes: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+
+
+def blocked_activations(call: _Call, a_shape, b_shape) -> bool:
+    """Whether oneDNN gets x and y in the layout it picks (reordered in and out) rather than jaxcnn's."""
+    return False
+
+
+def _ffi_call(a, b, call: _Call):
+    """The handler on (local) operands."""
+    low, high = zip(*call.padding)
+    as_attr = lambda values: np.asarray(values, np.int64)
+    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(call.shape, a.dtype))(
+        a,
+        b,
+        computes=call.computes,
+        stride=as_attr(call.stride),
+        pad_lo=as_attr(low),
+        pad_hi=as_attr(high),
+        dilation=as_attr(call.dilation),
+        groups=np.int64(call.groups),
+        blocked=np.bool_(blocked_activations(call, a.shape, b.shape)),
+    )
+
+
+# XLA's partitioner cannot split a custom call it does not know: it would gather a batch-sharded input
+# onto every device and convolve the whole batch on each. `custom_partitioning` splits the call by the
+# batch instead: x and y sharded along N as the operand comes, w replicated; the kernel gradient, a sum
+# over N, is summed across the shards.
+_sharded_ffi_call = custom_partitioning(_ffi_call, static_argnums=(2,))
+
+
+def _batch_axes(call: _Call, mesh, arg_shapes):
+    """The mesh axes that shard the batch of the operand x or y (None: unsplit)."""
+    slots = _operand_slots(call.computes)
+    shape = arg_shapes[slots.index("y" if call.computes == "x" else "x")]
+    spec = getattr(shape.sharding, "spec", ())  # a sharding without a mesh: run unsplit
+    axes = spec[0] if len(spec) else None
+    shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+    return axes if shape.shape[0] % shards == 0 else None  # an uneven split would pad the batch
+
+
+def _shardings(call: _Call, mesh, axes):
+    """The result's and the operands' shardings: x and y split along the batch by `axes`, w whole."""
+    sharding = lambda slot: NamedSharding(mesh, P() if slot == "w" else P(axes))
+    return sharding(call.computes), tuple(map(sharding, _operand_slots(call.computes)))
+
+
+def _partition(call: _Call, mesh, arg_shapes, result_shape):
+    axes = _batch_axes(call, mesh, arg_shapes)
+
+    def local(a, b):
+        if call.computes == "w":
+            w = _ffi_call(a, b, call)
+            return w if axes is None else jax.lax.psum(w, axes)
+        batch = (a if call.computes == "y" else b).shape[0]  # of x (computing y) or y (computing x)
+        return _ffi_call(a, b, call._replace(shape=(batch, *call.shape[1:])))
+
+    return (mesh, local, *_shardings(call, mesh, axes))
+
+
+def _infer_sharding(call: _Call, mesh, arg_shapes, result_shape):
+    return _shardings(call, mesh, _batch_axes(call, mesh, arg_shapes))[0]
+
+
+def _sharding_rule(call: _Call, mesh, operand_types, result_types):
+    """Shardy's rule: x and y share the batch factor n (w's gradient sums over it), the rest stays whole."""
+    rank = len(call.stride) + 2
+    factors = {
+        "x": ["n", *(f"x{i}" for i in range(rank - 1))],
+        "w": [f"w{i}" for i in range(rank)],
+        "y": ["n", *(f"y{i}" for i in range(rank - 1))],
+    }
+    operands = _operand_slots(call.computes)
+    rule = f"{', '.join(' '.join(factors[s]) for s in operands)} -> {' '.join(factors[call.computes])}"
+    whole = tuple(f for s in (*operands, call.computes) for f in factors[s] if f != "n")  # in rule order
+    reduced = ("n",) if call.computes == "w" else ()
+    return rule, {"need_replication_factors": whole, "reduction_factors": reduced}
+
+
+_sharded_ffi_call.def_partition(
+    _partition, infer_sharding_from_operands=_infer_sharding, sharding_rule=_sharding_rule
+)
+
+
+def _cpu_lowering(ctx, a, b, **params):
+    if not available():
+        raise RuntimeError("onednn_conv needs jaxcnn's oneDNN extension, which is unavailable (see the log)")
+    lowered = lambda a, b: _sharded_ffi_call(a, b, _Call(**params))
+    return mlir.lower_fun(lowered, multiple_results=False)(ctx, a, b)
+
+
+dispatch.prim_requires_devices_during_lowering.add(onednn_conv_p)  # custom_partitioning needs the mesh
+mlir.register_lowering(onednn_conv_p, mlir.lower_fun(_xla, multiple_results=False))
+mlir.register_lowering(onednn_conv_p, _cpu_lowering, platform="cpu")
