@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from jax import lax
 from jax.test_util import check_grads
+from test_functional import assert_close as assert_close_to
 
 from jaxcnn import functional as F
-
-RTOL = 2e-5
 
 
 @pytest.fixture
@@ -26,11 +25,8 @@ def torch():
     return pytest.importorskip("torch")
 
 
-def assert_close(actual, expected, rtol=RTOL):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+def assert_close(actual, expected):
+    assert_close_to(actual, expected, rtol=2e-5)
 
 
 def to_torch(torch, x, grad=False):
