@@ -22,9 +22,9 @@ def test_conv_transpose_layers_match_torch():
     assert layer.kernel.shape == (3, 2, 3, 4)  # (*window, C_out // groups, C_in)
     reference = torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=1, output_padding=1, groups=2)
     with torch.no_grad():  # PyTorch's (C_in, C_out // groups, *window) weight
-        reference.weight.copy_(torch.from_numpy(np.transpose(np.asarray(layer.kernel[...]), (3, 2, 0, 1))))
-        reference.bias.copy_(torch.from_numpy(np.asarray(variables["params"]["bias"])))
-        expected = reference(torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1))).numpy()
+        reference.weight.copy_(torch.from_numpy(np.transpose(np.array(layer.kernel[...]), (3, 2, 0, 1))))
+        reference.bias.copy_(torch.from_numpy(np.array(variables["params"]["bias"])))
+        expected = reference(torch.from_numpy(np.moveaxis(np.array(x), -1, 1))).numpy()
     np.testing.assert_allclose(y, np.moveaxis(expected, 1, -1), rtol=1e-5, atol=1e-5)
 
 
