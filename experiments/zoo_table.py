@@ -19,13 +19,14 @@ from jaxcnn import models
 
 IMAGENET = {"resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "mobilenet_v2"}
 CIFAR = {"resnet20", "resnet56", "allconv"}
+IMAGE_TO_IMAGE = {"unet_small"}  # one output per pixel and class: shown with one (a denoiser's)
 
 
 def setting(name: str) -> tuple[tuple[int, int, int], int]:
     """(input shape, classes) the table uses for a model."""
     if name in IMAGENET:
         return (224, 224, 3), 1000
-    return ((32, 32, 3) if name in CIFAR else (28, 28, 1)), 10
+    return ((32, 32, 3) if name in CIFAR else (28, 28, 1)), 1 if name in IMAGE_TO_IMAGE else 10
 
 
 def minimum_size(model, channels: int) -> int:
@@ -64,8 +65,10 @@ def table() -> str:
         result = jaxcnn.summary(model, shape)
         size = minimum_size(model, shape[-1])
         dims = "x".join(map(str, shape))
+        per_pixel = " per pixel" if len(result.output_shape) > 1 else ""  # an image out, (H, W, classes)
         lines.append(
-            f"| `{name}` | {dims} | {classes} | {result.total_params:,} | {_flops(result.total_flops)} "
+            f"| `{name}` | {dims} | {classes}{per_pixel} | {result.total_params:,} "
+            f"| {_flops(result.total_flops)} "
             f"| {size}x{size} |"
         )
     lines += [

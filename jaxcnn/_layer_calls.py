@@ -36,8 +36,16 @@ def spatial_dims_of(kernel_size: int | Sequence[int], default: int) -> int:
     return len(kernel_size) if isinstance(kernel_size, Sequence) else default
 
 
+def conv_transpose_kernel_shape(
+    kernel_size, in_features: int, features: int, groups: int, spatial_dims: int
+) -> tuple[int, ...]:
+    """`(*window, features // groups, in_features)` of a transposed convolution layer: the kernel of the
+    convolution (`features` -> `in_features`) it transposes, its arguments checked."""
+    return conv_kernel_shape(kernel_size, features, in_features, groups, spatial_dims)
+
+
 def conv(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """The layer's convolution of `x` `(N, *spatial, C_in)`, in `layer.dtype`."""
+    """The layer's convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
     return F.conv(
         x,
@@ -47,8 +55,65 @@ def conv(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.
         padding=layer.padding,
         dilation=layer.dilation,
         groups=layer.groups,
+        padding_mode=layer.padding_mode,
         precision=layer.precision,
         impl=layer.impl,
+    )
+
+
+def conv_transpose(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """The layer's transposed convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
+    return F.conv_transpose(
+        x,
+        kernel,
+        bias,
+        stride=layer.stride,
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        padding_mode=layer.padding_mode,
+        precision=layer.precision,
+        impl=layer.impl,
+    )
+
+
+def conv_local(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """The layer's locally connected convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
+    return F.conv_local(
+        x,
+        kernel,
+        bias,
+        window=layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        padding_mode=layer.padding_mode,
+        precision=layer.precision,
+    )
+
+
+def max_pool(layer, x: jax.Array) -> jax.Array:
+    """The layer's max pooling (`window`, `stride`, `padding`, `dilation`, `ceil_mode`, `impl`)."""
+    return F.max_pool(
+        x, layer.window, layer.stride, layer.padding, dilation=layer.dilation, ceil_mode=layer.ceil_mode,
+        impl=layer.impl,
+    )  # fmt: skip
+
+
+def min_pool(layer, x: jax.Array) -> jax.Array:
+    """The layer's min pooling (`window`, `stride`, `padding`, `dilation`, `ceil_mode`)."""
+    return F.min_pool(
+        x, layer.window, layer.stride, layer.padding, dilation=layer.dilation, ceil_mode=layer.ceil_mode
+    )
+
+
+def avg_pool(layer, x: jax.Array) -> jax.Array:
+    """The layer's average pooling (`window`, `stride`, `padding`, `count_include_pad`, `ceil_mode`)."""
+    return F.avg_pool(
+        x, layer.window, layer.stride, layer.padding, layer.count_include_pad, ceil_mode=layer.ceil_mode
     )
 
 

@@ -26,7 +26,7 @@ Dtype = Any
 class Conv(nn.Module):
     """N-d convolution (cross-correlation); the spatial rank follows `kernel_size` or the input.
 
-    Input `(N, *spatial, C_in)`, output `(N, *out_spatial, features)`; parameters
+    Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters
     `kernel` `(*kernel_size, C_in // groups, features)` and `bias` `(features,)`.
     """
 
@@ -36,6 +36,7 @@ class Conv(nn.Module):
     padding: Padding = "SAME"
     dilation: int | Sequence[int] = 1
     groups: int = 1
+    padding_mode: str = "zeros"
     use_bias: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -57,12 +58,88 @@ class Conv(nn.Module):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
+            padding_mode=self.padding_mode,
         )
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         )
         return _layer_calls.conv(self, x, kernel, bias)
+
+
+class ConvTranspose(nn.Module):
+    """N-d transposed convolution (`jaxcnn.functional.conv_transpose`), the NNX `ConvTranspose`'s twin.
+
+    Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters `kernel`
+    `(*kernel_size, features // groups, C_in)` (the kernel of the convolution it transposes) and `bias`
+    `(features,)`. `padding` defaults to 0 (PyTorch's); Flax's strings are accepted too.
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    stride: int | Sequence[int] = 1
+    padding: Padding = 0
+    output_padding: int | Sequence[int] = 0
+    dilation: int | Sequence[int] = 1
+    groups: int = 1
+    padding_mode: str = "zeros"
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    precision: Any = None
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        spatial_dims = _layer_calls.spatial_dims_of(self.kernel_size, default=max(jnp.ndim(x) - 2, 1))
+        kernel_shape = _layer_calls.conv_transpose_kernel_shape(
+            self.kernel_size, jnp.shape(x)[-1], self.features, self.groups, spatial_dims
+        )
+        jax.eval_shape(  # checks the arguments before any parameter is made
+            lambda x, k: _layer_calls.conv_transpose(self, x, k, None),
+            jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32),
+            jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
+        )
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
+        return _layer_calls.conv_transpose(self, x, kernel, bias)
+
+
+class ConvLocal(nn.Module):
+    """Locally connected convolution (unshared weights), the NNX `ConvLocal`'s twin; sized by its input.
+
+    Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters `kernel`
+    `(*out_spatial, C_in * prod(kernel_size), features)` and `bias` `(*out_spatial, features)`.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    stride: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    dilation: int | Sequence[int] = 1
+    padding_mode: str = "zeros"
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        spatial_dims = len(self.kernel_size)
+        kernel_shape = F.conv_local_kernel_shape(
+            jnp.shape(x)[-spatial_dims - 1 :], self.kernel_size, self.features, stride=self.stride,
+            padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode,
+        )  # fmt: skip
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias_shape = (*kernel_shape[:-2], self.features)
+        bias = self.param("bias", self.bias_init, bias_shape, self.param_dtype) if self.use_bias else None
+        return _layer_calls.conv_local(self, x, kernel, bias)
 
 
 class Dense(nn.Module):
@@ -87,41 +164,61 @@ class Dense(nn.Module):
 
 
 class MaxPool(nn.Module):
-    """Max pooling, `(N, *spatial, C)` -> `(N, *out_spatial, C)`; stride defaults to the window."""
+    """Max pooling, `(*batch, *spatial, C)` -> `(*batch, *out_spatial, C)`; stride defaults to the window."""
 
     window: int | Sequence[int]
     stride: int | Sequence[int] | None = None
     padding: Padding = "VALID"
+    dilation: int | Sequence[int] = 1
+    ceil_mode: bool = False
     impl: str = "auto"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.max_pool(x, self.window, self.stride, self.padding, impl=self.impl)
+        return _layer_calls.max_pool(self, x)
+
+
+class MinPool(nn.Module):
+    """Min pooling (`jaxcnn.functional.min_pool`); attributes and shapes as `MaxPool`'s."""
+
+    window: int | Sequence[int]
+    stride: int | Sequence[int] | None = None
+    padding: Padding = "VALID"
+    dilation: int | Sequence[int] = 1
+    ceil_mode: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _layer_calls.min_pool(self, x)
 
 
 class AvgPool(nn.Module):
-    """Average pooling with PyTorch's `count_include_pad` semantics."""
+    """Average pooling with PyTorch's `count_include_pad` and `ceil_mode` semantics."""
 
     window: int | Sequence[int]
     stride: int | Sequence[int] | None = None
     padding: Padding = "VALID"
     count_include_pad: bool = True
+    ceil_mode: bool = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.avg_pool(x, self.window, self.stride, self.padding, self.count_include_pad)
+        return _layer_calls.avg_pool(self, x)
 
 
 class GlobalAvgPool(nn.Module):
-    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`, or `(N, 1, ..., 1, C)` with `keepdims`."""
+
+    keepdims: bool = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.global_avg_pool(x)
+        return F.global_avg_pool(x, keepdims=self.keepdims)
 
 
 class GlobalMaxPool(nn.Module):
-    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)` (`(N, 1, ..., 1, C)`: `keepdims`)."""
+
+    keepdims: bool = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.global_max_pool(x)
+        return F.global_max_pool(x, keepdims=self.keepdims)
 
 
 class AdaptiveAvgPool(nn.Module):

@@ -31,7 +31,7 @@ from flax import nnx
 
 from jaxcnn import _layer_calls
 from jaxcnn import functional as F
-from jaxcnn._validate import choice, integer, number
+from jaxcnn._validate import choice, int_tuple, integer, number
 
 Initializer = Callable[..., jax.Array]
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -70,11 +70,13 @@ ones_init = nnx.initializers.ones_init()
 
 
 class Conv(nnx.Module):
-    """N-d convolution (cross-correlation): `(N, *spatial, in_features)` -> `(N, *out_spatial, out_features)`.
+    """N-d convolution (cross-correlation): `(*batch, *spatial, in_features)` ->
+    `(*batch, *out_spatial, out_features)`, any number of batch dims (none included).
 
     Parameters `kernel` `(*kernel_size, in_features // groups, out_features)` and `bias` `(out_features,)`.
     The spatial rank is the length of `kernel_size`, or `spatial_dims` (default 2) when it is an int.
-    `stride`, `padding`, `dilation`, `groups`, `precision` and `impl` are those of `jaxcnn.functional.conv`.
+    `stride`, `padding`, `dilation`, `groups`, `padding_mode`, `precision` and `impl` are those of
+    `jaxcnn.functional.conv`.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Conv(nnx.Module):
         padding: Padding = "SAME",
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
+        padding_mode: str = "zeros",
         use_bias: bool = True,
         spatial_dims: int = 2,
         dtype: Dtype | None = None,
@@ -108,6 +111,7 @@ class Conv(nnx.Module):
         self.in_features, self.out_features = in_features, out_features
         self.kernel_size = kernel_shape[:-2]
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.padding_mode = choice(padding_mode, "padding_mode", F.PADDING_MODES)
         self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
         self.precision, self.impl = precision, choice(impl, "impl", F.CONV_IMPLS)
         self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
@@ -117,6 +121,111 @@ class Conv(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         bias = None if self.bias is None else self.bias[...]
         return _layer_calls.conv(self, x, self.kernel[...], bias)
+
+
+class ConvTranspose(nnx.Module):
+    """N-d transposed convolution, `jaxcnn.functional.conv_transpose`: `(*batch, *spatial, in_features)` ->
+    `(*batch, *out_spatial, out_features)`, each out size `(W - 1)*S - 2P + D*(F - 1) + output_padding + 1`.
+
+    Parameters `kernel` `(*kernel_size, out_features // groups, in_features)`, the kernel of the
+    convolution (`out_features` -> `in_features`) it transposes (PyTorch's `(in_features, out_features //
+    groups, *kernel_size)` weight permuted as a convolution's), and `bias` `(out_features,)`. `padding`
+    (default 0, PyTorch's) and the other arguments are those of `conv_transpose`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: Padding = 0,
+        output_padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        use_bias: bool = True,
+        spatial_dims: int = 2,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = zeros_init,
+        precision: Any = None,
+        impl: str = "auto",
+        rngs: nnx.Rngs,
+    ):
+        integer(in_features, "in_features", minimum=1)
+        integer(out_features, "out_features", minimum=1)
+        spatial_dims = _layer_calls.spatial_dims_of(
+            kernel_size, integer(spatial_dims, "spatial_dims", minimum=1)
+        )
+        kernel_shape = _layer_calls.conv_transpose_kernel_shape(
+            kernel_size, in_features, out_features, groups, spatial_dims
+        )
+        self.in_features, self.out_features = in_features, out_features
+        self.kernel_size = kernel_shape[:-2]
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.dilation, self.groups = dilation, groups
+        self.padding_mode = choice(padding_mode, "padding_mode", F.PADDING_MODES)
+        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
+        self.precision, self.impl = precision, choice(impl, "impl", F.CONV_IMPLS)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        return _layer_calls.conv_transpose(self, x, self.kernel[...], bias)
+
+
+class ConvLocal(nnx.Module):
+    """Locally connected convolution (unshared weights, Flax's `ConvLocal`), `jaxcnn.functional.conv_local`:
+    `(*batch, *input_size, in_features)` -> `(*batch, *out_spatial, out_features)`.
+
+    Built for one input size (`input_size`, the spatial sizes): parameters `kernel` `(*out_spatial,
+    in_features * prod(kernel_size), out_features)` and `bias` `(*out_spatial, out_features)`, as Flax's.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: Sequence[int],
+        *,
+        input_size: Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: Padding = "SAME",
+        dilation: int | Sequence[int] = 1,
+        padding_mode: str = "zeros",
+        use_bias: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = zeros_init,
+        precision: Any = None,
+        rngs: nnx.Rngs,
+    ):
+        integer(in_features, "in_features", minimum=1)
+        integer(out_features, "out_features", minimum=1)
+        input_size = tuple(input_size)
+        window = int_tuple(kernel_size, len(input_size), "kernel_size")
+        kernel_shape = F.conv_local_kernel_shape(
+            (*input_size, in_features), window, out_features, stride=stride, padding=padding,
+            dilation=dilation, padding_mode=padding_mode,
+        )  # fmt: skip
+        self.in_features, self.out_features, self.input_size = in_features, out_features, input_size
+        self.kernel_size, self.stride, self.padding, self.dilation = window, stride, padding, dilation
+        self.padding_mode = padding_mode
+        self.use_bias, self.dtype, self.param_dtype, self.precision = use_bias, dtype, param_dtype, precision
+        self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+        bias_shape = (*kernel_shape[:-2], out_features)
+        self.bias = nnx.Param(bias_init(rngs.params(), bias_shape, param_dtype)) if use_bias else None
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        return _layer_calls.conv_local(self, x, self.kernel[...], bias)
 
 
 class Dense(nnx.Module):
@@ -152,43 +261,73 @@ class Dense(nnx.Module):
 
 
 class MaxPool(nnx.Module):
-    """Max pooling, `(N, *spatial, C)` -> `(N, *out_spatial, C)`, as `jaxcnn.functional.max_pool`."""
+    """Max pooling, `(*batch, *spatial, C)` -> `(*batch, *out_spatial, C)`, as `jaxcnn.functional.max_pool`
+    (`dilation`, PyTorch's `ceil_mode`, floating or integer inputs)."""
 
-    def __init__(self, window, stride=None, padding: Padding = "VALID", *, impl: str = "auto"):
+    def __init__(
+        self, window, stride=None, padding: Padding = "VALID", *, dilation=1, ceil_mode=False, impl="auto"
+    ):
         self.window, self.stride, self.padding = window, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
         self.impl = choice(impl, "impl", F.MAX_POOL_IMPLS)
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.max_pool(x, self.window, self.stride, self.padding, impl=self.impl)
+        return _layer_calls.max_pool(self, x)
+
+
+class MinPool(nnx.Module):
+    """Min pooling, `jaxcnn.functional.min_pool`; arguments and shapes as `MaxPool`'s."""
+
+    def __init__(self, window, stride=None, padding: Padding = "VALID", *, dilation=1, ceil_mode=False):
+        self.window, self.stride, self.padding = window, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _layer_calls.min_pool(self, x)
 
 
 class AvgPool(nnx.Module):
-    """Average pooling with PyTorch's `count_include_pad` semantics (`jaxcnn.functional.avg_pool`)."""
+    """Average pooling with PyTorch's `count_include_pad` and `ceil_mode` (`jaxcnn.functional.avg_pool`)."""
 
-    def __init__(self, window, stride=None, padding: Padding = "VALID", count_include_pad: bool = True):
+    def __init__(
+        self,
+        window,
+        stride=None,
+        padding: Padding = "VALID",
+        count_include_pad: bool = True,
+        *,
+        ceil_mode=False,
+    ):
         self.window, self.stride, self.padding = window, stride, padding
-        self.count_include_pad = count_include_pad
+        self.count_include_pad, self.ceil_mode = count_include_pad, ceil_mode
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.avg_pool(x, self.window, self.stride, self.padding, self.count_include_pad)
+        return _layer_calls.avg_pool(self, x)
 
 
 class GlobalAvgPool(nnx.Module):
-    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`, or `(N, 1, ..., 1, C)` with `keepdims`."""
+
+    def __init__(self, *, keepdims: bool = False):
+        self.keepdims = keepdims
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.global_avg_pool(x)
+        return F.global_avg_pool(x, keepdims=self.keepdims)
 
 
 class GlobalMaxPool(nnx.Module):
-    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
+    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)` (`(N, 1, ..., 1, C)`: `keepdims`)."""
+
+    def __init__(self, *, keepdims: bool = False):
+        self.keepdims = keepdims
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return F.global_max_pool(x)
+        return F.global_max_pool(x, keepdims=self.keepdims)
 
 
 class AdaptiveAvgPool(nnx.Module):

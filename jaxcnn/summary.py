@@ -37,6 +37,7 @@ from jaxcnn import functional as F
 from jaxcnn import layers, nnx_layers
 from jaxcnn._validate import int_tuple, shape
 from jaxcnn.functional import _args
+from jaxcnn.functional import padding as padding_lib
 from jaxcnn.models.bridge import LinenModel
 
 
@@ -161,16 +162,31 @@ def _count(tree) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
 
-def _size_formula(size: int, window: int, stride: int, pads: tuple[int, int], dilation: int) -> str:
+def _size_formula(
+    size: int, window: int, stride: int, pads: tuple[int, int], dilation: int, ceil_mode: bool = False
+) -> str:
     """`(W − F + 2·P)/S + 1 = W2` with the numbers filled in: floor brackets when the stride does
-    not divide, `D·(F − 1) + 1` for the dilated window, `+ P_lo + P_hi` for asymmetric padding."""
+    not divide (ceiling ones with `ceil_mode`), `D·(F − 1) + 1` for the dilated window, `+ P_lo + P_hi`
+    for asymmetric padding."""
     lo, hi = pads
-    out = F.conv_output_size(size, window, stride, pads, dilation)
+    out = F.conv_output_size(size, window, stride, pads, dilation, ceil_mode=ceil_mode)
     span = f"{window}" if dilation == 1 else f"({dilation}·({window} − 1) + 1)"
     padding = "" if lo == hi == 0 else f" + 2·{lo}" if lo == hi else f" + {lo} + {hi}"
     numerator = f"({size} − {span}{padding})/{stride}"
     exact = (size + lo + hi - dilation * (window - 1) - 1) % stride == 0
-    return f"{numerator if exact else f'⌊{numerator}⌋'} + 1 = {out}"
+    rounded = numerator if exact else f"⌈{numerator}⌉" if ceil_mode else f"⌊{numerator}⌋"
+    return f"{rounded} + 1 = {out}"
+
+
+def _transposed_size_formula(
+    size: int, window: int, stride: int, pads: tuple[int, int], dilation: int, extra: int
+) -> str:
+    """`(W1 − 1)·S − 2·P + D·(F − 1) + output_padding + 1 = W2` with the numbers filled in."""
+    lo, hi = pads
+    padding = "" if lo == hi == 0 else f" − 2·{lo}" if lo == hi else f" − {lo} − {hi}"
+    span = f"({window} − 1)" if dilation == 1 else f"{dilation}·({window} − 1)"
+    out = (size - 1) * stride - lo - hi + dilation * (window - 1) + extra + 1
+    return f"({size} − 1)·{stride}{padding} + {span}{f' + {extra}' if extra else ''} + 1 = {out}"
 
 
 def _join_dims(formulas: Sequence[str]) -> str:
@@ -184,21 +200,23 @@ def _join_dims(formulas: Sequence[str]) -> str:
 def _windowed_formulas(layer, kind: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
     """Size formula, FLOPs and params formula of a convolution or pooling layer."""
     sizes, ndim = in_shape[1:-1], len(in_shape) - 2
-    if kind == "Conv":
-        window = int_tuple(layer.kernel_size, ndim, "kernel_size")
-        stride, dilation = (
-            int_tuple(layer.stride, ndim, "stride"),
-            int_tuple(layer.dilation, ndim, "dilation"),
-        )
-    else:
-        window = int_tuple(layer.window, ndim, "window")
-        stride = window if layer.stride is None else int_tuple(layer.stride, ndim, "stride")
-        dilation = (1,) * ndim
-    pads = _args.padding_pairs(layer.padding, sizes, window, stride, dilation)
-    size_formula = _join_dims([_size_formula(*dims) for dims in zip(sizes, window, stride, pads, dilation)])
+    convolution = kind in ("Conv", "ConvTranspose", "ConvLocal")
+    window = int_tuple(layer.kernel_size if convolution else layer.window, ndim, "window")
+    stride = window if not convolution and layer.stride is None else int_tuple(layer.stride, ndim, "stride")
+    dilation = int_tuple(getattr(layer, "dilation", 1), ndim, "dilation")  # AvgPool has none
+    if kind == "ConvTranspose":
+        return _transposed_formulas(layer, in_shape, out_shape, window, stride, dilation)
+    ceil_mode = getattr(layer, "ceil_mode", False)  # pooling only
+    pads, _ = padding_lib.conv_pads(layer.padding, "zeros", sizes, window, stride, dilation)
+    size_formula = _join_dims(
+        [_size_formula(*dims, ceil_mode) for dims in zip(sizes, window, stride, pads, dilation)]
+    )
+    c_in, c_out = in_shape[-1], out_shape[-1]
+    if kind == "ConvLocal":  # one kernel per output cell: the count is in the params column
+        return size_formula, 2 * math.prod(window) * c_in * c_out * math.prod(out_shape[1:-1]), ""
     if kind != "Conv":
         return size_formula, 0, ""
-    c_in, c_out, groups = in_shape[-1], out_shape[-1], layer.groups
+    groups = layer.groups
     expected = F.conv_param_count(window, c_in, c_out, groups=groups, use_bias=layer.use_bias)
     per_filter = "·".join(map(str, window)) + "·" + (f"{c_in}/{groups}" if groups > 1 else f"{c_in}")
     bias = f" + {c_out}" if layer.use_bias else ""
@@ -207,9 +225,33 @@ def _windowed_formulas(layer, kind: str, in_shape: tuple[int, ...], out_shape: t
     return size_formula, flops, params_formula
 
 
+def _transposed_formulas(layer, in_shape, out_shape, window, stride, dilation):
+    """Size formula, FLOPs and params formula of a transposed convolution: each input cell adds its
+    window into the output, so the multiply-adds are those of the convolution it transposes."""
+    sizes, ndim = in_shape[1:-1], len(in_shape) - 2
+    c_in, c_out, groups = in_shape[-1], out_shape[-1], layer.groups
+    extra = int_tuple(layer.output_padding, ndim, "output_padding", minimum=0)
+    if isinstance(layer.padding, str):  # Flax's strings: the output size is the formula's result
+        size_formula = _join_dims(
+            [f"{out} ({layer.padding} from {size})" for size, out in zip(sizes, out_shape[1:-1])]
+        )
+    else:
+        pads = _args.padding_pairs(layer.padding, out_shape[1:-1], window, stride, dilation)
+        size_formula = _join_dims(
+            [_transposed_size_formula(*dims) for dims in zip(sizes, window, stride, pads, dilation, extra)]
+        )
+    expected = F.conv_param_count(window, c_out, c_in, groups=groups, use_bias=False)
+    expected += c_out if layer.use_bias else 0
+    per_filter = "·".join(map(str, window)) + "·" + (f"{c_out}/{groups}" if groups > 1 else f"{c_out}")
+    bias = f" + {c_out}" if layer.use_bias else ""
+    params_formula = f"({per_filter})·{c_in}{bias} = {expected:,}"
+    flops = 2 * math.prod(window) * (c_out // groups) * c_in * math.prod(sizes)
+    return size_formula, flops, params_formula
+
+
 def _describe(layer, kind: str | None, in_shape: tuple[int, ...], out_shape: tuple[int, ...], params: int):
     """(size formula, FLOPs, params formula) of one call of a layer; shapes with the batch dim."""
-    if kind in ("Conv", "MaxPool", "AvgPool"):
+    if kind in ("Conv", "ConvTranspose", "ConvLocal", "MaxPool", "MinPool", "AvgPool"):
         return _windowed_formulas(layer, kind, in_shape, out_shape)
     if kind == "Dense":
         d_in, d_out = in_shape[-1], out_shape[-1]

@@ -48,12 +48,13 @@ CONV_MISUSES = {
     ),
     "dilation": lambda ndim: st.one_of(st.integers(-3, 0), _spatial_tuple_of_wrong_length(ndim)),
     "padding": lambda ndim: st.one_of(
-        st.sampled_from(["FULL", "same ", "causal", ""]),
+        st.sampled_from(["FULL", "same ", "causl", ""]),  # ("causal" is valid in 1-d)
         st.integers(-4, -1),
         _spatial_tuple_of_wrong_length(ndim),
         st.just(((1, -1),) * ndim),
     ),
     "groups": lambda ndim: st.one_of(st.integers(-2, 0), st.just(3)),
+    "padding_mode": lambda ndim: st.sampled_from(["mirror", "wrap", "", "edge"]),
 }
 
 
@@ -74,7 +75,7 @@ def test_conv_names_the_broken_array(call, which):
     x, kernel, kwargs = call
     bias = None
     if which == "x rank":
-        x, argument = x[0], "x"
+        x, argument = x[0, ..., 0], "x"  # spatial dims only: no channel axis
     elif which == "x dtype":
         x, argument = x.astype(jnp.int32), "x"
     elif which == "kernel channels":
@@ -122,6 +123,27 @@ def test_adaptive_pooling_names_output_size(ndim, bad):
     x = jnp.ones((1, *(6,) * ndim, 2))
     for pool in (functional.adaptive_avg_pool, functional.adaptive_max_pool):
         _raises_naming(lambda pool=pool: pool(x, bad), "output_size")
+
+
+@SETTINGS
+@given(
+    size=st.integers(1, 9),
+    window=st.integers(1, 4),
+    stride=st.integers(0, 3),
+    padding=st.integers(0, 3),
+    output_padding=st.integers(0, 3),
+)
+def test_conv_transpose_output_size_names_what_is_wrong(size, window, stride, padding, output_padding):
+    call = lambda: functional.conv_transpose_output_size(size, window, stride, padding, output_padding)
+    out = (size - 1) * stride - 2 * padding + (window - 1) + output_padding + 1
+    if stride < 1:
+        _raises_naming(call, "stride")
+    elif output_padding >= stride:
+        _raises_naming(call, "output_padding")
+    elif out < 1:
+        _raises_naming(call, "no output")
+    else:
+        assert call() == out
 
 
 @SETTINGS

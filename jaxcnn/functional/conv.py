@@ -7,12 +7,13 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from jaxcnn._validate import choice, int_tuple, integer
+from jaxcnn._validate import boolean, choice, int_tuple, integer
 from jaxcnn.functional import _args, _cpu_paths
+from jaxcnn.functional import padding as padding_lib
 
 
 class ConvGeometry(NamedTuple):
-    """A convolution's static description, resolved and checked."""
+    """A convolution's static description as its lowering (`_cpu_paths.cross_correlate`) takes it."""
 
     stride: tuple[int, ...]
     pads: _args.Pairs
@@ -21,18 +22,27 @@ class ConvGeometry(NamedTuple):
     out_sizes: tuple[int, ...]
 
 
-def _conv_geometry(x_shape, kernel_shape, stride, padding, dilation, groups) -> ConvGeometry:
-    ndim = len(x_shape) - 2
+class ConvPlan(NamedTuple):
+    """A convolution resolved and checked: its spatial rank, the lowering's geometry, and the padding
+    mode; with a mode other than "zeros" the input is padded first (`mode_pads`) and the lowering's
+    pads are zeros."""
+
+    spatial_dims: int
+    geometry: ConvGeometry
+    mode: str
+    mode_pads: _args.Pairs
+
+
+def conv_plan(x_shape, kernel_shape, stride, padding, dilation, groups, padding_mode="zeros") -> ConvPlan:
+    """Checks a convolution of `x` `(*batch, *spatial, C_in)` by `kernel` `(*window, C_in // groups, C_out)`;
+    the kernel's rank gives the spatial dims, the dims before them are batch dims (none or several)."""
+    ndim = len(kernel_shape) - 2
     if not 1 <= ndim <= 3:
         raise ValueError(
-            f"x must have shape (N, *spatial, C) with 1, 2 or 3 spatial dims (ndim 3 to 5), "
-            f"got shape {tuple(x_shape)} (ndim {len(x_shape)})"
+            f"kernel must have shape (*window, C_in // groups, C_out) with 1, 2 or 3 window dims, "
+            f"got kernel shape {tuple(kernel_shape)}"
         )
-    if len(kernel_shape) != ndim + 2:
-        raise ValueError(
-            f"kernel must have shape (*window, C_in // groups, C_out) with {ndim} window dims for "
-            f"x of shape {tuple(x_shape)}, got kernel shape {tuple(kernel_shape)}"
-        )
+    _args.batch_shape(x_shape, ndim)
     groups = integer(groups, "groups", minimum=1)
     c_in, (k_in, c_out) = x_shape[-1], kernel_shape[-2:]
     if c_in % groups:
@@ -44,19 +54,22 @@ def _conv_geometry(x_shape, kernel_shape, stride, padding, dilation, groups) -> 
             f"kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = {c_in // groups}, "
             f"got kernel shape {tuple(kernel_shape)}"
         )
-    window = tuple(kernel_shape[:-2])
+    window, sizes = tuple(kernel_shape[:-2]), tuple(x_shape[-ndim - 1 : -1])
     stride = int_tuple(stride, ndim, "stride")
     dilation = int_tuple(dilation, ndim, "dilation")
-    pads = _args.padding_pairs(padding, x_shape[1:-1], window, stride, dilation)
-    out_sizes = _args.output_sizes(x_shape[1:-1], window, stride, pads, dilation, name="kernel window")
-    return ConvGeometry(stride, pads, dilation, groups, out_sizes)
+    pads, mode = padding_lib.conv_pads(padding, padding_mode, sizes, window, stride, dilation)
+    out_sizes = _args.output_sizes(sizes, window, stride, pads, dilation, name="kernel window")
+    if mode == "zeros":
+        return ConvPlan(ndim, ConvGeometry(stride, pads, dilation, groups, out_sizes), mode, ())
+    unpadded = ((0, 0),) * ndim
+    return ConvPlan(ndim, ConvGeometry(stride, unpadded, dilation, groups, out_sizes), mode, pads)
 
 
-def _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl):
+def _conv_operands(x, kernel, bias, stride, padding, dilation, groups, padding_mode, impl):
     choice(impl, "impl", _cpu_paths.CONV_IMPLS)
     x = _args.as_float_array(x, "x")
     kernel = _args.as_float_array(kernel, "kernel")
-    geometry = _conv_geometry(x.shape, kernel.shape, stride, padding, dilation, groups)
+    plan = conv_plan(x.shape, kernel.shape, stride, padding, dilation, groups, padding_mode)
     if bias is not None:
         bias = _args.as_float_array(bias, "bias")
         if bias.shape != (kernel.shape[-1],):
@@ -64,43 +77,68 @@ def _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl):
                 f"bias must have shape (C_out,) = ({kernel.shape[-1]},), got {tuple(bias.shape)}"
             )
     dtype = jnp.result_type(x, kernel)
-    return x.astype(dtype), kernel.astype(dtype), bias, geometry
+    return x.astype(dtype), kernel.astype(dtype), bias, plan
 
 
-def conv_output_shape(x_shape, kernel_shape, *, stride=1, padding="VALID", dilation=1, groups=1):
+def conv_output_shape(
+    x_shape, kernel_shape, *, stride=1, padding="VALID", dilation=1, groups=1, padding_mode="zeros"
+):
     """The shape `conv` returns for these shapes and arguments, checked as `conv` checks them.
 
     Args:
-      x_shape: `(N, *spatial, C_in)`.
+      x_shape: `(*batch, *spatial, C_in)`.
       kernel_shape: `(*window, C_in // groups, C_out)`.
 
     Returns:
-      `(N, *out_spatial, C_out)`.
+      `(*batch, *out_spatial, C_out)`.
     """
-    geometry = _conv_geometry(tuple(x_shape), tuple(kernel_shape), stride, padding, dilation, groups)
-    return (x_shape[0], *geometry.out_sizes, kernel_shape[-1])
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    plan = conv_plan(x_shape, kernel_shape, stride, padding, dilation, groups, padding_mode)
+    batch = x_shape[: len(x_shape) - plan.spatial_dims - 1]
+    return (*batch, *plan.geometry.out_sizes, kernel_shape[-1])
 
 
-def _cross_correlate(x, kernel, bias, geometry: ConvGeometry, precision, impl):
-    y = _cpu_paths.cross_correlate(x, kernel, *geometry, precision, impl)
-    return y if bias is None else y + bias.astype(y.dtype)
+def _cross_correlate(x, kernel, bias, plan: ConvPlan, precision, impl):
+    def one_batch(x):
+        if plan.mode != "zeros":
+            x = padding_lib.pad(x, plan.mode_pads, plan.mode)
+        y = _cpu_paths.cross_correlate(x, kernel, *plan.geometry, precision, impl)
+        return y if bias is None else y + bias.astype(y.dtype)
+
+    return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
 def conv(
-    x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None, impl="auto"
+    x,
+    kernel,
+    bias=None,
+    *,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    precision=None,
+    impl="auto",
 ):
     """Cross-correlation, as every deep-learning library computes "convolution".
 
     `y[n, *o, j] = bias[j] + sum_{w, c} x_pad[n, *(o * stride + w * dilation), g(j) + c] * kernel[*w, c, j]`
 
     Args:
-      x: `(N, *spatial, C_in)` with 1, 2 or 3 spatial dims.
+      x: `(*batch, *spatial, C_in)` with as many spatial dims as the kernel has window dims (1, 2 or 3),
+        after any number of batch dims: `(N, H, W, C)`, an unbatched `(H, W, C)`, `(B1, B2, H, W, C)`.
       kernel: `(*window, C_in // groups, C_out)`.
       bias: `(C_out,)` or None.
       stride, dilation: an int or one int per spatial dim.
-      padding: "VALID", "SAME", an int, a tuple of ints or a tuple of (low, high) pairs.
+      padding: "VALID", "SAME", "CAUSAL" (1-d), "CIRCULAR" or "REFLECT" (Flax's: pads
+        `((K - 1) // 2, K // 2)` for the dilated window K, in that mode), an int, or a tuple with one
+        entry per spatial dim, each an int or a (low, high) pair.
       groups: input and output channels split into this many independent groups
         (`groups == C_in` is a depthwise convolution).
+      padding_mode: what the padding holds, PyTorch's `padding_mode`: "zeros" (default), "circular"
+        (the input wrapped round), "reflect" (mirrored, the edge not repeated) or "replicate" (the edge
+        repeated).
       precision: passed to XLA (e.g. `jax.lax.Precision.HIGHEST` for full float32 on TPU/GPU).
       impl: how the convolution is lowered; every choice computes the same function. "auto" (default):
         on CPU, float32 on oneDNN (jaxcnn's C++ extension, through XLA's FFI) when the extension loads;
@@ -109,48 +147,66 @@ def conv(
         "im2col", "im2col_grad", "tap_grad" force one (see `jaxcnn.functional._cpu_paths`).
 
     Returns:
-      `(N, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
+      `(*batch, *out_spatial, C_out)`, each out size `conv_output_size(...)` of its dim.
     """
-    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl)
-    return _cross_correlate(x, kernel, bias, geometry, precision, impl)
+    x, kernel, bias, plan = _conv_operands(
+        x, kernel, bias, stride, padding, dilation, groups, padding_mode, impl
+    )
+    return _cross_correlate(x, kernel, bias, plan, precision, impl)
 
 
 def convolve(
-    x, kernel, bias=None, *, stride=1, padding="VALID", dilation=1, groups=1, precision=None, impl="auto"
+    x,
+    kernel,
+    bias=None,
+    *,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    precision=None,
+    impl="auto",
 ):
     """True convolution: `conv` with the kernel flipped in every spatial dim.
 
     This is the mathematical definition `(f * g)(t) = sum_s f(s) g(t - s)`; shapes and
     arguments are those of `conv`.
     """
-    x, kernel, bias, geometry = _conv_operands(x, kernel, bias, stride, padding, dilation, groups, impl)
+    x, kernel, bias, plan = _conv_operands(
+        x, kernel, bias, stride, padding, dilation, groups, padding_mode, impl
+    )
     flipped = jnp.flip(kernel, axis=tuple(range(kernel.ndim - 2)))
-    return _cross_correlate(x, flipped, bias, geometry, precision, impl)
+    return _cross_correlate(x, flipped, bias, plan, precision, impl)
 
 
-def extract_patches(x, window, stride=1, padding="VALID", dilation=1):
+def extract_patches(x, window, stride=1, padding="VALID", dilation=1, *, spatial_dims=None):
     """Every window position's inputs, flattened: the "im2col" view of a convolution.
 
     Args:
-      x: `(N, *spatial, C)`.
+      x: `(*batch, *spatial, C)`: the spatial dims are `spatial_dims`, or as many as a tuple `window`
+        has, or (an int `window`) all but the first and last dims.
       window, stride, dilation: an int or one int per spatial dim.
-      padding: any padding form of `conv`.
+      padding: "VALID", "SAME", "CAUSAL" (1-d), an int, or one int or (low, high) pair per spatial dim.
 
     Returns:
-      `(N, *out_spatial, prod(window) * C)`, ordered window position first (row-major), then
+      `(*batch, *out_spatial, prod(window) * C)`, ordered window position first (row-major), then
       channel, so that `conv(x, k) == extract_patches(x, window) @ k.reshape(-1, C_out)`.
     """
-    x = _args.spatial_input(x)
-    ndim = x.ndim - 2
+    x, ndim = _args.spatial_input(x, spatial_dims, window)
+    sizes = x.shape[-ndim - 1 : -1]
     window = int_tuple(window, ndim, "window")
     stride = int_tuple(stride, ndim, "stride")
     dilation = int_tuple(dilation, ndim, "dilation")
-    pads = _args.padding_pairs(padding, x.shape[1:-1], window, stride, dilation)
-    out_sizes = _args.output_sizes(x.shape[1:-1], window, stride, pads, dilation)
-    return _cpu_paths.patches(x, window, stride, pads, dilation, out_sizes)
+    pads = _args.padding_pairs(padding, sizes, window, stride, dilation)
+    out_sizes = _args.output_sizes(sizes, window, stride, pads, dilation)
+    one_batch = lambda x: _cpu_paths.patches(x, window, stride, pads, dilation, out_sizes)
+    return _args.over_batch(one_batch, x, ndim)
 
 
-def conv_output_size(size, window, stride=1, padding="VALID", dilation=1, *, exact=False) -> int:
+def conv_output_size(
+    size, window, stride=1, padding="VALID", dilation=1, *, exact=False, ceil_mode=False
+) -> int:
     """Output length of one spatial dim: `floor((W + P_lo + P_hi - D*(F - 1) - 1) / S) + 1`.
 
     With symmetric padding P and no dilation this is the course formula
@@ -160,10 +216,12 @@ def conv_output_size(size, window, stride=1, padding="VALID", dilation=1, *, exa
       size: input length W.
       window: kernel or pooling window F.
       stride: S.
-      padding: "VALID", "SAME", an int P or a (low, high) pair.
+      padding: "VALID", "SAME", "CAUSAL", "CIRCULAR", "REFLECT", an int P or a (low, high) pair.
       dilation: D.
       exact: if True, also require that the windows tile the padded input exactly, i.e.
         `(W + P_lo + P_hi - D*(F - 1) - 1)` divisible by S (no input cells silently dropped).
+      ceil_mode: pooling's `ceil_mode` (PyTorch's): ceil instead of floor, less one if that last
+        window would start past the input and the low padding.
 
     Raises:
       ValueError: the window does not fit (output < 1), or `exact` and the stride does not tile.
@@ -172,10 +230,14 @@ def conv_output_size(size, window, stride=1, padding="VALID", dilation=1, *, exa
     window = integer(window, "window", minimum=1)
     stride = integer(stride, "stride", minimum=1)
     dilation = integer(dilation, "dilation", minimum=1)
+    boolean(ceil_mode, "ceil_mode")
     if isinstance(padding, (tuple, list)):  # one dim: a (low, high) pair
         padding = (padding,)
-    pads = _args.padding_pairs(padding, (size,), (window,), (stride,), (dilation,))
-    (out,) = _args.output_sizes((size,), (window,), (stride,), pads, (dilation,))
+    pads, _ = padding_lib.conv_pads(padding, "zeros", (size,), (window,), (stride,), (dilation,))
+    if ceil_mode:
+        (out,), _ = _args.ceil_mode_sizes((size,), (window,), (stride,), pads, (dilation,))
+    else:
+        (out,) = _args.output_sizes((size,), (window,), (stride,), pads, (dilation,))
     (lo, hi), span = pads[0], dilation * (window - 1) + 1
     if exact and (size + lo + hi - span) % stride:
         raise ValueError(

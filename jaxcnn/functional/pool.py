@@ -1,92 +1,224 @@
-"""Pooling: windowed max and average, global, and adaptive (PyTorch bins)."""
+"""Pooling: windowed reductions (max, min, average, any monoid), global, and adaptive (PyTorch bins).
+
+Every op takes `x` `(*batch, *spatial, C)`: the spatial dims are `spatial_dims`, or as many as a tuple
+`window` (`output_size`) has, or, by default, all but the first and the last dims (`(N, *spatial, C)`).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn._validate import choice, int_tuple
+from jaxcnn._validate import boolean, choice, int_tuple, is_number
 from jaxcnn.functional import _args, _cpu_paths
 
 
-def _pool_geometry(x, window, stride, padding):
-    x = _args.spatial_input(x)
-    ndim = x.ndim - 2
+class PoolPlan(NamedTuple):
+    """A windowed pooling resolved and checked. `pads` are the padding asked for; `reduce_pads` add
+    the cells `ceil_mode` needs past the high end (equal to `pads` without it)."""
+
+    spatial_dims: int
+    window: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pads: _args.Pairs
+    reduce_pads: _args.Pairs
+    out_sizes: tuple[int, ...]
+
+
+def pool_plan(x_shape, window, stride, padding, dilation, ceil_mode, spatial_dims) -> PoolPlan:
+    """Checks a pooling of `x` of `x_shape`; `stride` defaults to `window`. Padding is at most half the
+    window per side (PyTorch's rule), past which only `ceil_mode` extends the last window."""
+    ndim = _args.spatial_rank(spatial_dims, window, ndim=len(x_shape))
+    _args.batch_shape(x_shape, ndim)
+    sizes = tuple(x_shape[-ndim - 1 : -1])
     window = int_tuple(window, ndim, "window")
     stride = window if stride is None else int_tuple(stride, ndim, "stride")
-    ones = (1,) * ndim
-    pads = _args.padding_pairs(padding, x.shape[1:-1], window, stride, ones)
+    dilation = int_tuple(dilation, ndim, "dilation")
+    pads = _args.padding_pairs(padding, sizes, window, stride, dilation)
     _args.check_pool_padding(pads, window)
-    _args.output_sizes(x.shape[1:-1], window, stride, pads, ones)
-    return x, window, stride, pads
+    if boolean(ceil_mode, "ceil_mode"):
+        out_sizes, reduce_pads = _args.ceil_mode_sizes(sizes, window, stride, pads, dilation)
+    else:
+        out_sizes, reduce_pads = _args.output_sizes(sizes, window, stride, pads, dilation), pads
+    return PoolPlan(ndim, window, stride, dilation, pads, reduce_pads, out_sizes)
 
 
-def _reduce_window(x, init, op, window, stride, pads):
-    # A concrete numpy identity lets JAX pick its differentiable max/sum window primitives.
+def _reduce_window(x, init, reducer, plan: PoolPlan, pads=None):
+    """`lax.reduce_window` over the spatial dims of `x` `(N, *spatial, C)`, padded cells `init`."""
+    pads = plan.reduce_pads if pads is None else pads
+    # A concrete numpy identity lets JAX pick its differentiable max/min/sum window primitives.
     return lax.reduce_window(
-        x, np.asarray(init, x.dtype), op, (1, *window, 1), (1, *stride, 1), ((0, 0), *pads, (0, 0))
+        x,
+        np.asarray(init, x.dtype),
+        reducer,
+        (1, *plan.window, 1),
+        (1, *plan.stride, 1),
+        ((0, 0), *pads, (0, 0)),
+        window_dilation=(1, *plan.dilation, 1),
     )
 
 
-def max_pool(x, window, stride=None, padding="VALID", *, impl="auto"):
-    """Maximum over each window; padded cells hold -inf, so they never win.
+def _identity(init, dtype, name: str = "init"):
+    """`init` as a scalar of `dtype`: a number, refused (ValueError) where `dtype` cannot hold it."""
+    if not is_number(init):
+        raise TypeError(f"{name} must be a number (the reducer's identity), got {init!r}")
+    if jnp.issubdtype(dtype, jnp.integer) and (not math.isfinite(init) or init != int(init)):
+        raise ValueError(f"{name} must be an integer for an integer x ({dtype}), got {init!r}")
+    if jnp.issubdtype(dtype, jnp.integer) and not jnp.iinfo(dtype).min <= init <= jnp.iinfo(dtype).max:
+        raise ValueError(f"{name} {init!r} does not fit x's dtype {dtype}")
+    return init
+
+
+def pool(
+    x,
+    reducer: Callable,
+    init,
+    window,
+    stride=None,
+    padding="VALID",
+    *,
+    dilation=1,
+    ceil_mode=False,
+    spatial_dims=None,
+):
+    """`reducer` folded over each window: the pooling every other one is made of.
 
     Args:
-      x: `(N, *spatial, C)` with 1, 2 or 3 spatial dims.
+      x: `(*batch, *spatial, C)` of a floating or integer dtype.
+      reducer: an associative binary function of two arrays, e.g. `jax.lax.max`, `jax.lax.min`,
+        `jax.lax.add` (the ones JAX differentiates through; any other is forward only).
+      init: its identity (`-inf` for max, `inf` for min, `0` for add), the value padded cells hold.
       window: an int or one int per spatial dim.
       stride: defaults to `window` (non-overlapping windows).
-      padding: any form of `conv`'s; at most `window // 2` per side.
+      padding: "VALID", "SAME", "CAUSAL" (1-d), an int, or one int or (low, high) pair per spatial dim;
+        at most `window // 2` per side.
+      dilation: the gap between a window's cells, an int or one int per spatial dim.
+      ceil_mode: PyTorch's: the output size rounds up (`conv_output_size(..., ceil_mode=True)`), the
+        last window running past the high padding where it must.
+      spatial_dims: how many dims before C are spatial (default: those of a tuple `window`, or all but
+        the first).
+
+    Returns:
+      `(*batch, *out_spatial, C)`.
+    """
+    if not callable(reducer):
+        raise TypeError(f"reducer must be a function of two arrays (e.g. jax.lax.max), got {reducer!r}")
+    x, _ = _args.spatial_input(x, spatial_dims, window, integers=True)
+    plan = pool_plan(x.shape, window, stride, padding, dilation, ceil_mode, spatial_dims)
+    init = _identity(init, x.dtype)
+    return _args.over_batch(lambda x: _reduce_window(x, init, reducer, plan), x, plan.spatial_dims)
+
+
+def _lowest(dtype):
+    return -np.inf if jnp.issubdtype(dtype, jnp.floating) else jnp.iinfo(dtype).min
+
+
+def _highest(dtype):
+    return np.inf if jnp.issubdtype(dtype, jnp.floating) else jnp.iinfo(dtype).max
+
+
+def max_pool(
+    x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False, spatial_dims=None, impl="auto"
+):
+    """Maximum over each window; padded cells hold -inf (the lowest integer), so they never win.
+
+    Args:
+      x: `(*batch, *spatial, C)` of a floating or integer dtype.
+      window, stride, padding, dilation, ceil_mode, spatial_dims: as in `pool`.
       impl: how it is lowered (the same function either way): "auto" (default) takes, on CPU, a reshape
-        and an argmax gradient for non-overlapping windows without padding instead of XLA's
+        and an argmax gradient for non-overlapping windows without padding or dilation instead of XLA's
         select-and-scatter; "xla" and "reshape" force one (reshape only where it applies).
 
     Returns:
-      `(N, *out_spatial, C)`.
+      `(*batch, *out_spatial, C)`.
     """
     choice(impl, "impl", _cpu_paths.MAX_POOL_IMPLS)
-    x, window, stride, pads = _pool_geometry(x, window, stride, padding)
-    if _cpu_paths.max_pool_impl(impl, window, stride, pads) == "reshape":
-        return _cpu_paths.reshape_max_pool(x, window)
-    return _reduce_window(x, -np.inf, lax.max, window, stride, pads)
+    x, _ = _args.spatial_input(x, spatial_dims, window, integers=True)
+    plan = pool_plan(x.shape, window, stride, padding, dilation, ceil_mode, spatial_dims)
+    undilated = all(d == 1 for d in plan.dilation)
+    if undilated and _cpu_paths.max_pool_impl(impl, plan.window, plan.stride, plan.reduce_pads) == "reshape":
+        one_batch = lambda x: _cpu_paths.reshape_max_pool(x, plan.window)
+    else:
+        one_batch = lambda x: _reduce_window(x, _lowest(x.dtype), lax.max, plan)
+    return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
-def avg_pool(x, window, stride=None, padding="VALID", count_include_pad=True):
+def min_pool(x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False, spatial_dims=None):
+    """Minimum over each window, `pool(x, lax.min, inf, ...)`: padded cells never win.
+
+    Arguments and shapes as in `max_pool`.
+    """
+    x = _args.as_real_array(x, "x")
+    return pool(
+        x,
+        lax.min,
+        _highest(x.dtype),
+        window,
+        stride,
+        padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        spatial_dims=spatial_dims,
+    )
+
+
+def avg_pool(
+    x, window, stride=None, padding="VALID", count_include_pad=True, *, ceil_mode=False, spatial_dims=None
+):
     """Mean over each window, with PyTorch's treatment of padded cells.
 
     Args:
-      x: `(N, *spatial, C)`.
-      window, stride, padding: as in `max_pool`.
-      count_include_pad: divide by the full window size (True, PyTorch's default) or only by
-        the number of real input cells in the window (False, TensorFlow's "SAME" behaviour).
+      x: `(*batch, *spatial, C)` of a floating dtype.
+      window, stride, padding, ceil_mode, spatial_dims: as in `pool`.
+      count_include_pad: divide by the number of input and padding cells in the window (True,
+        PyTorch's default: the full window, but for the cells `ceil_mode` adds) or only by the number
+        of input cells (False, TensorFlow's "SAME" behaviour).
 
     Returns:
-      `(N, *out_spatial, C)`.
+      `(*batch, *out_spatial, C)`.
     """
-    x, window, stride, pads = _pool_geometry(x, window, stride, padding)
-    sums = _reduce_window(x, 0, lax.add, window, stride, pads)
-    if count_include_pad or not any(lo or hi for lo, hi in pads):
-        return sums / math.prod(window)
-    ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
-    return sums / _reduce_window(ones, 0, lax.add, window, stride, pads)
+    x, _ = _args.spatial_input(x, spatial_dims, window)
+    boolean(count_include_pad, "count_include_pad")
+    plan = pool_plan(x.shape, window, stride, padding, 1, ceil_mode, spatial_dims)
+    sizes = x.shape[-plan.spatial_dims - 1 : -1]
+    if plan.reduce_pads == plan.pads and (count_include_pad or not any(lo or hi for lo, hi in plan.pads)):
+        divisor = math.prod(plan.window)
+    else:  # per window, the cells that count: input cells, and padding ones with count_include_pad
+        if count_include_pad:
+            counted = [s + lo + hi for s, (lo, hi) in zip(sizes, plan.pads)]
+            around = [(0, grown - hi) for (_, hi), (_, grown) in zip(plan.pads, plan.reduce_pads)]
+        else:
+            counted, around = sizes, plan.reduce_pads
+        divisor = _reduce_window(jnp.ones((1, *counted, 1), x.dtype), 0, lax.add, plan, around)
+    return _args.over_batch(lambda x: _reduce_window(x, 0, lax.add, plan) / divisor, x, plan.spatial_dims)
 
 
-def global_avg_pool(x):
-    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
-    x = _args.spatial_input(x)
-    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+def _global_axes(x, spatial_dims) -> tuple[int, ...]:
+    ndim = _args.spatial_rank(spatial_dims, ndim=x.ndim)
+    _args.batch_shape(x.shape, ndim)
+    return tuple(range(x.ndim - ndim - 1, x.ndim - 1))
 
 
-def global_max_pool(x):
-    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)`."""
-    x = _args.spatial_input(x)
-    return jnp.max(x, axis=tuple(range(1, x.ndim - 1)))
+def global_avg_pool(x, *, keepdims=False, spatial_dims=None):
+    """Mean over all spatial dims: `(*batch, *spatial, C)` -> `(*batch, C)`, or `(*batch, 1, ..., 1, C)`
+    with `keepdims`. The spatial dims are `spatial_dims`, by default all but the first and the last."""
+    x = _args.as_float_array(x, "x")
+    return jnp.mean(x, axis=_global_axes(x, spatial_dims), keepdims=boolean(keepdims, "keepdims"))
 
 
-def _adaptive_output_size(x, output_size) -> tuple[int, ...]:
-    sizes = x.shape[1:-1]
+def global_max_pool(x, *, keepdims=False, spatial_dims=None):
+    """Maximum over all spatial dims (floating or integer `x`), shapes as `global_avg_pool`'s."""
+    x = _args.as_real_array(x, "x")
+    return jnp.max(x, axis=_global_axes(x, spatial_dims), keepdims=boolean(keepdims, "keepdims"))
+
+
+def _adaptive_output_size(sizes, output_size) -> tuple[int, ...]:
     if isinstance(output_size, (tuple, list)) and len(output_size) == len(sizes):
         output_size = tuple(s if o is None else o for o, s in zip(output_size, sizes))
     return int_tuple(output_size, len(sizes), "output_size")
@@ -115,33 +247,39 @@ def _adaptive_reduce_axis(x, axis: int, out: int, reduce: str):
     return (gathered * mask).sum(axis + 1) / counts
 
 
-def _adaptive_pool(x, output_size, reduce: str):
-    x = _args.spatial_input(x)
-    for axis, out in enumerate(_adaptive_output_size(x, output_size), start=1):
-        x = _adaptive_reduce_axis(x, axis, out, reduce)
-    return x
+def _adaptive_pool(x, output_size, reduce: str, spatial_dims):
+    x, ndim = _args.spatial_input(x, spatial_dims, output_size, "output_size", integers=reduce == "max")
+    output_size = _adaptive_output_size(x.shape[-ndim - 1 : -1], output_size)
+
+    def one_batch(x):
+        for axis, out in enumerate(output_size, start=1):
+            x = _adaptive_reduce_axis(x, axis, out, reduce)
+        return x
+
+    return _args.over_batch(one_batch, x, ndim)
 
 
-def adaptive_avg_pool(x, output_size):
+def adaptive_avg_pool(x, output_size, *, spatial_dims=None):
     """Average pooling to a fixed output size, with PyTorch's bins.
 
     Output cell i of a dim of length n covers inputs `floor(i*n/out)` to `ceil((i+1)*n/out) - 1`.
     Bins are separable, so the dims are pooled one after the other.
 
     Args:
-      x: `(N, *spatial, C)`.
+      x: `(*batch, *spatial, C)`: the spatial dims are `spatial_dims`, or as many as a tuple
+        `output_size` has, or (an int `output_size`) all but the first and the last dims.
       output_size: an int or one entry per spatial dim (None keeps that dim's size).
 
     Returns:
-      `(N, *output_size, C)`.
+      `(*batch, *output_size, C)`.
     """
-    return _adaptive_pool(x, output_size, "avg")
+    return _adaptive_pool(x, output_size, "avg", spatial_dims)
 
 
-def adaptive_max_pool(x, output_size):
-    """Max pooling to a fixed output size, with `adaptive_avg_pool`'s bins.
+def adaptive_max_pool(x, output_size, *, spatial_dims=None):
+    """Max pooling to a fixed output size (floating or integer `x`), with `adaptive_avg_pool`'s bins.
 
     Returns:
-      `(N, *output_size, C)`.
+      `(*batch, *output_size, C)`.
     """
-    return _adaptive_pool(x, output_size, "max")
+    return _adaptive_pool(x, output_size, "max", spatial_dims)

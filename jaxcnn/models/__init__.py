@@ -11,6 +11,7 @@ from jaxcnn.models import (  # noqa: F401
     mobilenet,
     resnet,
     simple_cnn,
+    unet,
     vgg,
 )
 from jaxcnn.models.allconv import AllConvNet
@@ -24,6 +25,7 @@ from jaxcnn.models.registry import arguments, available, create, create_nnx, is_
 from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
 from jaxcnn.models.simple_cnn import SimpleCNN
 from jaxcnn.models.torch_weights import load_torch_state_dict
+from jaxcnn.models.unet import UNetSmall
 from jaxcnn.models.vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "ResNet50",
     "ResNet56",
     "SimpleCNN",
+    "UNetSmall",
     "arguments",
     "available",
     "create",

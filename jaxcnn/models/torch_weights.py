@@ -27,6 +27,7 @@ from jaxcnn.models.bridge import LinenModel
 from jaxcnn.models.mobilenet import MobileNetV2
 from jaxcnn.models.registry import create
 from jaxcnn.models.resnet import ResNet
+from jaxcnn.models.unet import UNetSmall
 from jaxcnn.models.vgg import POOLED_SIZE, VGG
 
 Path = tuple[str, ...]
@@ -84,15 +85,22 @@ def _mobilenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return names
 
 
+def _unet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
+    # UNetSmall's attributes are the module names of its PyTorch twin (written in the tests).
+    return {path: ".".join(path) for path in paths}
+
+
 class _Family(NamedTuple):
     namer: Namer
-    classifier: str  # the last Linear's weight: its rows are the classes
+    classifier: str  # the last layer's weight: its rows are the classes
+    first_conv: str  # the first convolution's weight: its columns are the input channels
 
 
 _FAMILIES: dict[type, _Family] = {
-    ResNet: _Family(_resnet_names, "fc.weight"),
-    VGG: _Family(_vgg_names, "classifier.6.weight"),
-    MobileNetV2: _Family(_mobilenet_names, "classifier.1.weight"),
+    ResNet: _Family(_resnet_names, "fc.weight", "conv1.weight"),
+    VGG: _Family(_vgg_names, "classifier.6.weight", "features.0.weight"),
+    MobileNetV2: _Family(_mobilenet_names, "classifier.1.weight", "features.0.0.weight"),
+    UNetSmall: _Family(_unet_names, "head.weight", "down1_conv1.weight"),
 }
 
 
@@ -103,7 +111,9 @@ def _to_numpy(value) -> np.ndarray:
 
 
 def _torch_layout(array: np.ndarray, flatten_from: tuple[int, int, int] | None) -> np.ndarray:
-    """torchvision's layout -> jaxcnn's: conv OIHW -> HWIO, Linear (out, in) -> (in, out).
+    """torchvision's layout -> jaxcnn's: conv OIHW -> HWIO, Linear (out, in) -> (in, out); a transposed
+    conv's `(C_in, C_out // groups, kH, kW)` takes the same permutation to jaxcnn's `(kH, kW, C_out //
+    groups, C_in)`, the kernel of the convolution it transposes.
 
     `flatten_from = (C, H, W)`: the Linear reads a flattened (C, H, W) map in PyTorch, which
     jaxcnn flattens as (H, W, C), so its input rows are permuted too."""
@@ -125,7 +135,7 @@ def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **crea
 
     Args:
       model_name: a registered ResNet (resnet18, resnet34, resnet50), VGG (vgg11, vgg16, and
-        `_bn`) or MobileNetV2 (mobilenet_v2) model.
+        `_bn`), MobileNetV2 (mobilenet_v2) or U-Net (unet_small: the names of its attributes) model.
       state_dict: torchvision's names (`layer1.0.conv1.weight`, `features.0.weight`, ...) to
         torch tensors or numpy arrays. `num_batches_tracked` entries are ignored.
       **create_kwargs: as for `create` (e.g. `width_multiplier=0.5`); `num_classes` defaults
@@ -153,6 +163,8 @@ def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **crea
     if "num_classes" not in create_kwargs and family.classifier in state_dict:
         num_classes = int(np.shape(state_dict[family.classifier])[0])
         model = create(model_name, num_classes=num_classes, **create_kwargs)
+    if family.first_conv in state_dict:  # U-Net's input channels are its first weights' (3 elsewhere)
+        probe_shape = (*probe_shape[:2], int(np.shape(state_dict[family.first_conv])[1]))
     shapes = jax.eval_shape(
         model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, *probe_shape), jnp.float32)
     )

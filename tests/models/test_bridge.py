@@ -40,7 +40,9 @@ ZOO = {
     "vgg16": ((32, 32, 3), ((224, 224, 3), 1000, 138_357_544)),
     "vgg16_bn": ((32, 32, 3), ((224, 224, 3), 1000, 138_365_992)),
     "mobilenet_v2": ((32, 32, 3), ((224, 224, 3), 1000, 3_504_872)),
+    "unet_small": ((28, 28, 1), ((28, 28, 1), 10, 116_906)),
 }
+IMAGE_OUTPUTS = {"unet_small"}  # (N, H, W, num_classes): one prediction per pixel
 
 
 def test_every_registered_model_is_checked():
@@ -91,7 +93,8 @@ def test_same_logits_in_eval_mode(case):
     model = case.nnx_model()
     model.eval()
     logits = model(case.x)
-    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    per_pixel = case.x.shape[1:3] if case.name in IMAGE_OUTPUTS else ()
+    assert logits.shape == (2, *per_pixel, 10) and logits.dtype == jnp.float32
     np.testing.assert_array_equal(case.linen.apply(case.variables, case.x), logits)
 
 
