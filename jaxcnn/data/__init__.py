@@ -3,6 +3,7 @@
 train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (60000, 28, 28, 1)
 for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
     batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
+photos = jaxcnn.data.load_folder("photos", "train", image_size=64)   # your own images (data/folder.py)
 """
 
 from jaxcnn.data.augment import Augmentation, eval_views, translate
@@ -19,6 +20,7 @@ from jaxcnn.data.datasets import (
     register,
     synthetic,
 )
+from jaxcnn.data.folder import load_folder
 from jaxcnn.data.idx import IdxFormatError, read_idx
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
 
@@ -35,6 +37,7 @@ __all__ = [
     "epoch_order",
     "eval_views",
     "load",
+    "load_folder",
     "normalize",
     "num_batches",
     "prefetch",

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn._registry import Registry
-from jaxcnn._validate import Settings, choice, integer, shape
+from jaxcnn._validate import Settings, choice, integer, number, shape
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
 SPLITS = ("train", "test")
 SOURCES = ("auto", "tfds", "files")
+COLORS = ("auto", "grayscale", "rgb")  # of an image folder's images
+BAD_IMAGES = ("skip", "raise")  # what an unreadable image of an image folder does
 
 
 class DataUnavailableError(RuntimeError):
@@ -156,22 +158,44 @@ def available() -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings(Settings):
-    """`config.data`: where datasets are read from (either may change when a run is resumed).
+    """`config.data`: where datasets are read from (`dir` and `source` may change when a run is resumed),
+    and how an image folder (`config.dataset="folder"`, see `data.folder`) is read.
 
     Attributes:
       dir: TFDS's data directory, where original files are also looked for and downloaded to
-        (`dir/<name>/`); "" = TFDS's default, `~/tensorflow_datasets`.
+        (`dir/<name>/`); "" = TFDS's default, `~/tensorflow_datasets`. For "folder": the image folder.
       source: for TFDS datasets: "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
         copy, or TFDS's preparation) or "files" (the original files).
+      image_size: for "folder": > 0 resizes every image to this square size; 0 = all have one size.
+      color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
+      holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
+      bad_images: for "folder": an unreadable image is "skip"ped (counted in the log) or "raise"s.
     """
 
     dir: str = dataclasses.field(default="", metadata={"resumable": True})
     source: str = dataclasses.field(default="auto", metadata={"resumable": True})
+    image_size: int = 0
+    color: str = "auto"
+    holdout: float = 0.0
+    bad_images: str = "skip"
 
     def __post_init__(self):
         if not isinstance(self.dir, str):
             raise TypeError(f'dir must be a path (a string; "" = TFDS\'s default), got {self.dir!r}')
         choice(self.source, "source", SOURCES)
+        integer(self.image_size, "image_size", minimum=0)
+        choice(self.color, "color", COLORS)
+        number(self.holdout, "holdout", minimum=0.0, below=1.0)
+        choice(self.bad_images, "bad_images", BAD_IMAGES)
+
+    def load_options(self, dataset: str) -> dict:
+        """The keyword arguments of `load(dataset, ...)` this section gives."""
+        options = {"data_dir": self.dir or None, "source": self.source}
+        if dataset == "folder":
+            options.update(
+                image_size=self.image_size, color=self.color, holdout=self.holdout, bad_images=self.bad_images
+            )
+        return options
 
 
 def load(
@@ -181,6 +205,7 @@ def load(
     data_dir: str | os.PathLike | None = None,
     num_examples: int = 0,
     source: str = "auto",
+    **options,
 ) -> ArrayDataset:
     """Loads split `split` ("train" or "test") of dataset `name` into memory.
 
@@ -191,6 +216,7 @@ def load(
       num_examples: keep only the first this many examples (0: all).
       source: for TFDS datasets, "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
         copy, or TFDS's preparation) or "files" (the original files).
+      **options: the dataset's own (those of `data.load_folder` for "folder").
 
     Raises:
       ValueError: an unknown name, split or source, or a bad `num_examples`.
@@ -200,7 +226,7 @@ def load(
     choice(split, "split", SPLITS)
     integer(num_examples, "num_examples", minimum=0)
     choice(source, "source", SOURCES)
-    return loader(split, data_dir=data_dir, source=source).take(num_examples)
+    return loader(split, data_dir=data_dir, source=source, **options).take(num_examples)
 
 
 def _load_tfds_dataset(name: str, split: str, *, data_dir=None, source: str = "auto") -> ArrayDataset:

@@ -152,6 +152,7 @@ class Run:
             examples_per_sec=training["examples_per_sec"],
             workdir=str(self.workdir),
             ensemble_test_accuracy=self.test_summary.get("ensemble_accuracy"),
+            class_names=list(self.train_data.class_names),
         )
         if self.is_writer:
             temporary = self.workdir / "result.json.tmp"
@@ -258,9 +259,7 @@ def build_run(
         )
         strategy = create_strategy(config.parallel)
         strategy.check_batch_size(config.batch_size)
-        load = functools.partial(
-            data.load, config.dataset, data_dir=sections["data"].dir or None, source=sections["data"].source
-        )
+        load = functools.partial(data.load, config.dataset, **sections["data"].load_options(config.dataset))
         train_data = load("train", num_examples=config.train_examples)
         test_data = load("test", num_examples=config.test_examples)
         steps_per_epoch = len(train_data) // config.batch_size
