@@ -22,6 +22,7 @@ from jaxcnn.data.datasets import (
 )
 from jaxcnn.data.folder import load_folder
 from jaxcnn.data.idx import IdxFormatError, read_idx
+from jaxcnn.data.loader import training_batches
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "read_idx_split",
     "register",
     "synthetic",
+    "training_batches",
     "translate",
 ]

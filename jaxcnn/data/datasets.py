@@ -170,6 +170,8 @@ class DataSettings(Settings):
       color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
       holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
       bad_images: for "folder": an unreadable image is "skip"ped (counted in the log) or "raise"s.
+      workers: processes that gather and normalize the training batches (Grain's `mp_prefetch`);
+        0 = the main process. The batches are the same for any number, so it may change on resume.
     """
 
     dir: str = dataclasses.field(default="", metadata={"resumable": True})
@@ -178,6 +180,7 @@ class DataSettings(Settings):
     color: str = "auto"
     holdout: float = 0.0
     bad_images: str = "skip"
+    workers: int = dataclasses.field(default=0, metadata={"resumable": True})
 
     def __post_init__(self):
         if not isinstance(self.dir, str):
@@ -187,6 +190,7 @@ class DataSettings(Settings):
         choice(self.color, "color", COLORS)
         number(self.holdout, "holdout", minimum=0.0, below=1.0)
         choice(self.bad_images, "bad_images", BAD_IMAGES)
+        integer(self.workers, "workers", minimum=0)
 
     def load_options(self, dataset: str) -> dict:
         """The keyword arguments of `load(dataset, ...)` this section gives."""

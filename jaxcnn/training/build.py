@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import logging
 import math
@@ -186,21 +185,6 @@ def _on_process_0(workdir: Path, action):
     return value
 
 
-def _train_batches(dataset, batch_size: int, seed: int, start_step: int, steps_per_epoch: int):
-    """The run's batch stream from `start_step`: epoch e is shuffled from (seed, e)."""
-    first_epoch, first_batch = divmod(start_step, steps_per_epoch)
-    for epoch in itertools.count(first_epoch):
-        yield from data.batches(
-            dataset,
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            start_batch=first_batch if epoch == first_epoch else 0,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-
-
 def initial_state(
     config: ml_collections.ConfigDict, num_classes: int, image_shape, total_steps: int, axis_name=None
 ):
@@ -345,10 +329,19 @@ def build_run(
         )
         updates = max(total_steps // sections["optim"].accumulate_steps, 1)
         schedule = create_learning_rate_schedule(config.learning_rate, updates, sections["optim"])
-        batches = data.prefetch(
-            _train_batches(train_data, config.batch_size, config.seed, start_step, steps_per_epoch),
-            transform=strategy.put_batch,
+        # Grain's iterator state is the step (element k is step k's batch): the checkpoint's step resumes it.
+        stream = data.training_batches(
+            train_data,
+            config.batch_size,
+            seed=config.seed,
+            steps_per_epoch=steps_per_epoch,
+            start_step=start_step,
+            stop_step=total_steps,
+            workers=sections["data"].workers,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
         )
+        batches = data.prefetch(stream, transform=strategy.put_batch)
         undo.callback(batches.close)
         run = Run(
             workdir=workdir,
