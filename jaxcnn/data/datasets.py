@@ -45,7 +45,7 @@ class ArrayDataset:
     """A labelled image split held in memory.
 
     Attributes:
-      images: `(N, H, W, C)` uint8.
+      images: `(N, H, W, C)` uint8 (for an image folder, `data.folder.ImageFiles`: decoded when indexed).
       labels: `(N,)` int32 in `[0, num_classes)`.
       mean, std: per-channel statistics of the training split on the [0, 1] scale, for `normalize`.
     """

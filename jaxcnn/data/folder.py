@@ -4,7 +4,11 @@
     photos/test/cat/101.jpg    photos/test/dog/101.png    ...
 or  photos/cat/001.jpg         photos/dog/001.png         ...     (a held-out fraction is the test split)
 
-    train = jaxcnn.data.load_folder("photos", "train", image_size=64)   # ArrayDataset, uint8 (N, 64, 64, C)
+    train = jaxcnn.data.load_folder("photos", "train", image_size=64)   # ArrayDataset (N, 64, 64, C)
+    train.images[[0, 5]]                                                 # two images, decoded: uint8
+
+Images are decoded when batches gather them (in Grain's worker processes with `data.workers`), so a
+folder larger than memory trains; only the files' headers are read when it is loaded.
 
 Class names are the subfolder names, in sorted order (label k is the k-th). The channel statistics of the
 training split are computed once and cached beside the data, in `jaxcnn_statistics.json`. Every problem
@@ -114,31 +118,78 @@ def _color_mode(first: Path, color: str) -> str:
         return "L" if image.mode in _GRAYSCALE_MODES else "RGB"
 
 
-def _decode_all(paths: list[Path], labels: np.ndarray, mode: str, image_size: int, bad_images: str):
-    """The decoded images of `paths` stacked, and their labels, without the unreadable ones (skipped and
-    counted in the log, or a ValueError naming the first, when `bad_images` is "raise")."""
-    images, kept, skipped = [], [], []
+class ImageFiles:
+    """The images of a folder split as an array-like uint8 `(N, H, W, C)`, decoded when indexed.
+
+    `images[rows]` decodes those files (in Grain's worker processes when `data.workers` > 0: the batches
+    gather from it), `images[a:b]` is the files of that slice, `np.asarray(images)` decodes them all:
+    a folder larger than memory trains without being loaded whole.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, paths: list[Path], mode: str, shape: tuple[int, int, int], image_size: int):
+        self.paths, self.mode, self.image_size = list(paths), mode, image_size
+        self.shape = (len(self.paths), *shape)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ImageFiles(self.paths[index], self.mode, self.shape[1:], self.image_size)
+        if np.ndim(index) == 0:
+            return _decode(self.paths[index], self.mode, self.image_size)
+        rows = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
+        empty = np.empty((0, *self.shape[1:]), np.uint8)
+        return (
+            np.stack([_decode(self.paths[r], self.mode, self.image_size) for r in rows])
+            if len(rows)
+            else empty
+        )
+
+    def __array__(self, dtype=None, copy=None):
+        return self[np.arange(len(self))].astype(dtype or np.uint8, copy=False)
+
+
+def _image_size_of(path: Path, mode: str, image_size: int) -> tuple[int, int, int]:
+    """`(H, W, C)` of an image once decoded, from its header; a ValueError or OSError if it is unreadable
+    (Pillow's `verify` checks a PNG's chunk checksums without decoding it)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        image.verify()
+    height, width = (image_size, image_size) if image_size else (height, width)
+    return height, width, 1 if mode == "L" else 3
+
+
+def _scan(paths: list[Path], labels: np.ndarray, mode: str, image_size: int, bad_images: str):
+    """The readable images of `paths` (`ImageFiles`) and their labels: unreadable ones are skipped and
+    counted in the log, or a ValueError names the first when `bad_images` is "raise"; images of another
+    size than the first, without `image_size`, are a ValueError naming both."""
+    shapes, kept, skipped = [], [], []
     for index, path in enumerate(paths):
         try:
-            image = _decode(path, mode, image_size)
-        except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
+            shape = _image_size_of(path, mode, image_size)
+        except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors of a damaged file
             if bad_images == "raise":
                 raise ValueError(f"cannot read image {path}: {error}") from error
             skipped.append(path)
             continue
-        if images and image.shape != images[0].shape:
+        if shapes and shape != shapes[0]:
             raise ValueError(
-                f"image {path} is {image.shape[1]}x{image.shape[0]}, {paths[kept[0]]} is "
-                f"{images[0].shape[1]}x{images[0].shape[0]}: set image_size (config.data.image_size) to "
-                "resize them all"
+                f"image {path} is {shape[1]}x{shape[0]}, {paths[kept[0]]} is {shapes[0][1]}x{shapes[0][0]}: "
+                "set image_size (config.data.image_size) to resize them all"
             )
-        images.append(image)
+        shapes.append(shape)
         kept.append(index)
     if skipped:
         logging.warning("skipped %d unreadable image(s) of %d, e.g. %s", len(skipped), len(paths), skipped[0])
-    if not images:
+    if not kept:
         raise ValueError(f"none of the {len(paths)} images could be read, e.g. {paths[0]}")
-    return np.stack(images), labels[kept], len(skipped)
+    return ImageFiles([paths[i] for i in kept], mode, shapes[0], image_size), labels[kept]
 
 
 def _statistics(directory: Path, key: dict, train_images) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -152,7 +203,7 @@ def _statistics(directory: Path, key: dict, train_images) -> tuple[tuple[float, 
     for entry in entries if isinstance(entries, list) else []:
         if entry.get("key") == key:
             return tuple(entry["mean"]), tuple(entry["std"])
-    pixels = train_images().astype(np.float64) / 255
+    pixels = np.asarray(train_images(), np.float64) / 255
     mean = tuple(float(m) for m in pixels.mean(axis=(0, 1, 2)))
     std = tuple(float(s) for s in pixels.std(axis=(0, 1, 2)))
     try:
@@ -173,7 +224,7 @@ def load_folder(
     holdout: float = 0.0,
     bad_images: str = "skip",
 ) -> ArrayDataset:
-    """Split `split` of the image folder `directory`, decoded into memory.
+    """Split `split` of the image folder `directory`, its images decoded as batches are gathered.
 
     Args:
       directory: the folder: `train/` and `test/` of class folders, or class folders and `holdout`.
@@ -184,7 +235,9 @@ def load_folder(
       bad_images: an unreadable image is "skip"ped (and counted in the log), or "raise"s a ValueError.
 
     Returns:
-      An `ArrayDataset` named "folder", uint8 `(N, H, W, C)`, with the training split's statistics.
+      An `ArrayDataset` named "folder" whose `images` are `ImageFiles` (uint8 `(N, H, W, C)`, decoded
+      when indexed), with the training split's statistics. Every file's header is read (and a PNG's
+      checksums verified) here, so a damaged file is found before training.
     """
     integer(image_size, "image_size", minimum=0)
     choice(color, "color", COLORS)
@@ -193,19 +246,19 @@ def load_folder(
     train_files, train_labels, class_names = folder_files(directory, "train", holdout)
     mode = _color_mode(train_files[0], color)
 
-    def decode(split_name: str):
+    def scan(split_name: str):
         paths, labels, _ = (
             (train_files, train_labels, class_names)
             if split_name == "train"
             else folder_files(directory, split_name, holdout)
         )
-        return _decode_all(paths, labels, mode, image_size, bad_images)
+        return _scan(paths, labels, mode, image_size, bad_images)
 
-    images, labels, _ = decode(split)
+    images, labels = scan(split)
     if split == "train":
         logging.info("image folder %s: %d classes: %s", directory, len(class_names), ", ".join(class_names))
     key = {"image_size": image_size, "mode": mode, "holdout": holdout, "train_files": len(train_files)}
-    mean, std = _statistics(directory, key, lambda: images if split == "train" else decode("train")[0])
+    mean, std = _statistics(directory, key, lambda: images if split == "train" else scan("train")[0])
     return ArrayDataset("folder", split, images, labels, class_names, mean, std, source=str(directory))
 
 

@@ -51,7 +51,7 @@ def test_split_folders_decode_to_the_pixels_written(tmp_path):
         test.images, np.concatenate([written["test", "cat"], written["test", "dog"]])
     )
     # Both splits carry the training split's statistics, computed once and cached beside the data.
-    pixels = train.images / 255.0
+    pixels = np.asarray(train.images) / 255.0
     np.testing.assert_allclose(train.mean, pixels.mean(axis=(0, 1, 2)), rtol=1e-12)
     np.testing.assert_allclose(test.std, pixels.std(axis=(0, 1, 2)), rtol=1e-12)
     cached = json.loads((tmp_path / STATISTICS_FILE).read_text())
@@ -85,9 +85,12 @@ def test_a_corrupt_image_is_skipped_and_counted_or_raises_by_key(tmp_path, caplo
     split_folder(tmp_path)
     bad = tmp_path / "train" / "dog" / "broken.png"
     bad.write_bytes(b"not a png")
+    whole = (tmp_path / "train" / "dog" / "0.png").read_bytes()
+    (tmp_path / "train" / "dog" / "truncated.png").write_bytes(whole[: len(whole) // 2])
     with caplog.at_level(logging.WARNING):
         train = data.load_folder(tmp_path, "train")
-    assert len(train) == 6 and "skipped 1 unreadable image(s) of 7" in caplog.text and str(bad) in caplog.text
+    assert len(train) == 6 and "skipped 2 unreadable image(s) of 8" in caplog.text and str(bad) in caplog.text
+    assert np.asarray(train.images).shape == (6, 6, 6, 1)  # the batches never meet the damaged files
     with pytest.raises(ValueError, match=f"cannot read image {bad}"):
         data.load_folder(tmp_path, "train", bad_images="raise")
 
