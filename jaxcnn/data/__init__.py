@@ -6,7 +6,7 @@ for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
 photos = jaxcnn.data.load_folder("photos", "train", image_size=64)   # your own images (data/folder.py)
 """
 
-from jaxcnn.data.augment import Augmentation, eval_views, translate
+from jaxcnn.data.augment import Augmentation, cutmix, eval_views, mix_batch, mixup, translate
 from jaxcnn.data.datasets import (
     DATASETS,
     ArrayDataset,
@@ -34,11 +34,14 @@ __all__ = [
     "IdxFormatError",
     "available",
     "batches",
+    "cutmix",
     "digits",
     "epoch_order",
     "eval_views",
     "load",
     "load_folder",
+    "mix_batch",
+    "mixup",
     "normalize",
     "num_batches",
     "prefetch",
