@@ -3,9 +3,10 @@
 train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (60000, 28, 28, 1)
 for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
     batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
+photos = jaxcnn.data.load_folder("photos", "train", image_size=64)   # your own images (data/folder.py)
 """
 
-from jaxcnn.data.augment import Augmentation, eval_views, translate
+from jaxcnn.data.augment import Augmentation, cutmix, eval_views, mix_batch, mixup, translate
 from jaxcnn.data.datasets import (
     DATASETS,
     ArrayDataset,
@@ -19,7 +20,9 @@ from jaxcnn.data.datasets import (
     register,
     synthetic,
 )
+from jaxcnn.data.folder import load_folder
 from jaxcnn.data.idx import IdxFormatError, read_idx
+from jaxcnn.data.loader import training_batches
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
 
 __all__ = [
@@ -31,10 +34,14 @@ __all__ = [
     "IdxFormatError",
     "available",
     "batches",
+    "cutmix",
     "digits",
     "epoch_order",
     "eval_views",
     "load",
+    "load_folder",
+    "mix_batch",
+    "mixup",
     "normalize",
     "num_batches",
     "prefetch",
@@ -43,5 +50,6 @@ __all__ = [
     "read_idx_split",
     "register",
     "synthetic",
+    "training_batches",
     "translate",
 ]

@@ -89,6 +89,51 @@ def eval_views(images: jax.Array, *, flip: bool = False, shift: int = 0) -> list
     return views + [view[:, :, ::-1] for view in views] if flip else views
 
 
+def mixup(images: jax.Array, weight: jax.Array) -> jax.Array:
+    """Mixup (Zhang et al., 2018): `weight * images + (1 - weight) * partner`, each example's partner
+    being the batch reversed (`images[::-1]`, as timm pairs them)."""
+    return weight * images + (1 - weight) * images[::-1]
+
+
+def cutmix(images: jax.Array, top, left, height, width) -> jax.Array:
+    """CutMix (Yun et al., 2019): the rectangle `[top, top + height) x [left, left + width)` of every image
+    `(N, H, W, C)` replaced by that of its partner, the batch reversed."""
+    rows = jnp.arange(images.shape[1])[:, None, None]
+    cols = jnp.arange(images.shape[2])[None, :, None]
+    inside = (rows >= top) & (rows < top + height) & (cols >= left) & (cols < left + width)
+    return jnp.where(inside, images[::-1], images)
+
+
+def mix_batch(key: jax.Array, images: jax.Array, mixup_alpha: float, cutmix_alpha: float):
+    """`(images, weight)`: the batch `(N, H, W, C)` mixed with itself reversed, by Mixup or CutMix (one of
+    them, with probability 1/2 each, when both alphas are > 0), and the weight of each example's own label
+    in its target (the partner's label, `labels[::-1]`, has `1 - weight`). One mix per batch, from `key`.
+
+    The weight is drawn from Beta(alpha, alpha); CutMix's rectangle covers a fraction `1 - weight` of the
+    image around a uniform centre, clipped to the image, and the weight is then the part left uncovered.
+    """
+    choose_key, beta_key, centre_key = jax.random.split(key, 3)
+    use_cutmix = (
+        jax.random.bernoulli(choose_key) if mixup_alpha and cutmix_alpha else jnp.asarray(bool(cutmix_alpha))
+    )
+    alpha = jnp.where(use_cutmix, cutmix_alpha or 1.0, mixup_alpha or 1.0)
+    weight = jax.random.beta(beta_key, alpha, alpha).astype(images.dtype)
+    _, height, width, _ = images.shape
+    cut = jnp.sqrt(1 - weight)
+    box_h, box_w = jnp.round(cut * height).astype(jnp.int32), jnp.round(cut * width).astype(jnp.int32)
+    centre_y, centre_x = jax.random.randint(centre_key, (2,), 0, jnp.asarray([height, width]))
+    top, bottom = (
+        jnp.clip(centre_y - box_h // 2, 0, height),
+        jnp.clip(centre_y - box_h // 2 + box_h, 0, height),
+    )
+    left, right = jnp.clip(centre_x - box_w // 2, 0, width), jnp.clip(centre_x - box_w // 2 + box_w, 0, width)
+    cut_weight = 1 - ((bottom - top) * (right - left) / (height * width)).astype(images.dtype)
+    mixed = jnp.where(
+        use_cutmix, cutmix(images, top, left, bottom - top, right - left), mixup(images, weight)
+    )
+    return mixed, jnp.where(use_cutmix, cut_weight, weight)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation(Settings):
     """A batch transform (and `config.augment`): crop with `crop_padding`, then `flip`, then erase with
@@ -98,20 +143,33 @@ class Augmentation(Settings):
       crop_padding: random crops of the image zero-padded by this many pixels on every side.
       flip: left-right flips with probability 1/2.
       erase_probability: random erasing (Zhong et al., 2017) of one rectangle with this probability.
+      mixup_alpha, cutmix_alpha: > 0: each batch, after the above, is mixed with itself reversed by Mixup
+        or CutMix, with a weight from Beta(alpha, alpha) (both > 0: one of them, 1/2 each; `mix_batch`);
+        the loss weighs both labels. Applied by the train step (`training.steps.augmenting`).
     """
 
     crop_padding: int = 0
     flip: bool = False
     erase_probability: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
     def __post_init__(self):
         integer(self.crop_padding, "crop_padding", minimum=0)
         boolean(self.flip, "flip")
         number(self.erase_probability, "erase_probability", minimum=0.0, maximum=1.0)
+        number(self.mixup_alpha, "mixup_alpha", minimum=0.0)
+        number(self.cutmix_alpha, "cutmix_alpha", minimum=0.0)
 
     @property
     def enabled(self) -> bool:
+        """Whether the images are transformed one by one (crops, flips, erasing)."""
         return bool(self.crop_padding or self.flip or self.erase_probability)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (Mixup or CutMix), which changes the targets too."""
+        return bool(self.mixup_alpha or self.cutmix_alpha)
 
     def augment_one(self, key: jax.Array, image: jax.Array) -> jax.Array:
         """One image `(H, W, C)`."""

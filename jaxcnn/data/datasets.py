@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn._registry import Registry
-from jaxcnn._validate import Settings, choice, integer, shape
+from jaxcnn._validate import Settings, choice, integer, number, shape
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
 SPLITS = ("train", "test")
 SOURCES = ("auto", "tfds", "files")
+COLORS = ("auto", "grayscale", "rgb")  # of an image folder's images
+BAD_IMAGES = ("skip", "raise")  # what an unreadable image of an image folder does
 
 
 class DataUnavailableError(RuntimeError):
@@ -43,7 +45,7 @@ class ArrayDataset:
     """A labelled image split held in memory.
 
     Attributes:
-      images: `(N, H, W, C)` uint8.
+      images: `(N, H, W, C)` uint8 (for an image folder, `data.folder.ImageFiles`: decoded when indexed).
       labels: `(N,)` int32 in `[0, num_classes)`.
       mean, std: per-channel statistics of the training split on the [0, 1] scale, for `normalize`.
     """
@@ -156,22 +158,48 @@ def available() -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings(Settings):
-    """`config.data`: where datasets are read from (either may change when a run is resumed).
+    """`config.data`: where datasets are read from (`dir` and `source` may change when a run is resumed),
+    and how an image folder (`config.dataset="folder"`, see `data.folder`) is read.
 
     Attributes:
       dir: TFDS's data directory, where original files are also looked for and downloaded to
-        (`dir/<name>/`); "" = TFDS's default, `~/tensorflow_datasets`.
+        (`dir/<name>/`); "" = TFDS's default, `~/tensorflow_datasets`. For "folder": the image folder.
       source: for TFDS datasets: "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
         copy, or TFDS's preparation) or "files" (the original files).
+      image_size: for "folder": > 0 resizes every image to this square size; 0 = all have one size.
+      color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
+      holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
+      bad_images: for "folder": an unreadable image is "skip"ped (counted in the log) or "raise"s.
+      workers: processes that gather and normalize the training batches (Grain's `mp_prefetch`);
+        0 = the main process. The batches are the same for any number, so it may change on resume.
     """
 
     dir: str = dataclasses.field(default="", metadata={"resumable": True})
     source: str = dataclasses.field(default="auto", metadata={"resumable": True})
+    image_size: int = 0
+    color: str = "auto"
+    holdout: float = 0.0
+    bad_images: str = "skip"
+    workers: int = dataclasses.field(default=0, metadata={"resumable": True})
 
     def __post_init__(self):
         if not isinstance(self.dir, str):
             raise TypeError(f'dir must be a path (a string; "" = TFDS\'s default), got {self.dir!r}')
         choice(self.source, "source", SOURCES)
+        integer(self.image_size, "image_size", minimum=0)
+        choice(self.color, "color", COLORS)
+        number(self.holdout, "holdout", minimum=0.0, below=1.0)
+        choice(self.bad_images, "bad_images", BAD_IMAGES)
+        integer(self.workers, "workers", minimum=0)
+
+    def load_options(self, dataset: str) -> dict:
+        """The keyword arguments of `load(dataset, ...)` this section gives."""
+        options = {"data_dir": self.dir or None, "source": self.source}
+        if dataset == "folder":
+            options.update(
+                image_size=self.image_size, color=self.color, holdout=self.holdout, bad_images=self.bad_images
+            )
+        return options
 
 
 def load(
@@ -181,6 +209,7 @@ def load(
     data_dir: str | os.PathLike | None = None,
     num_examples: int = 0,
     source: str = "auto",
+    **options,
 ) -> ArrayDataset:
     """Loads split `split` ("train" or "test") of dataset `name` into memory.
 
@@ -191,6 +220,7 @@ def load(
       num_examples: keep only the first this many examples (0: all).
       source: for TFDS datasets, "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
         copy, or TFDS's preparation) or "files" (the original files).
+      **options: the dataset's own (those of `data.load_folder` for "folder").
 
     Raises:
       ValueError: an unknown name, split or source, or a bad `num_examples`.
@@ -200,7 +230,7 @@ def load(
     choice(split, "split", SPLITS)
     integer(num_examples, "num_examples", minimum=0)
     choice(source, "source", SOURCES)
-    return loader(split, data_dir=data_dir, source=source).take(num_examples)
+    return loader(split, data_dir=data_dir, source=source, **options).take(num_examples)
 
 
 def _load_tfds_dataset(name: str, split: str, *, data_dir=None, source: str = "auto") -> ArrayDataset:

@@ -57,25 +57,38 @@ def batches(
     integer(process_index, "process_index", minimum=0, maximum=process_count - 1)
     if batch_size % process_count:
         raise ValueError(f"batch_size {batch_size} must be divisible by process_count {process_count}")
-    local = batch_size // process_count
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for b in range(start_batch, num_batches(len(dataset), batch_size, drop_remainder)):
-        rows = order[b * batch_size + process_index * local :][:local]
-        images = normalize(dataset.images[rows], dataset.mean, dataset.std)
-        labels, mask = dataset.labels[rows], np.ones(len(rows), np.float32)
-        if len(rows) < local:  # the padded last batch (only without drop_remainder)
-            pad = local - len(rows)
-            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
-            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-            mask = np.concatenate([mask, np.zeros(pad, np.float32)])
-        yield {"image": images, "label": labels, "mask": mask}
+        yield batch_of(dataset, order, b, batch_size, process_index, process_count)
+
+
+def batch_of(
+    dataset: ArrayDataset,
+    order: np.ndarray,
+    index: int,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> dict[str, np.ndarray]:
+    """This process's share of global batch `index` of the examples in `order` (see `batches`)."""
+    local = batch_size // process_count
+    rows = order[index * batch_size + process_index * local :][:local]
+    images = normalize(dataset.images[rows], dataset.mean, dataset.std)
+    labels, mask = dataset.labels[rows], np.ones(len(rows), np.float32)
+    if len(rows) < local:  # the padded last batch (only without drop_remainder)
+        pad = local - len(rows)
+        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+        labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+        mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    return {"image": images, "label": labels, "mask": mask}
 
 
 class prefetch:  # noqa: N801 - used like a function
     """Iterates `transform(item)` for the items of `iterator`, computed `size` ahead in a thread.
 
     Keeps host batching and the transfer to devices (`transform`, e.g. a `device_put`) off the training
-    step's critical path. An exception in the thread is raised by `next`; `close()` stops the thread.
+    step's critical path. An exception in the thread is raised by `next`; `close()` stops the thread, then
+    closes `iterator` if it can be (a Grain iterator's worker processes).
     """
 
     _END = object()
@@ -84,8 +97,9 @@ class prefetch:  # noqa: N801 - used like a function
         integer(size, "size", minimum=1)
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._stop = threading.Event()
+        self._source = iter(iterator)
         self._thread = threading.Thread(
-            target=self._produce, args=(iter(iterator), transform or (lambda x: x)), daemon=True
+            target=self._produce, args=(self._source, transform or (lambda x: x)), daemon=True
         )
         self._thread.start()
 
@@ -123,6 +137,8 @@ class prefetch:  # noqa: N801 - used like a function
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        if hasattr(self._source, "close"):
+            self._source.close()
 
     def __enter__(self):
         return self

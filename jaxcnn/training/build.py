@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import logging
 import math
@@ -152,6 +151,7 @@ class Run:
             examples_per_sec=training["examples_per_sec"],
             workdir=str(self.workdir),
             ensemble_test_accuracy=self.test_summary.get("ensemble_accuracy"),
+            class_names=list(self.train_data.class_names),
         )
         if self.is_writer:
             temporary = self.workdir / "result.json.tmp"
@@ -183,21 +183,6 @@ def _on_process_0(workdir: Path, action):
     if error is not None:
         raise error
     return value
-
-
-def _train_batches(dataset, batch_size: int, seed: int, start_step: int, steps_per_epoch: int):
-    """The run's batch stream from `start_step`: epoch e is shuffled from (seed, e)."""
-    first_epoch, first_batch = divmod(start_step, steps_per_epoch)
-    for epoch in itertools.count(first_epoch):
-        yield from data.batches(
-            dataset,
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            start_batch=first_batch if epoch == first_epoch else 0,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
 
 
 def initial_state(
@@ -258,9 +243,7 @@ def build_run(
         undo.enter_context(lock)
         strategy = create_strategy(config.parallel)
         strategy.check_batch_size(config.batch_size)
-        load = functools.partial(
-            data.load, config.dataset, data_dir=sections["data"].dir or None, source=sections["data"].source
-        )
+        load = functools.partial(data.load, config.dataset, **sections["data"].load_options(config.dataset))
         train_data = load("train", num_examples=config.train_examples)
         test_data = load("test", num_examples=config.test_examples)
         steps_per_epoch = len(train_data) // config.batch_size
@@ -346,10 +329,19 @@ def build_run(
         )
         updates = max(total_steps // sections["optim"].accumulate_steps, 1)
         schedule = create_learning_rate_schedule(config.learning_rate, updates, sections["optim"])
-        batches = data.prefetch(
-            _train_batches(train_data, config.batch_size, config.seed, start_step, steps_per_epoch),
-            transform=strategy.put_batch,
+        # Grain's iterator state is the step (element k is step k's batch): the checkpoint's step resumes it.
+        stream = data.training_batches(
+            train_data,
+            config.batch_size,
+            seed=config.seed,
+            steps_per_epoch=steps_per_epoch,
+            start_step=start_step,
+            stop_step=total_steps,
+            workers=sections["data"].workers,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
         )
+        batches = data.prefetch(stream, transform=strategy.put_batch)
         undo.callback(batches.close)
         run = Run(
             workdir=workdir,

@@ -7,10 +7,10 @@ defaults, checks and documentation:
 | section       | class                                  | what it is for                                    |
 | ---           | ---                                    | ---                                               |
 | `compute`     | `training.build.ComputeSettings`       | compute dtype (mixed precision), conv lowering    |
-| `data`        | `data.DataSettings`                    | where datasets are read from                      |
+| `data`        | `data.DataSettings`                    | where datasets are read from, image folders       |
 | `optim`       | `training.optim.OptimizerSettings`     | momentum, weight decay, schedule, accumulation    |
 | `loss`        | `training.steps.LossSettings`          | label smoothing                                   |
-| `augment`     | `data.Augmentation`                    | random crops, flips, erasing on device            |
+| `augment`     | `data.Augmentation`                    | random crops, flips, erasing, Mixup, CutMix       |
 | `ema`         | `training.state.EMASettings`           | a moving average of the weights                   |
 | `eval`        | `training.evaluation.EvalSettings`     | when to evaluate, test-time views                 |
 | `dp`          | `training.per_example.DPSettings`      | DP-SGD                                            |
@@ -185,6 +185,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     sections = read_sections(config)
     if config.num_epochs == 0 and config.num_steps == 0:
         raise ValueError("config.num_epochs or config.num_steps must be > 0")
+    if sections["augment"].mixes and (sections["dp"].enabled or config.parallel == "pmap"):
+        # DP-SGD's per-example loss has one label; under pmap each device would mix only its own share.
+        raise ValueError(
+            "config.augment.mixup_alpha / cutmix_alpha (Mixup, CutMix) need config.dp.clip_norm 0 and "
+            f'config.parallel "none" or "data", got {sections["dp"].clip_norm} and {config.parallel!r}'
+        )
     if sections["dp"].enabled:
         if config.parallel != "none":
             # pmap: each device would add its own noise. data: XLA's partitioner (jax 0.10, CPU) returns

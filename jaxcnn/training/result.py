@@ -35,6 +35,7 @@ class RunResult:
     examples_per_sec: float
     workdir: str
     ensemble_test_accuracy: float | None = None  # the averaged logits' accuracy (config.ensemble_size > 1)
+    class_names: list[str] | None = None  # label k's name is the k-th (an image folder's subfolder names)
 
     def describe(self) -> str:
         """A few lines for a person: the accuracy, how long it took and where the files are."""

@@ -17,7 +17,7 @@ import optax
 from jax import lax
 
 from jaxcnn._validate import Settings, number
-from jaxcnn.data.augment import Augmentation, eval_views
+from jaxcnn.data.augment import Augmentation, eval_views, mix_batch
 from jaxcnn.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -74,6 +74,9 @@ def train_step_outputs(
             mutable=["batch_stats"],
         )
         losses = cross_entropy_loss(logits, batch["label"], label_smoothing)
+        if "mix_label" in batch:  # Mixup/CutMix: the targets mixed as the images were (linear in them)
+            partner = cross_entropy_loss(logits, batch["mix_label"], label_smoothing)
+            losses = batch["mix_weight"] * losses + (1 - batch["mix_weight"]) * partner
         return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0), (logits, losses, updates)
 
     grads, (logits, losses, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -154,11 +157,17 @@ def _mean(total, count: float) -> float | None:
 def augmenting(step: Step, augmentation: Augmentation, key: jax.Array, axis_name: str | None = None) -> Step:
     """`step` on the batch augmented on device, with keys from `fold_in(key, state.step)`: a function of
     (seed, step) only, so a resumed run augments exactly as an uninterrupted one."""
-    if not augmentation.enabled:
+    if not (augmentation.enabled or augmentation.mixes):
         return step
 
     def augmented(state: TrainState, batch: dict):
-        images = augmentation(jax.random.fold_in(key, state.step), batch["image"], axis_name=axis_name)
+        step_key = jax.random.fold_in(key, state.step)
+        images = augmentation(step_key, batch["image"], axis_name=axis_name)
+        if augmentation.mixes:  # its own draws: a run with mixing crops and flips as one without
+            images, weight = mix_batch(
+                jax.random.fold_in(step_key, 1), images, augmentation.mixup_alpha, augmentation.cutmix_alpha
+            )
+            batch = {**batch, "mix_label": batch["label"][::-1], "mix_weight": weight}
         return step(state, {**batch, "image": images})
 
     return augmented

@@ -56,7 +56,7 @@ def prepare_tiny_tfds(data_dir, splits):
 
 
 def test_available_names():
-    assert data.available() == ["cifar10", "digits", "fashion_mnist", "mnist", "synthetic"]
+    assert data.available() == ["cifar10", "digits", "fashion_mnist", "folder", "mnist", "synthetic"]
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,10 @@ def _committed(workdir):
 
 
 @pytest.mark.slow
-def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path, workers):
+    # With Grain's worker processes on, the killed and resumed run gives the plain run's metrics.
+    extra = (f"--config.data.workers={workers}",)
     whole = _run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "test accuracy" in whole.stdout and "metrics.jsonl" in whole.stdout
@@ -63,7 +66,7 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     # committed, before the end.
     kill_after = random.Random().randrange(6, 55)
     process = subprocess.Popen(
-        _command(tmp_path / "killed"),
+        _command(tmp_path / "killed", *extra),
         cwd=ROOT,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
         stdout=subprocess.DEVNULL,
@@ -80,7 +83,7 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, f"the run ended before step {kill_after}"
 
-    resumed = _run(tmp_path / "killed")
+    resumed = _run(tmp_path / "killed", *extra)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stdout
     assert _logged(tmp_path / "killed") == _logged(tmp_path / "whole")

@@ -84,6 +84,8 @@ RECIPES = {
         "augment.crop_padding": 1,
         "augment.flip": True,
         "augment.erase_probability": 0.5,
+        "augment.mixup_alpha": 0.2,
+        "augment.cutmix_alpha": 1.0,
         "ema.decay": 0.9,
         "eval.flip": True,
         "eval.shift": 1,
