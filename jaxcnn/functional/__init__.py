@@ -6,7 +6,7 @@ Layouts are channels-last: inputs `(N, *spatial, C)` with 1, 2 or 3 spatial dims
 """
 
 from jaxcnn.functional._cpu_paths import CONV_IMPLS, MAX_POOL_IMPLS
-from jaxcnn.functional.basic import batch_moments, batch_norm, dense, dropout
+from jaxcnn.functional.basic import batch_moments, batch_norm, dense, drop_path, dropout, layer_norm
 from jaxcnn.functional.conv import (
     conv,
     conv_output_shape,
@@ -38,9 +38,11 @@ __all__ = [
     "conv_param_count",
     "convolve",
     "dense",
+    "drop_path",
     "dropout",
     "extract_patches",
     "global_avg_pool",
     "global_max_pool",
+    "layer_norm",
     "max_pool",
 ]
