@@ -26,6 +26,7 @@ from jaxcnn.models.convnext import ConvNeXt, ConvNeXtBlock
 from jaxcnn.models.densenet import DenseBlock, DenseNet
 from jaxcnn.models.efficientnet import EfficientNet, MBConv
 from jaxcnn.models.fastcnn import FastCNN
+from jaxcnn.models.finetune import replace_head, transfer_variables
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxcnn.models.registry import arguments, available, create, create_nnx, is_nnx, register
@@ -73,6 +74,8 @@ __all__ = [
     "create",
     "create_nnx",
     "feature_info",
+    "replace_head",
+    "transfer_variables",
     "is_nnx",
     "linen_variables",
     "load_linen_variables",

@@ -114,12 +114,12 @@ class ZooModel(nnx.Module):
         model.out_indices = (1, 2)         # model(x) now returns those maps (create(..., features_only=True))
 
     A subclass sets `input_shape` (the `(H, W, C)` it was built for), names its last layer in
-    `classifier` (the attribute `models.replace_head` replaces), and writes `feature_maps` and
+    `head_name` (the attribute `models.replace_head` replaces), and writes `feature_maps` and
     `forward_head` (timm's name).
     `models.feature_info` gives each map's channels and stride without computing anything.
     """
 
-    classifier: ClassVar[str] = "fc"
+    head_name: ClassVar[str] = "fc"
     out_indices: tuple[int, ...] | None = None  # None: logits; else the indices of the maps to return
 
     def feature_maps(self, x: jax.Array) -> list[jax.Array]:

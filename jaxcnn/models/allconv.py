@@ -60,7 +60,7 @@ class AllConvNet(ZooModel):
             layers.append((f"conv{k}", conv(channels, width, kernel, padding=padding)))
             channels = width
         self.layer_names = add_layers(self, layers)
-        self.classifier = self.layer_names[-1]  # the 1x1 convolution to the class maps
+        self.head_name = self.layer_names[-1]  # the 1x1 convolution to the class maps
         self.pool = L.GlobalAvgPool()
 
     def feature_maps(self, x: jax.Array) -> list[jax.Array]:
@@ -75,5 +75,5 @@ class AllConvNet(ZooModel):
         return [*maps, x]
 
     def forward_head(self, x: jax.Array) -> jax.Array:
-        x = getattr(self, self.classifier)(x)  # the class maps: no ReLU
+        x = getattr(self, self.head_name)(x)  # the class maps: no ReLU
         return self.pool(x).astype(jnp.float32)

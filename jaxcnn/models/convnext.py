@@ -60,7 +60,7 @@ class ConvNeXt(ZooModel):
       layer_scale: the initial value of every block's per-channel scale (1e-6).
     """
 
-    classifier = "classifier"
+    head_name = "classifier"
 
     def __init__(
         self,

@@ -103,7 +103,7 @@ class DenseNet(ZooModel):
       small_inputs: the CIFAR stem instead of the ImageNet one.
     """
 
-    classifier = "classifier"
+    head_name = "classifier"
 
     def __init__(
         self,

@@ -108,7 +108,7 @@ class EfficientNet(ZooModel):
     head's last (strides 2, 4, 8, 16, 32).
     """
 
-    classifier = "classifier"
+    head_name = "classifier"
 
     def __init__(
         self,

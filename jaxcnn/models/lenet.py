@@ -26,7 +26,7 @@ class LeNet5(ZooModel):
     Feature maps: each conv-pool stage's (strides 2, 4).
     """
 
-    classifier = "fc3"
+    head_name = "fc3"
 
     def __init__(
         self,

@@ -124,7 +124,7 @@ class MobileNetV2(ZooModel):
     resolution, the head's last (strides 2, 4, 8, 16, 32).
     """
 
-    classifier = "classifier"
+    head_name = "classifier"
 
     def __init__(
         self,

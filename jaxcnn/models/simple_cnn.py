@@ -24,7 +24,7 @@ class SimpleCNN(ZooModel):
     sizes the first dense layer. Feature maps: each conv-pool stage's (strides 2, 4).
     """
 
-    classifier = "fc2"
+    head_name = "fc2"
 
     def __init__(
         self,

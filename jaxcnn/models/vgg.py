@@ -51,7 +51,7 @@ class VGG(ZooModel):
     of each max pool (strides 2, 4, 8, 16, 32).
     """
 
-    classifier = "fc3"
+    head_name = "fc3"
 
     def __init__(
         self,
