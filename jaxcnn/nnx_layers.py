@@ -333,7 +333,12 @@ class BatchNorm(nnx.Module):
     statistics and moves the running `mean`/`var` (`nnx.BatchStat`): `new = momentum * old +
     (1 - momentum) * batch`; evaluation uses the running ones. With `axis_name` (under `pmap`), the
     batch statistics are taken over all devices. Defaults match PyTorch (its momentum 0.1 is 0.9 here).
+    A `frozen` layer (`training.finetune` freezes those whose parameters it freezes) always normalises with
+    its running statistics and never moves them, in training too (timm's FrozenBatchNorm2d, Keras's
+    non-trainable BatchNormalization).
     """
+
+    frozen: bool = False
 
     def __init__(
         self,
@@ -366,6 +371,7 @@ class BatchNorm(nnx.Module):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         if use_running_average is None:
             use_running_average = self.use_running_average
+        use_running_average = use_running_average or self.frozen
         scale = None if self.scale is None else self.scale[...]
         bias = None if self.bias is None else self.bias[...]
         y, mean, var = _layer_calls.batch_norm(

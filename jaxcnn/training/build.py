@@ -227,10 +227,6 @@ def initial_state(
         if frozen is not None:
             tx = finetune.freezing(tx, frozen)
         state = create_train_state(net, tx, image_shape, config.seed)
-        if frozen is not None:
-            step_fn = finetune.keeping_frozen_statistics(
-                step_fn, finetune.statistics_mask(state.batch_stats, frozen)
-            )
     if sections["ema"].decay:
         state = state.with_ema()
     if sections["dp"].enabled and state.batch_stats:

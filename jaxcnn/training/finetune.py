@@ -6,8 +6,8 @@ the network (`config.finetune.freeze`).
     config.finetune.freeze = "backbone"                   # or a regular expression of parameter paths
 
 Frozen parameters get no update (`optax.multi_transform` with `optax.set_to_zero`): their gradients
-are unused, so XLA drops their computation from the jitted step. The BatchNorm statistics of layers
-whose parameters are all frozen stay as loaded (`keeping_frozen_statistics`).
+are unused, so XLA drops their computation from the jitted step. BatchNorm layers whose parameters are
+all frozen normalise with their running statistics, which stay as loaded (`freeze_batch_norms`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import jax
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import traverse_util
+from flax import nnx, traverse_util
 
 from jaxcnn import models
+from jaxcnn import nnx_layers as L
 from jaxcnn._validate import Settings, boolean
 
 BACKBONE = "backbone"  # freeze's name for every parameter but the classifier's
@@ -127,29 +128,19 @@ def freezing(tx: optax.GradientTransformation, mask) -> optax.GradientTransforma
     return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def statistics_mask(batch_stats, params_mask) -> dict:
-    """True for the BatchNorm statistics of layers whose parameters are all frozen."""
+def freeze_batch_norms(model, params_mask) -> int:
+    """Marks `frozen` the BatchNorm layers of the NNX `model` whose parameters are all frozen in
+    `params_mask`: they normalise with their running statistics, which stay as loaded, in training too
+    (with batch statistics, a head trained on frozen features would meet other features at evaluation).
+    Returns how many."""
     frozen_layers: dict[tuple, bool] = {}
     for path, frozen in traverse_util.flatten_dict(params_mask).items():
         frozen_layers[path[:-1]] = frozen_layers.get(path[:-1], True) and frozen
-    flat = traverse_util.flatten_dict(batch_stats)
-    return traverse_util.unflatten_dict({path: frozen_layers.get(path[:-1], False) for path in flat})
-
-
-def keeping_frozen_statistics(step, mask):
-    """`step` (`(state, batch, **kwargs) -> (state, metrics)`) with the statistics where `mask` is True
-    left as they were before it."""
-    if not any(jax.tree.leaves(mask)):
-        return step
-
-    def wrapped(state, batch, **kwargs):
-        new_state, metrics = step(state, batch, **kwargs)
-        kept = jax.tree.map(
-            lambda frozen, old, new: old if frozen else new, mask, state.batch_stats, new_state.batch_stats
-        )
-        return new_state.replace(batch_stats=kept), metrics
-
-    return wrapped
+    count = 0
+    for path, module in nnx.iter_graph(model):
+        if isinstance(module, L.BatchNorm) and frozen_layers.get(tuple(map(str, path)), False):
+            module.frozen, count = True, count + 1
+    return count
 
 
 def counts(params, mask) -> tuple[int, int]:
@@ -171,7 +162,11 @@ def prepare(model, settings: FinetuneSettings, model_name: str):
     frozen, trained = counts(params, mask)
     if not trained:
         raise ValueError(f"config.finetune.freeze {settings.freeze!r} freezes every parameter")
-    lines.append(f"finetune: {frozen:,} parameters frozen ({settings.freeze!r}), {trained:,} trained")
+    norms = freeze_batch_norms(model, mask)
+    lines.append(
+        f"finetune: {frozen:,} parameters frozen ({settings.freeze!r}), {trained:,} trained; "
+        f"{norms} BatchNorm layers frozen (running statistics)"
+    )
     return mask, lines
 
 

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxcnn import models
+from jaxcnn import nnx_layers as L
 from jaxcnn.training import create_model, default_config, finetune, train_and_evaluate
 
 
@@ -76,7 +77,7 @@ def test_run_from_a_workdir_with_a_frozen_backbone(tmp_path, caplog):
         )
     tuned = saved_variables(tmp_path / "tuned")
     assert f"finetune: loaded 89,506 parameters from {tmp_path / 'pretrained'}" in caplog.text
-    assert "finetune: 88,856 parameters frozen ('backbone'), 650 trained" in caplog.text
+    assert "finetune: 88,856 parameters frozen ('backbone'), 650 trained; 6 BatchNorm layers" in caplog.text
     fc_tuned, fc_pretrained = tuned["params"].pop("fc"), pretrained["params"].pop("fc")
     assert not np.array_equal(fc_tuned["kernel"], fc_pretrained["kernel"])  # the head trained
     jax.tree.map(np.testing.assert_array_equal, tuned, pretrained)  # weights and statistics did not move
@@ -119,3 +120,17 @@ def test_head_of_another_shape_is_kept_and_said(tmp_path):
 def test_bad_finetune_settings_are_named(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         train_and_evaluate(digits_config(**overrides), tmp_path)
+
+
+def test_a_frozen_batch_norm_normalises_with_its_running_statistics_in_training():
+    bn = L.BatchNorm(3, rngs=nnx.Rngs(0))
+    bn.mean[...], bn.var[...] = np.array([1.0, -2.0, 0.5]), np.array([4.0, 0.25, 1.0])
+    x = np.random.default_rng(0).standard_normal((8, 2, 2, 3)).astype(np.float32)
+    bn.eval()
+    expected = np.asarray(bn(x))
+    bn.frozen = True
+    bn.train()
+    np.testing.assert_array_equal(bn(x), expected)
+    np.testing.assert_array_equal(bn.mean[...], [1.0, -2.0, 0.5])  # not moved
+    bn.frozen = False
+    assert not np.array_equal(bn(x), expected)  # batch statistics again
