@@ -88,7 +88,11 @@ def run_config(name: str, seeds: list[int], workdir: Path, overrides: dict) -> d
         + settings,
     }
     per_seed = {
-        str(seed): {"accuracy": 100 * r["test_accuracy"], "minutes": r["seconds"] / 60}
+        # an ensemble's score is its averaged logits' accuracy (its members' mean is in result.json)
+        str(seed): {
+            "accuracy": 100 * (r.get("ensemble_test_accuracy") or r["test_accuracy"]),
+            "minutes": r["seconds"] / 60,
+        }
         for seed, r in zip(seeds, results, strict=True)
     }
     return summarized(row, per_seed)

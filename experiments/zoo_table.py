@@ -18,7 +18,9 @@ import jaxcnn
 from jaxcnn import models
 
 IMAGENET = {"resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "mobilenet_v2"}
-CIFAR = {"resnet20", "resnet56", "allconv"}
+IMAGENET |= {"resnet101", "resnet152", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "efficientnet_b0"}
+IMAGENET |= {"convnext_tiny"}
+CIFAR = {"resnet20", "resnet56", "allconv", "wrn16_4", "wrn28_10", "wrn40_4", "densenet_bc_100_12"}
 IMAGE_TO_IMAGE = {"unet_small"}  # one output per pixel and class: shown with one (a denoiser's)
 
 

@@ -140,6 +140,12 @@ def batch_norm(layer, x, mean, var, scale, bias, use_running_average: bool):
     return F.batch_norm(x, *statistics, scale, bias, epsilon=layer.epsilon), mean, var
 
 
+def layer_norm(layer, x, scale, bias) -> jax.Array:
+    """The layer's normalisation of `x` over its last axis, in `layer.dtype`."""
+    (x,) = promote_dtype(x, dtype=layer.dtype)
+    return F.layer_norm(x, scale, bias, epsilon=layer.epsilon)
+
+
 def flatten(x: jax.Array) -> jax.Array:
     """`(N, ...)` -> `(N, prod(...))`."""
     return jnp.reshape(x, (jnp.shape(x)[0], -1))

@@ -247,18 +247,55 @@ class Flatten(nn.Module):
 
 
 class Dropout(nn.Module):
-    """Inverted dropout; draws from the `dropout` RNG stream unless deterministic."""
+    """Inverted dropout; draws from the `dropout` RNG stream unless deterministic. `broadcast_dims`:
+    axes that share one draw (`jaxcnn.functional.dropout`)."""
 
     rate: float
+    broadcast_dims: Sequence[int] = ()
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+    def _key(self, deterministic: bool | None) -> tuple[jax.Array | None, bool]:
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
         needs_key = not deterministic and self.rate > 0
-        key = self.make_rng(self.rng_collection) if needs_key else None
-        return F.dropout(x, self.rate, key=key, deterministic=deterministic)
+        return (self.make_rng(self.rng_collection) if needs_key else None), deterministic
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        key, deterministic = self._key(deterministic)
+        return F.dropout(
+            x, self.rate, key=key, deterministic=deterministic, broadcast_dims=self.broadcast_dims
+        )
+
+
+class DropPath(Dropout):
+    """Stochastic depth: one dropout draw per example (`jaxcnn.functional.drop_path`), for the residual
+    branch of a block. `(N, ...)` -> `(N, ...)`."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        key, deterministic = self._key(deterministic)
+        return F.drop_path(x, self.rate, key=key, deterministic=deterministic)
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the last axis (channels): parameters `scale` and `bias` `(C,)`.
+    `epsilon` defaults to 1e-6, ConvNeXt's."""
+
+    epsilon: float = 1e-6
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    scale_init: Initializer = nn.initializers.ones_init()
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = (jnp.shape(x)[-1],)
+        scale = self.param("scale", self.scale_init, channels, self.param_dtype) if self.use_scale else None
+        bias = self.param("bias", self.bias_init, channels, self.param_dtype) if self.use_bias else None
+        return _layer_calls.layer_norm(self, x, scale, bias)
 
 
 class BatchNorm(nn.Module):

@@ -114,6 +114,7 @@ class Conv(nnx.Module):
         self.padding_mode = choice(padding_mode, "padding_mode", F.PADDING_MODES)
         self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
         self.precision, self.impl = precision, choice(impl, "impl", F.CONV_IMPLS)
+        self.kernel_init, self.bias_init = kernel_init, bias_init  # for a new head: models.replace_head
         self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
 
@@ -251,6 +252,7 @@ class Dense(nnx.Module):
         integer(out_features, "out_features", minimum=1)
         self.in_features, self.out_features = in_features, out_features
         self.use_bias, self.dtype, self.param_dtype, self.precision = use_bias, dtype, param_dtype, precision
+        self.kernel_init, self.bias_init = kernel_init, bias_init  # for a new head: models.replace_head
         self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
 
@@ -366,7 +368,55 @@ class Dropout(nnx.Module):
 
     Keys come from the `rng_collection` stream of `rngs` (forked at construction, as `nnx.Dropout`), or
     from the `rngs` argument of the call (a key, a stream or an `nnx.Rngs`), which takes precedence.
+    `broadcast_dims`: axes that share one draw (`jaxcnn.functional.dropout`).
     """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ):
+        self.rate = number(rate, "rate", minimum=0.0, below=1.0)
+        self.broadcast_dims = tuple(broadcast_dims)
+        self.deterministic, self.rng_collection = deterministic, rng_collection
+        if isinstance(rngs, nnx.Rngs):
+            rngs = rngs[rng_collection]
+        self.rngs = rngs.fork() if isinstance(rngs, nnx.RngStream) else nnx.data(None)
+
+    @_observed
+    def __call__(self, x: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        key = self._key(deterministic, rngs)
+        return F.dropout(x, self.rate, key=key, deterministic=key is None, broadcast_dims=self.broadcast_dims)
+
+    def _key(self, deterministic: bool | None, rngs) -> jax.Array | None:
+        """The key of this call, or None when it is deterministic (or drops nothing)."""
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic or self.rate == 0:
+            return None
+        rngs = self.rngs if rngs is None else rngs
+        if rngs is None:
+            raise ValueError(
+                "Dropout needs random keys when not deterministic: construct it with "
+                "rngs=nnx.Rngs(dropout=...) or pass rngs= to the call, or evaluate with model.eval()"
+            )
+        if isinstance(rngs, nnx.Rngs):
+            rngs = rngs[self.rng_collection]
+        return rngs() if isinstance(rngs, nnx.RngStream) else rngs
+
+    def set_view(self, deterministic: bool | None = None):
+        """For `nnx.view(model, deterministic=...)`."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+class DropPath(Dropout):
+    """Stochastic depth: `Dropout` with one draw per example (`jaxcnn.functional.drop_path`), for the
+    residual branch of a block; the same arguments, keys and modes as `Dropout` (`model.train()`,
+    `model.eval()`), and `reseed_dropout` restarts it too. `(N, ...)` -> `(N, ...)`."""
 
     def __init__(
         self,
@@ -376,32 +426,43 @@ class Dropout(nnx.Module):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ):
-        self.rate = number(rate, "rate", minimum=0.0, below=1.0)
-        self.deterministic, self.rng_collection = deterministic, rng_collection
-        if isinstance(rngs, nnx.Rngs):
-            rngs = rngs[rng_collection]
-        self.rngs = rngs.fork() if isinstance(rngs, nnx.RngStream) else nnx.data(None)
+        super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
 
     @_observed
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-        deterministic = self.deterministic if deterministic is None else deterministic
-        if deterministic or self.rate == 0:
-            return F.dropout(x, self.rate, deterministic=True)
-        rngs = self.rngs if rngs is None else rngs
-        if rngs is None:
-            raise ValueError(
-                "Dropout needs random keys when not deterministic: construct it with "
-                "rngs=nnx.Rngs(dropout=...) or pass rngs= to the call, or evaluate with model.eval()"
-            )
-        if isinstance(rngs, nnx.Rngs):
-            rngs = rngs[self.rng_collection]
-        key = rngs() if isinstance(rngs, nnx.RngStream) else rngs
-        return F.dropout(x, self.rate, key=key)
+        key = self._key(deterministic, rngs)
+        return F.drop_path(x, self.rate, key=key, deterministic=key is None)
 
-    def set_view(self, deterministic: bool | None = None):
-        """For `nnx.view(model, deterministic=...)`."""
-        if deterministic is not None:
-            self.deterministic = deterministic
+
+class LayerNorm(nnx.Module):
+    """Layer normalisation over the last axis (channels), as `jaxcnn.layers.LayerNorm`: parameters
+    `scale` and `bias` `(num_features,)`; ConvNeXt's LayerNorm on channels-last maps. `epsilon` defaults
+    to 1e-6, ConvNeXt's (PyTorch's `nn.LayerNorm` default is 1e-5)."""
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-6,
+        use_scale: bool = True,
+        use_bias: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        scale_init: Initializer = ones_init,
+        bias_init: Initializer = zeros_init,
+        rngs: nnx.Rngs,
+    ):
+        channels = (integer(num_features, "num_features", minimum=1),)
+        self.num_features, self.epsilon = num_features, number(epsilon, "epsilon", minimum=0.0)
+        self.dtype, self.param_dtype = dtype, param_dtype
+        self.scale = nnx.Param(scale_init(rngs.params(), channels, param_dtype)) if use_scale else None
+        self.bias = nnx.Param(bias_init(rngs.params(), channels, param_dtype)) if use_bias else None
+
+    @_observed
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = None if self.scale is None else self.scale[...]
+        bias = None if self.bias is None else self.bias[...]
+        return _layer_calls.layer_norm(self, x, scale, bias)
 
 
 class BatchNorm(nnx.Module):
@@ -411,7 +472,12 @@ class BatchNorm(nnx.Module):
     statistics and moves the running `mean`/`var` (`nnx.BatchStat`): `new = momentum * old +
     (1 - momentum) * batch`; evaluation uses the running ones. With `axis_name` (under `pmap`), the
     batch statistics are taken over all devices. Defaults match PyTorch (its momentum 0.1 is 0.9 here).
+    A `frozen` layer (`training.finetune` freezes those whose parameters it freezes) always normalises with
+    its running statistics and never moves them, in training too (timm's FrozenBatchNorm2d, Keras's
+    non-trainable BatchNormalization).
     """
+
+    frozen: bool = False
 
     def __init__(
         self,
@@ -444,6 +510,7 @@ class BatchNorm(nnx.Module):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         if use_running_average is None:
             use_running_average = self.use_running_average
+        use_running_average = use_running_average or self.frozen
         scale = None if self.scale is None else self.scale[...]
         bias = None if self.bias is None else self.bias[...]
         y, mean, var = _layer_calls.batch_norm(

@@ -268,10 +268,10 @@ def _describe(layer, kind: str | None, in_shape: tuple[int, ...], out_shape: tup
         return f"{reduce} over {_dims(in_shape[1:-1])}", 0, ""
     if kind == "Flatten":
         return f"{'·'.join(map(str, in_shape[1:]))} = {out_shape[-1]:,}", 0, ""
-    if kind == "BatchNorm":
+    if kind in ("BatchNorm", "LayerNorm"):  # scale and bias (and BatchNorm's statistics: state)
         vectors = params // out_shape[-1]
         return "", 0, f"{vectors}·{out_shape[-1]} = {params:,}" if params else ""
-    if kind is not None:  # Dropout: no parameters, no multiply-adds
+    if kind is not None:  # Dropout, DropPath: no parameters, no multiply-adds
         return "", 0, ""
     return "", None, ""  # a module from elsewhere (e.g. flax.linen.Conv): FLOPs unknown
 

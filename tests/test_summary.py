@@ -234,3 +234,13 @@ def test_zoo_models_tabulate_alike_in_both_apis():
     assert nnx_result.total_state == 2 * (2 * 24 + 2 * 40 + 2 * 64)  # running mean and var of 6 BatchNorms
     assert not model.bn1.use_running_average  # the model keeps its mode and statistics
     assert jax.tree.all(jax.tree.map(jnp.array_equal, nnx.state(model, nnx.BatchStat), statistics))
+
+
+def test_convnext_rows_show_layer_norm_and_drop_path():
+    """ConvNeXt's new layers: LayerNorm's 2·C parameters, DropPath without any; totals as torchvision's."""
+    result = summary(models.create("convnext_tiny", num_classes=1000), (32, 32, 3))
+    norms = [r for r in result.rows if r.kind == "LayerNorm"]
+    assert norms[0].params_formula == "2·96 = 192" and norms[0].flops == 0
+    drops = [r for r in result.rows if r.kind == "DropPath"]
+    assert len(drops) == 18 and all(r.params == 0 and r.flops == 0 for r in drops)
+    assert result.total_params == 28_589_128

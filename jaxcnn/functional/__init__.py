@@ -7,7 +7,7 @@ anything reaches XLA.
 """
 
 from jaxcnn.functional._cpu_paths import CONV_IMPLS, MAX_POOL_IMPLS
-from jaxcnn.functional.basic import batch_moments, batch_norm, dense, dropout
+from jaxcnn.functional.basic import batch_moments, batch_norm, dense, drop_path, dropout, layer_norm
 from jaxcnn.functional.conv import (
     conv,
     conv_output_shape,
@@ -49,10 +49,12 @@ __all__ = [
     "conv_transpose_output_size",
     "convolve",
     "dense",
+    "drop_path",
     "dropout",
     "extract_patches",
     "global_avg_pool",
     "global_max_pool",
+    "layer_norm",
     "max_pool",
     "min_pool",
     "pool",

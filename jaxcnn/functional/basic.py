@@ -1,4 +1,4 @@
-"""The ops without a window: dense, dropout and batch normalisation."""
+"""The ops without a window: dense, dropout, drop-path, batch and layer normalisation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn._validate import number
+from jaxcnn._validate import is_int, number
 from jaxcnn.functional import _args
 
 
@@ -40,7 +40,7 @@ def dense(x, kernel, bias=None, *, precision=None):
     return y + bias.astype(dtype)
 
 
-def dropout(x, rate, *, key=None, deterministic=False):
+def dropout(x, rate, *, key=None, deterministic=False, broadcast_dims=()):
     """Inverted dropout: zeroes each element with probability `rate`, scales the rest by 1/(1-rate).
 
     Args:
@@ -48,15 +48,35 @@ def dropout(x, rate, *, key=None, deterministic=False):
       rate: drop probability in [0, 1).
       key: a PRNG key; required unless `deterministic` or `rate == 0`.
       deterministic: if True, return `x` unchanged (evaluation).
+      broadcast_dims: axes along which one draw is shared (as `flax.linen.Dropout`'s): e.g. `(1, 2)`
+        drops whole channels of `(N, H, W, C)` maps.
     """
     x = _args.as_float_array(x, "x")
     number(rate, "rate", minimum=0.0, below=1.0)
+    broadcast_dims = tuple(broadcast_dims)
+    if not all(is_int(d) and -x.ndim <= d < x.ndim for d in broadcast_dims):
+        raise ValueError(f"broadcast_dims must be axes of x (ndim {x.ndim}), got {broadcast_dims!r}")
     if deterministic or rate == 0:
         return x
     if key is None:
         raise ValueError("key must be a PRNG key when deterministic=False and rate > 0")
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    broadcast = {d % x.ndim for d in broadcast_dims}
+    mask_shape = tuple(1 if axis in broadcast else size for axis, size in enumerate(x.shape))
+    keep = jax.random.bernoulli(key, 1.0 - rate, mask_shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def drop_path(x, rate, *, key=None, deterministic=False):
+    """Stochastic depth ("drop path", Huang et al., 2016): each example's `x` is zeroed with probability
+    `rate` and kept scaled by 1/(1-rate) otherwise; applied to a residual branch before the addition, it
+    drops the whole branch for that example (torchvision's `StochasticDepth(rate, "row")`).
+
+    Args:
+      x: `(N, ...)`: one draw per example.
+      rate, key, deterministic: as for `dropout`.
+    """
+    x = _args.as_float_array(x, "x")
+    return dropout(x, rate, key=key, deterministic=deterministic, broadcast_dims=range(1, x.ndim))
 
 
 def batch_moments(x, *, axis_name=None):
@@ -99,6 +119,35 @@ def batch_norm(x, mean, var, scale=None, bias=None, *, epsilon=1e-5):
     if scale is not None:
         multiplier = multiplier * scale
     y = (x - mean) * multiplier
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype)
+
+
+def layer_norm(x, scale=None, bias=None, *, epsilon=1e-6):
+    """Normalises each position over its last axis (the channels): `(x - mean) / sqrt(var + eps) * scale
+    + bias` with the mean and biased variance of that position's `C` values, as PyTorch's `LayerNorm(C)`
+    on channels-last maps (and ConvNeXt's `LayerNorm2d` on channels-first ones).
+
+    Args:
+      x: `(..., C)`.
+      scale, bias: `(C,)` or None.
+
+    Returns:
+      `x`'s shape and dtype; the statistics are computed in float32 or wider.
+    """
+    x = _args.as_float_array(x, "x")
+    channels = x.shape[-1]
+    for name, value in (("scale", scale), ("bias", bias)):
+        if value is not None and jnp.shape(value) != (channels,):
+            raise ValueError(f"{name} must have shape (C,) = ({channels},), got {tuple(jnp.shape(value))}")
+    number(epsilon, "epsilon", minimum=0.0)
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = jnp.mean(wide, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(wide - mean), axis=-1, keepdims=True)
+    y = (wide - mean) * lax.rsqrt(var + epsilon)
+    if scale is not None:
+        y = y * scale
     if bias is not None:
         y = y + bias
     return y.astype(x.dtype)

@@ -6,6 +6,9 @@ from jaxcnn.models import (  # noqa: F401
     allconv,
     cifar_resnet,
     compact,
+    convnext,
+    densenet,
+    efficientnet,
     fastcnn,
     lenet,
     mobilenet,
@@ -13,12 +16,18 @@ from jaxcnn.models import (  # noqa: F401
     simple_cnn,
     unet,
     vgg,
+    wide_resnet,
 )
+from jaxcnn.models._common import FeatureInfo, ZooModel, feature_info
 from jaxcnn.models.allconv import AllConvNet
 from jaxcnn.models.bridge import LinenModel, linen_variables, load_linen_variables
 from jaxcnn.models.cifar_resnet import CifarResNet, ResNet20, ResNet56
 from jaxcnn.models.compact import CompactCNN
+from jaxcnn.models.convnext import ConvNeXt, ConvNeXtBlock
+from jaxcnn.models.densenet import DenseBlock, DenseNet
+from jaxcnn.models.efficientnet import EfficientNet, MBConv
 from jaxcnn.models.fastcnn import FastCNN
+from jaxcnn.models.finetune import replace_head, transfer_variables
 from jaxcnn.models.lenet import LeNet5
 from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxcnn.models.registry import arguments, available, create, create_nnx, is_nnx, register
@@ -27,6 +36,7 @@ from jaxcnn.models.simple_cnn import SimpleCNN
 from jaxcnn.models.torch_weights import load_torch_state_dict
 from jaxcnn.models.unet import UNetSmall
 from jaxcnn.models.vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
+from jaxcnn.models.wide_resnet import WideBasicBlock, WideResNet
 
 __all__ = [
     "VGG",
@@ -39,10 +49,17 @@ __all__ = [
     "Bottleneck",
     "CifarResNet",
     "CompactCNN",
+    "ConvNeXt",
+    "ConvNeXtBlock",
+    "DenseBlock",
+    "DenseNet",
+    "EfficientNet",
     "FastCNN",
+    "FeatureInfo",
     "InvertedResidual",
     "LeNet5",
     "LinenModel",
+    "MBConv",
     "MobileNetV2",
     "ResNet",
     "ResNet18",
@@ -52,10 +69,16 @@ __all__ = [
     "ResNet56",
     "SimpleCNN",
     "UNetSmall",
+    "WideBasicBlock",
+    "WideResNet",
+    "ZooModel",
     "arguments",
     "available",
     "create",
     "create_nnx",
+    "feature_info",
+    "replace_head",
+    "transfer_variables",
     "is_nnx",
     "linen_variables",
     "load_linen_variables",

@@ -11,19 +11,21 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import add_layers, check_images, image_shape
+from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape
 from jaxcnn.models.registry import register
 
 
 @register("allconv")
-class AllConvNet(nnx.Module):
+class AllConvNet(ZooModel):
     """All-CNN-C: every pooling layer replaced by a 3x3 convolution with stride 2.
 
     Two stages of [3x3, 3x3, 3x3 stride 2] convolutions (`features` channels each), then
     3x3 valid, 1x1, and a 1x1 convolution to `num_classes` maps averaged by global pooling:
     no dense layer at all. Dropout on the input and after each downsampling, as in the paper.
     The paper's widths are (96, 192). Inputs at least 9x9. Modules: `input_dropout`, `conv1`..`conv9`,
-    `dropout1`, `dropout2`.
+    `dropout1`, `dropout2`. Feature maps: each stage's output (after its dropout) and the last 1x1
+    convolution's before the class maps (strides 2, 4, 4); the head is the class-map convolution and the
+    pooling.
     """
 
     def __init__(
@@ -38,7 +40,8 @@ class AllConvNet(nnx.Module):
         impl: str = "auto",
         rngs: nnx.Rngs,
     ):
-        channels = image_shape(input_shape, "allconv", min_size=9)[-1]
+        self.input_shape = image_shape(input_shape, "allconv", min_size=9)
+        channels = self.input_shape[-1]
         conv = functools.partial(L.Conv, dtype=dtype, impl=impl, rngs=rngs)
         self.input_dropout = L.Dropout(input_dropout, rngs=rngs)
         layers, k = [], 0
@@ -57,14 +60,20 @@ class AllConvNet(nnx.Module):
             layers.append((f"conv{k}", conv(channels, width, kernel, padding=padding)))
             channels = width
         self.layer_names = add_layers(self, layers)
+        self.head_name = self.layer_names[-1]  # the 1x1 convolution to the class maps
         self.pool = L.GlobalAvgPool()
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "allconv", min_size=9)
-        x = self.input_dropout(x)
+        x, maps = self.input_dropout(x), []
         for name in self.layer_names[:-1]:
             x = getattr(self, name)(x)
             if name.startswith("conv"):
                 x = jax.nn.relu(x)
-        x = getattr(self, self.layer_names[-1])(x)  # the class maps: no ReLU
+            else:  # a stage's dropout
+                maps.append(x)
+        return [*maps, x]
+
+    def forward_head(self, x: jax.Array) -> jax.Array:
+        x = getattr(self, self.head_name)(x)  # the class maps: no ReLU
         return self.pool(x).astype(jnp.float32)

@@ -32,7 +32,8 @@ class CifarResNet(ResidualNetwork):
         stride 2 and BatchNorm on those shortcuts instead (resnet20: 272,474).
       widths: the stages' widths, (16, 32, 64) in the paper.
 
-    Any input of at least 1x1 pixels (every convolution is padded); 32x32 in the paper.
+    Any input of at least 1x1 pixels (every convolution is padded); 32x32 in the paper. Feature maps:
+    the stem's and each stage's (strides 1, 1, 2, 4).
     """
 
     def __init__(
@@ -53,7 +54,8 @@ class CifarResNet(ResidualNetwork):
             raise ValueError(
                 f"depth must be 6n + 2 for an int n >= 1 (8, 14, 20, 32, 56, ...), got {depth!r}"
             )
-        channels = image_shape(input_shape, "CifarResNet")[-1]
+        self.input_shape = image_shape(input_shape, "CifarResNet")
+        channels = self.input_shape[-1]
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         self.conv1, self.bn1 = conv(channels, widths[0], 3), norm(widths[0])
@@ -63,9 +65,10 @@ class CifarResNet(ResidualNetwork):
             conv=conv, norm=norm, shortcut=shortcut, zero_init_residual=zero_init_residual,
         )  # fmt: skip
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "CifarResNet", min_size=1)
-        return self.stages(jax.nn.relu(self.bn1(self.conv1(x))))
+        stem = jax.nn.relu(self.bn1(self.conv1(x)))
+        return [stem, *self.stage_maps(stem)]
 
 
 ResNet20 = register("resnet20", functools.partial(CifarResNet, depth=20))

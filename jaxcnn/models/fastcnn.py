@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import add_layers, check_images, image_shape
+from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape
 from jaxcnn.models.registry import register
 
 
@@ -39,13 +39,14 @@ class ConvGroup(nnx.Module):
 
 
 @register("fastcnn")
-class FastCNN(nnx.Module):
+class FastCNN(ZooModel):
     """Stem conv 2x2 (VALID, bias) - GELU, then a `ConvGroup` per width in `features` (`group1`, ...);
     global max pool, dense (no bias) times `logit_scale`.
 
     With the default widths `(64, 256, 256)` and a 24-channel stem it has 1,972,600 parameters on
     1-channel images (1,972,792 on 3 channels), 2,304 of them BatchNorm scales and biases. Inputs at
     least `2 ** len(features) + 1` pixels on a side: the stem takes one, each pooling halves (rounding down).
+    Feature maps: the stem's and each group's (strides 1, 2, 4, 8).
     """
 
     def __init__(
@@ -62,7 +63,8 @@ class FastCNN(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.min_size, self.logit_scale = 2 ** len(features) + 1, logit_scale
-        channels = image_shape(input_shape, "fastcnn", min_size=self.min_size)[-1]
+        self.input_shape = image_shape(input_shape, "fastcnn", min_size=self.min_size)
+        channels = self.input_shape[-1]
         conv = functools.partial(L.Conv, use_bias=False, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         self.stem = L.Conv(channels, stem_features, 2, padding="VALID", dtype=dtype, impl=impl, rngs=rngs)
@@ -75,9 +77,12 @@ class FastCNN(nnx.Module):
         self.pool = L.GlobalMaxPool()
         self.fc = L.Dense(widths[-1], num_classes, use_bias=False, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "fastcnn", min_size=self.min_size)
-        x = jax.nn.gelu(self.stem(x))
+        maps = [jax.nn.gelu(self.stem(x))]
         for name in self.group_names:
-            x = getattr(self, name)(x)
+            maps.append(getattr(self, name)(maps[-1]))
+        return maps
+
+    def forward_head(self, x: jax.Array) -> jax.Array:
         return self.logit_scale * self.fc(self.pool(x)).astype(jnp.float32)

@@ -12,18 +12,21 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import check_images, image_shape, output_shape
+from jaxcnn.models._common import ZooModel, check_images, image_shape, output_shape
 from jaxcnn.models.registry import register
 
 
 @register("lenet5")
-class LeNet5(nnx.Module):
+class LeNet5(ZooModel):
     """conv 5x5x6 (pad 2) - pool - conv 5x5x16 - pool - dense 120 - dense 84 - dense classes.
 
     On 28x28x1 inputs (padding 2 keeps the first maps at 28x28, as the original's 32x32) it
     has 61,706 parameters. `pool="avg"` and `activation=jnp.tanh` give the original's
     subsampling and squashing. Inputs at least 12x12; `input_shape` sizes the first dense layer.
+    Feature maps: each conv-pool stage's (strides 2, 4).
     """
+
+    head_name = "fc3"
 
     def __init__(
         self,
@@ -36,7 +39,8 @@ class LeNet5(nnx.Module):
         impl: str = "auto",
         rngs: nnx.Rngs,
     ):
-        channels = image_shape(input_shape, "lenet5", min_size=12)[-1]
+        self.input_shape = image_shape(input_shape, "lenet5", min_size=12)
+        channels = self.input_shape[-1]
         if pool not in ("max", "avg"):
             raise ValueError(f'pool must be "max" or "avg", got {pool!r}')
         conv = partial(L.Conv, dtype=dtype, impl=impl, rngs=rngs)
@@ -47,16 +51,15 @@ class LeNet5(nnx.Module):
         self.conv2 = conv(6, 16, 5, padding="VALID")
         self.pool2 = L.MaxPool(2, impl=impl) if pool == "max" else L.AvgPool(2)
         self.flatten = L.Flatten()
-        flat = math.prod(output_shape(self.features, input_shape))
+        flat = math.prod(output_shape(lambda x: self.feature_maps(x)[-1], input_shape))
         self.fc1, self.fc2, self.fc3 = dense(flat, 120), dense(120, 84), dense(84, num_classes)
 
-    def features(self, x: jax.Array) -> jax.Array:
-        """The two conv-pool stages, flattened: `(N, H, W, C)` -> `(N, 16 * H'' * W'')`."""
-        x = self.pool1(self.activation(self.conv1(x)))
-        return self.flatten(self.pool2(self.activation(self.conv2(x))))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "lenet5", min_size=12)
-        x = self.activation(self.fc1(self.features(x)))
+        first = self.pool1(self.activation(self.conv1(x)))
+        return [first, self.pool2(self.activation(self.conv2(first)))]
+
+    def forward_head(self, x: jax.Array) -> jax.Array:
+        x = self.activation(self.fc1(self.flatten(x)))
         x = self.activation(self.fc2(x))
         return self.fc3(x).astype(jnp.float32)

@@ -18,7 +18,16 @@ from flax import nnx
 
 from jaxcnn import nnx_layers as L
 from jaxcnn._validate import is_number
-from jaxcnn.models._common import add_layers, check_images, conv_before_norm, dense_kernel_init, image_shape
+from jaxcnn.models._common import (
+    ZooModel,
+    add_layers,
+    check_images,
+    conv_before_norm,
+    dense_kernel_init,
+    image_shape,
+    last_at_each_resolution,
+    outputs_of,
+)
 from jaxcnn.models.registry import register
 
 # (expansion t, width c, blocks n, first stride s) of each stage: table 2 of the paper.
@@ -41,8 +50,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 class ConvBN(nnx.Module):
-    """Convolution (no bias, padding `kernel_size // 2`), BatchNorm, then ReLU6 unless `relu6=False`;
-    children `conv`, `bn` (torchvision's `Conv2dNormActivation`).
+    """Convolution (no bias, padding `kernel_size // 2`), BatchNorm, then `activation` (ReLU6; None:
+    linear); children `conv`, `bn` (torchvision's `Conv2dNormActivation`).
 
     `(N, H, W, in_features)` -> `(N, ceil(H / stride), ceil(W / stride), features)`.
     """
@@ -54,17 +63,17 @@ class ConvBN(nnx.Module):
         kernel_size: int = 3,
         stride: int = 1,
         groups: int = 1,
-        relu6: bool = True,
+        activation: Callable[[jax.Array], jax.Array] | None = jax.nn.relu6,
         *,
         conv: Callable,
         norm: Callable,
     ):
         self.conv = conv(in_features, features, kernel_size, stride, groups=groups)
-        self.bn, self.relu6 = norm(features), relu6
+        self.bn, self.activation = norm(features), activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.bn(self.conv(x))
-        return jax.nn.relu6(x) if self.relu6 else x
+        return x if self.activation is None else self.activation(x)
 
 
 class InvertedResidual(nnx.Module):
@@ -89,7 +98,7 @@ class InvertedResidual(nnx.Module):
         hidden = int(round(in_features * expand_ratio))
         self.expand = conv_bn(in_features, hidden, kernel_size=1) if expand_ratio != 1 else None
         self.depthwise = conv_bn(hidden, hidden, stride=stride, groups=hidden)
-        self.project = conv_bn(hidden, features, kernel_size=1, relu6=False)
+        self.project = conv_bn(hidden, features, kernel_size=1, activation=None)
         self.residual = stride == 1 and in_features == features
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -99,7 +108,7 @@ class InvertedResidual(nnx.Module):
 
 
 @register("mobilenet_v2")
-class MobileNetV2(nnx.Module):
+class MobileNetV2(ZooModel):
     """`(N, H, W, C)` -> logits `(N, num_classes)`.
 
     A 3x3/2 stem to 32 channels, 17 inverted residual blocks (`INVERTED_RESIDUAL_SETTING`), a
@@ -111,8 +120,11 @@ class MobileNetV2(nnx.Module):
       dropout: rate before the classifier (0.2 as torchvision's).
 
     Any input of at least 1x1 pixels (every window is padded); 224x224 in the paper, where it
-    has 3,504,872 parameters at 1000 classes, as torchvision's.
+    has 3,504,872 parameters at 1000 classes, as torchvision's. Feature maps: the last output at each
+    resolution, the head's last (strides 2, 4, 8, 16, 32).
     """
+
+    head_name = "classifier"
 
     def __init__(
         self,
@@ -129,13 +141,14 @@ class MobileNetV2(nnx.Module):
         alpha = width_multiplier
         if not (is_number(alpha) and alpha > 0):
             raise ValueError(f"width_multiplier must be a positive number, got {alpha!r}")
-        channels = image_shape(input_shape, "MobileNetV2")[-1]
+        self.input_shape = image_shape(input_shape, "MobileNetV2")
+        channels = self.input_shape[-1]
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         conv_bn = functools.partial(ConvBN, conv=conv, norm=norm)
         width = make_divisible(32 * alpha)
         self.stem = conv_bn(channels, width, stride=2)
-        blocks = []
+        blocks, strides = [], [("stem", 2)]
         for expand_ratio, stage_width, repeats, stride in INVERTED_RESIDUAL_SETTING:
             for i in range(repeats):
                 out = make_divisible(stage_width * alpha)
@@ -143,17 +156,18 @@ class MobileNetV2(nnx.Module):
                     width, out, stride if i == 0 else 1, expand_ratio, conv=conv, norm=norm
                 )
                 blocks.append((f"block{len(blocks) + 1}", block))
+                strides.append((blocks[-1][0], stride if i == 0 else 1))
                 width = out
         self.block_names = add_layers(self, blocks)
+        self.stage_ends = last_at_each_resolution([*strides, ("head", 1)])
         head = make_divisible(1280 * max(1.0, alpha))
         self.head = conv_bn(width, head, kernel_size=1)
         self.pool, self.dropout = L.GlobalAvgPool(), L.Dropout(dropout, rngs=rngs)
         self.classifier = L.Dense(head, num_classes, kernel_init=dense_kernel_init, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "MobileNetV2", min_size=1)
-        x = self.stem(x)
-        for name in self.block_names:
-            x = getattr(self, name)(x)
-        x = self.dropout(self.pool(self.head(x)))
-        return self.classifier(x).astype(jnp.float32)
+        return outputs_of(self, x, ("stem", *self.block_names, "head"), self.stage_ends)
+
+    def forward_head(self, x: jax.Array) -> jax.Array:
+        return self.classifier(self.dropout(self.pool(x))).astype(jnp.float32)

@@ -14,6 +14,7 @@ from flax import nnx
 from flax.core import FrozenDict
 
 from jaxcnn._validate import integer
+from jaxcnn.models._common import check_out_indices
 from jaxcnn.models.bridge import LinenModel
 
 Factory = Callable[..., nnx.Module | nn.Module]
@@ -112,17 +113,44 @@ def _checked(name: str, num_classes, kwargs) -> Factory:
     return factory
 
 
-def create(name: str, *, num_classes: int = 10, **kwargs) -> nn.Module:
+def _returning_features(factory: Factory, out_indices: tuple[int, ...] | None, **kwargs) -> nnx.Module:
+    """`factory(**kwargs)`, a zoo model whose call returns its feature maps `out_indices` (None: all)."""
+    model = factory(**kwargs)
+    model.out_indices = check_out_indices(model, out_indices)
+    return model
+
+
+def _backbone(name: str, factory: Factory, features_only: bool, out_indices) -> Factory:
+    """`factory`, or with `features_only` one whose models return feature maps (timm's arguments)."""
+    if not features_only:
+        if out_indices is not None:
+            raise ValueError("out_indices selects feature maps: it needs features_only=True")
+        return factory
+    if not _builds_nnx(factory):
+        raise ValueError(f"model {name!r} is a Linen module: features_only needs a zoo (NNX) model")
+    if out_indices is not None and not isinstance(out_indices, (str, bytes)):
+        out_indices = tuple(out_indices) if isinstance(out_indices, Sequence) else out_indices
+    return functools.partial(_returning_features, factory, out_indices)
+
+
+def create(
+    name: str, *, num_classes: int = 10, features_only: bool = False, out_indices=None, **kwargs
+) -> nn.Module:
     """Builds a registered model as a Flax Linen module: `model.init(key, x)`, then
     `model.apply(variables, x, train=False, rngs=...)` on channels-last images `(N, H, W, C)` gives
     logits `(N, num_classes)`. The zoo's models are NNX modules used through `bridge.LinenModel`.
+
+    With `features_only` (timm's), the model returns its feature maps instead: a list of `(N, H_i, W_i,
+    C_i)`, those of `out_indices` (indices of `ZooModel.feature_maps`; default all); `feature_info`
+    gives their channels and strides. The classifier's weights are still there (unused).
 
     Raises:
       ValueError: unknown name (the message lists `available()`), a non-positive
         `num_classes`, or a keyword the model does not take (the message lists those it does).
     """
-    factory = _checked(name, num_classes, kwargs)
-    if _builds_nnx(factory):
+    base = _checked(name, num_classes, kwargs)
+    factory = _backbone(name, base, features_only, out_indices)
+    if _builds_nnx(base):
         return LinenModel(factory, FrozenDict(num_classes=num_classes, **kwargs))
     return factory(num_classes=num_classes, **kwargs)
 
@@ -133,6 +161,8 @@ def create_nnx(
     num_classes: int = 10,
     rngs: nnx.Rngs,
     input_shape: Sequence[int] | None = None,
+    features_only: bool = False,
+    out_indices=None,
     **kwargs,
 ) -> nnx.Module:
     """Builds a registered model as a Flax NNX module, initialised from `rngs`: `model(x)` on channels-last
@@ -143,14 +173,16 @@ def create_nnx(
       input_shape: one image's `(H, W, C)`; default: the model's own (e.g. (28, 28, 1) for lenet5,
         (224, 224, 3) for resnet18). Required for a model registered as a Linen module, which is wrapped
         by `flax.nnx.bridge.ToNNX` and initialised on a zero image (call it with `train=`).
+      features_only, out_indices: the model returns those feature maps instead of logits (see `create`).
 
     Raises:
       ValueError: as `create`.
     """
-    factory = _checked(name, num_classes, kwargs)
+    base = _checked(name, num_classes, kwargs)
+    factory = _backbone(name, base, features_only, out_indices)
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(f"rngs must be a flax.nnx.Rngs, e.g. nnx.Rngs(0), got {type(rngs).__name__}")
-    if _builds_nnx(factory):
+    if _builds_nnx(base):
         shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
         return factory(num_classes=num_classes, **shape, **kwargs, rngs=rngs)
     if input_shape is None:

@@ -1,4 +1,6 @@
-"""ResNets for ImageNet (He et al., 2016) in torchvision's layout: resnet18, resnet34, resnet50.
+"""ResNets for ImageNet (He et al., 2016) in torchvision's layout: resnet18, resnet34, resnet50, resnet101,
+resnet152, and the ResNeXt (Xie et al., 2017) and wide (Zagoruyko and Komodakis, 2016) variants
+resnext50_32x4d and wide_resnet50_2, whose bottlenecks are grouped or wider.
 
 The bottleneck block strides on its 3x3 convolution (torchvision's "v1.5"), convolutions before
 BatchNorm have no bias, and module names follow torchvision's (`conv1`, `bn1`, `layer2_0`,
@@ -21,6 +23,7 @@ from flax import nnx
 
 from jaxcnn import nnx_layers as L
 from jaxcnn.models._common import (
+    ZooModel,
     add_layers,
     check_images,
     conv_before_norm,
@@ -85,7 +88,8 @@ class ResidualBlock(nnx.Module):
 class BasicBlock(ResidualBlock):
     """3x3 conv-BN-ReLU, 3x3 conv-BN, plus the shortcut, then ReLU.
 
-    `(N, H, W, in_features)` -> `(N, ceil(H / stride), ceil(W / stride), features)`.
+    `(N, H, W, in_features)` -> `(N, ceil(H / stride), ceil(W / stride), features)`. Neither grouped nor
+    widened (`groups` 1 and `width_per_group` 64 only, as torchvision's).
     """
 
     def __init__(
@@ -98,7 +102,13 @@ class BasicBlock(ResidualBlock):
         norm: Callable,
         shortcut: str = "B",
         zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
     ):
+        if (groups, width_per_group) != (1, 64):
+            raise ValueError(
+                f"BasicBlock takes groups=1 and width_per_group=64 only, got {groups} and {width_per_group}"
+            )
         self.out_features = features
         self.conv1, self.bn1 = conv(in_features, features, 3, stride), norm(features)
         self.conv2 = conv(features, features, 3)
@@ -111,8 +121,10 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """1x1 conv-BN-ReLU, 3x3 conv (with the stride)-BN-ReLU, 1x1 conv to `4 * features`-BN,
-    plus the shortcut, then ReLU.
+    """1x1 conv-BN-ReLU, 3x3 conv (with the stride and `groups`)-BN-ReLU, 1x1 conv to `4 * features`-BN,
+    plus the shortcut, then ReLU. The inner width is `features * width_per_group / 64 * groups`
+    (torchvision's): `features` for ResNet, twice that for resnext50_32x4d (32 groups of 4 channels per
+    64) and wide_resnet50_2 (`width_per_group` 128).
 
     `(N, H, W, in_features)` -> `(N, ceil(H / stride), ceil(W / stride), 4 * features)`.
     """
@@ -129,11 +141,14 @@ class Bottleneck(ResidualBlock):
         norm: Callable,
         shortcut: str = "B",
         zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
     ):
         self.out_features = features * self.expansion
-        self.conv1, self.bn1 = conv(in_features, features, 1), norm(features)
-        self.conv2, self.bn2 = conv(features, features, 3, stride), norm(features)
-        self.conv3 = conv(features, self.out_features, 1)
+        width = int(features * (width_per_group / 64)) * groups
+        self.conv1, self.bn1 = conv(in_features, width, 1), norm(width)
+        self.conv2, self.bn2 = conv(width, width, 3, stride, groups=groups), norm(width)
+        self.conv3 = conv(width, self.out_features, 1)
         self.bn3 = norm(self.out_features, **self.last_norm_kwargs(zero_init_residual))
         self._init_shortcut(in_features, stride, conv, norm, shortcut)
 
@@ -143,11 +158,12 @@ class Bottleneck(ResidualBlock):
         return self.residual(x, self.bn3(self.conv3(y)))
 
 
-class ResidualNetwork(nnx.Module):
+class ResidualNetwork(ZooModel):
     """What every ResNet does after its stem: stages of residual blocks, global average pooling and
     the dense layer `fc`. Stage i has `stage_sizes[i]` blocks of width `widths[i]`, named
     `layer{i+1}_{j}` as torchvision's `layer{i+1}.{j}`; every stage but the first halves the resolution
-    in its first block. Subclasses build a stem, call `_init_stages`, and end their call with `stages`.
+    in its first block. Subclasses build a stem, call `_init_stages`, and give their feature maps as
+    the stem's output followed by `stage_maps`.
     """
 
     def _init_stages(
@@ -166,7 +182,7 @@ class ResidualNetwork(nnx.Module):
             raise ValueError(
                 f"stage_sizes {tuple(stage_sizes)} and widths {tuple(widths)} must have the same length"
             )
-        blocks = []
+        blocks, self.stage_sizes = [], tuple(stage_sizes)
         for i, (size, width) in enumerate(zip(stage_sizes, widths, strict=True)):
             for j in range(size):
                 stride = 2 if i > 0 and j == 0 else 1
@@ -176,10 +192,17 @@ class ResidualNetwork(nnx.Module):
         self.pool = L.GlobalAvgPool()
         self.fc = L.Dense(in_features, num_classes, kernel_init=torch_linear_init, dtype=dtype, rngs=rngs)
 
-    def stages(self, x: jax.Array) -> jax.Array:
-        """The blocks, pooling and `fc`: float32 logits `(N, num_classes)`."""
-        for name in self.block_names:
-            x = getattr(self, name)(x)
+    def stage_maps(self, x: jax.Array) -> list[jax.Array]:
+        """The output of each stage of blocks (`layer1`, `layer2`, ...)."""
+        maps, names = [], iter(self.block_names)
+        for size in self.stage_sizes:
+            for _ in range(size):
+                x = getattr(self, next(names))(x)
+            maps.append(x)
+        return maps
+
+    def forward_head(self, x: jax.Array) -> jax.Array:
+        """Global average pooling and `fc`: float32 logits `(N, num_classes)`."""
         return self.fc(self.pool(x)).astype(jnp.float32)
 
 
@@ -189,7 +212,12 @@ class ResNet(ResidualNetwork):
 
     `(N, H, W, C)` -> logits `(N, num_classes)`; any input of at least 1x1 pixels (every window
     is padded), 224x224 as in the paper. At 224x224x3 and 1000 classes resnet18 has 11,689,512
-    parameters, resnet34 21,797,672 and resnet50 25,557,032, as torchvision's.
+    parameters, resnet34 21,797,672, resnet50 25,557,032, resnet101 44,549,160, resnet152 60,192,808,
+    resnext50_32x4d 25,028,904 and wide_resnet50_2 68,883,240, as torchvision's. Feature maps: the stem's
+    (after its ReLU, stride 2) and each stage's (strides 4, 8, 16, 32), as timm's.
+
+    Args:
+      groups, width_per_group: of the bottleneck's 3x3 convolution (see `Bottleneck`).
     """
 
     def __init__(
@@ -201,27 +229,41 @@ class ResNet(ResidualNetwork):
         input_shape: Sequence[int] = (224, 224, 3),
         widths: Sequence[int] = (64, 128, 256, 512),
         zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
         rngs: nnx.Rngs,
     ):
-        channels = image_shape(input_shape, "ResNet")[-1]
+        self.input_shape = image_shape(input_shape, "ResNet")
+        channels = self.input_shape[-1]
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         self.conv1, self.bn1 = conv(channels, widths[0], 7, stride=2), norm(widths[0])
         self.maxpool = L.MaxPool(3, stride=2, padding=1, impl=impl)
         self._init_stages(
             widths[0], block, stage_sizes, widths, num_classes, dtype=dtype, rngs=rngs,
-            conv=conv, norm=norm, zero_init_residual=zero_init_residual,
+            conv=conv, norm=norm, zero_init_residual=zero_init_residual, groups=groups,
+            width_per_group=width_per_group,
         )  # fmt: skip
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "ResNet", min_size=1)
-        x = self.maxpool(jax.nn.relu(self.bn1(self.conv1(x))))
-        return self.stages(x)
+        stem = jax.nn.relu(self.bn1(self.conv1(x)))
+        return [stem, *self.stage_maps(self.maxpool(stem))]
 
 
 ResNet18 = register("resnet18", functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock))
 ResNet34 = register("resnet34", functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock))
 ResNet50 = register("resnet50", functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck))
+ResNet101 = register("resnet101", functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block=Bottleneck))
+ResNet152 = register("resnet152", functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck))
+ResNeXt50 = register(
+    "resnext50_32x4d",
+    functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck, groups=32, width_per_group=4),
+)
+WideResNet50 = register(
+    "wide_resnet50_2",
+    functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck, width_per_group=128),
+)

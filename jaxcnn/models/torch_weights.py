@@ -1,19 +1,23 @@
-"""Weights from PyTorch: torchvision state dicts as jaxcnn variables.
+"""Weights from PyTorch: torchvision state dicts, in memory or in a `.safetensors` file, as jaxcnn variables.
 
     import torchvision
     state_dict = torchvision.models.resnet50(weights="IMAGENET1K_V2").state_dict()
     variables = jaxcnn.models.load_torch_state_dict("resnet50", state_dict)
+    variables = jaxcnn.models.load_torch_state_dict("resnet50", "resnet50.safetensors")  # no torch needed
     model = jaxcnn.models.create("resnet50", num_classes=1000)
     logits = model.apply(variables, images_nhwc)  # images (N, H, W, 3), torchvision's normalisation
     nnx_model = jaxcnn.models.load_linen_variables(
         jaxcnn.models.create_nnx("resnet50", num_classes=1000, rngs=nnx.Rngs(0)), variables
     )  # the same weights in the NNX model
 
-PyTorch is not imported here: the state dict's values may be torch tensors or numpy arrays.
+PyTorch is not imported here: the state dict's values may be torch tensors or numpy arrays. A
+`.safetensors` file (what `safetensors.torch.save_file(model.state_dict(), path)` writes, and the format
+model hubs serve) is read with the `safetensors` package's numpy reader (`pip install jaxcnn[safetensors]`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -24,6 +28,9 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from jaxcnn.models.bridge import LinenModel
+from jaxcnn.models.convnext import ConvNeXt
+from jaxcnn.models.densenet import DenseNet
+from jaxcnn.models.efficientnet import EfficientNet
 from jaxcnn.models.mobilenet import MobileNetV2
 from jaxcnn.models.registry import create
 from jaxcnn.models.resnet import ResNet
@@ -41,6 +48,7 @@ _LEAF_NAMES = {
     ("params", "bias"): "bias",
     ("batch_stats", "mean"): "running_mean",
     ("batch_stats", "var"): "running_var",
+    ("params", "layer_scale"): "layer_scale",  # ConvNeXt's, held by the block itself
 }
 
 
@@ -90,6 +98,55 @@ def _unet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return {path: ".".join(path) for path in paths}
 
 
+def _densenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
+    # every module but the classifier sits in torchvision's `features`, nested as in jaxcnn
+    return {path: ".".join(path if path[0] == "classifier" else ("features", *path)) for path in paths}
+
+
+def _conv_bn(part: str) -> str:
+    return {"conv": "0", "bn": "1"}.get(part, part)  # Conv2dNormActivation = (conv, bn); SE's fc1, fc2
+
+
+def _efficientnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
+    # features.0 = stem, features.s.j = stage{s}_{j} (block = Sequential of [expand,] depthwise, se,
+    # project), features.{stages + 1} = head, classifier = (dropout, linear).
+    stages = max(int(re.match(r"stage(\d+)_", p[0])[1]) for p in paths if p[0].startswith("stage"))
+    names = {("classifier",): "classifier.1"}
+    for path in paths:
+        top, *inner = path
+        if top in ("stem", "head"):
+            names[path] = f"features.{0 if top == 'stem' else stages + 1}.{_conv_bn(inner[0])}"
+        elif top.startswith("stage") and inner:
+            parts = ["expand", "depthwise", "se", "project"]
+            if getattr(model, top).expand is None:
+                parts.remove("expand")
+            stage, block = re.match(r"stage(\d+)_(\d+)", top).groups()
+            names[path] = ".".join(
+                [f"features.{stage}.{block}.block.{parts.index(inner[0])}", *map(_conv_bn, inner[1:])]
+            )
+    return names
+
+
+def _convnext_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
+    # features.0 = stem (conv, norm); features.{2s-1}.j = stage{s}_{j} (block = dwconv, permute, norm,
+    # pwconv1, GELU, pwconv2, permute; layer_scale on the block); features.{2s} = downsample{s} (norm,
+    # conv); classifier = (norm, flatten, linear).
+    fixed = {"stem_conv": "features.0.0", "stem_norm": "features.0.1", "head_norm": "classifier.0",
+             "classifier": "classifier.2"}  # fmt: skip
+    parts = {"dwconv": "block.0", "norm": "block.2", "pwconv1": "block.3", "pwconv2": "block.5"}
+    names = {}
+    for path in paths:
+        top, *inner = path
+        if top in fixed:
+            names[path] = fixed[top]
+        elif match := re.match(r"stage(\d+)_(\d+)$", top):
+            block = f"features.{2 * int(match[1]) - 1}.{match[2]}"
+            names[path] = f"{block}.{parts[inner[0]]}" if inner else block
+        elif match := re.match(r"downsample(\d+)_(norm|conv)$", top):
+            names[path] = f"features.{2 * int(match[1])}.{0 if match[2] == 'norm' else 1}"
+    return names
+
+
 class _Family(NamedTuple):
     namer: Namer
     classifier: str  # the last layer's weight: its rows are the classes
@@ -100,6 +157,9 @@ _FAMILIES: dict[type, _Family] = {
     ResNet: _Family(_resnet_names, "fc.weight", "conv1.weight"),
     VGG: _Family(_vgg_names, "classifier.6.weight", "features.0.weight"),
     MobileNetV2: _Family(_mobilenet_names, "classifier.1.weight", "features.0.0.weight"),
+    DenseNet: _Family(_densenet_names, "classifier.weight", "features.conv0.weight"),
+    EfficientNet: _Family(_efficientnet_names, "classifier.1.weight", "features.0.0.weight"),
+    ConvNeXt: _Family(_convnext_names, "classifier.2.weight", "features.0.0.weight"),
     UNetSmall: _Family(_unet_names, "head.weight", "down1_conv1.weight"),
 }
 
@@ -110,13 +170,30 @@ def _to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a `.safetensors` file by name, read with numpy (no torch).
+
+    Raises:
+      ImportError: the `safetensors` package is missing (the message says how to install it).
+    """
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise ImportError(
+            "reading a .safetensors file needs the safetensors package: pip install 'jaxcnn[safetensors]'"
+        ) from None
+    return load_file(os.fspath(path))
+
+
 def _torch_layout(array: np.ndarray, flatten_from: tuple[int, int, int] | None) -> np.ndarray:
-    """torchvision's layout -> jaxcnn's: conv OIHW -> HWIO, Linear (out, in) -> (in, out); a transposed
-    conv's `(C_in, C_out // groups, kH, kW)` takes the same permutation to jaxcnn's `(kH, kW, C_out //
-    groups, C_in)`, the kernel of the convolution it transposes.
+    """torchvision's layout -> jaxcnn's: conv OIHW -> HWIO, Linear (out, in) -> (in, out), ConvNeXt's
+    layer scale (C, 1, 1) -> (C,); a transposed conv's `(C_in, C_out // groups, kH, kW)` takes the same
+    permutation to jaxcnn's `(kH, kW, C_out // groups, C_in)`, the kernel of the convolution it transposes.
 
     `flatten_from = (C, H, W)`: the Linear reads a flattened (C, H, W) map in PyTorch, which
     jaxcnn flattens as (H, W, C), so its input rows are permuted too."""
+    if array.ndim == 3:
+        return array.reshape(-1)
     if array.ndim == 4:
         return array.transpose(2, 3, 1, 0)
     if array.ndim == 2 and flatten_from is not None:
@@ -124,20 +201,27 @@ def _torch_layout(array: np.ndarray, flatten_from: tuple[int, int, int] | None) 
     return array.T if array.ndim == 2 else array
 
 
-def _expected_torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+def _expected_torch_shape(shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
+    if leaf == "layer_scale":
+        return (*shape, 1, 1)
     if len(shape) == 4:
         return (shape[3], shape[2], shape[0], shape[1])
     return shape[::-1] if len(shape) == 2 else shape
 
 
-def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **create_kwargs) -> dict[str, Any]:
+def load_torch_state_dict(
+    model_name: str, state_dict: Mapping[str, Any] | str | os.PathLike, **create_kwargs
+) -> dict[str, Any]:
     """Converts a torchvision state dict into variables for `create(model_name, **create_kwargs)`.
 
     Args:
-      model_name: a registered ResNet (resnet18, resnet34, resnet50), VGG (vgg11, vgg16, and
-        `_bn`), MobileNetV2 (mobilenet_v2) or U-Net (unet_small: the names of its attributes) model.
+      model_name: a registered ResNet (resnet18, resnet34, resnet50, resnet101, resnet152,
+        resnext50_32x4d, wide_resnet50_2), VGG (vgg11, vgg16, and `_bn`), MobileNetV2 (mobilenet_v2),
+        DenseNet (densenet121), EfficientNet (efficientnet_b0), ConvNeXt (convnext_tiny) or U-Net
+        (unet_small: the names of its attributes) model.
       state_dict: torchvision's names (`layer1.0.conv1.weight`, `features.0.weight`, ...) to
-        torch tensors or numpy arrays. `num_batches_tracked` entries are ignored.
+        torch tensors or numpy arrays, or the path of a `.safetensors` file holding them.
+        `num_batches_tracked` entries are ignored.
       **create_kwargs: as for `create` (e.g. `width_multiplier=0.5`); `num_classes` defaults
         to the rows of the state dict's last Linear weight.
 
@@ -151,6 +235,8 @@ def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **crea
       ValueError: a model without a torchvision counterpart, or a state dict with missing or
         unexpected keys or shapes that do not match (the message lists them all).
     """
+    if isinstance(state_dict, (str, os.PathLike)):
+        state_dict = read_safetensors(state_dict)
     model = create(model_name, **create_kwargs)
     probe_shape = (32, 32, 3)  # any size the families accept: their weights do not depend on it
     architecture = model.abstract_nnx_model(probe_shape) if isinstance(model, LinenModel) else model
@@ -179,10 +265,9 @@ def load_torch_state_dict(model_name: str, state_dict: Mapping[str, Any], **crea
             continue
         used.add(torch_key)
         array = _to_numpy(state_dict[torch_key])
-        if array.shape != _expected_torch_shape(expected.shape):
-            mismatched.append(
-                f"{torch_key}: expected {_expected_torch_shape(expected.shape)}, got {tuple(array.shape)}"
-            )
+        torch_shape = _expected_torch_shape(expected.shape, path[-1])
+        if array.shape != torch_shape:
+            mismatched.append(f"{torch_key}: expected {torch_shape}, got {tuple(array.shape)}")
             continue
         flatten_from = None
         if isinstance(architecture, VGG) and path[1:-1] == ("fc1",):

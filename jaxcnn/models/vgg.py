@@ -18,7 +18,14 @@ from flax import nnx
 
 from jaxcnn import nnx_layers as L
 from jaxcnn._validate import is_int
-from jaxcnn.models._common import add_layers, check_images, conv_kernel_init, dense_kernel_init, image_shape
+from jaxcnn.models._common import (
+    ZooModel,
+    add_layers,
+    check_images,
+    conv_kernel_init,
+    dense_kernel_init,
+    image_shape,
+)
 from jaxcnn.models.registry import register
 
 # torchvision's configurations: an int is a 3x3 convolution of that width, "M" a 2x2 max pool.
@@ -27,7 +34,7 @@ VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
 POOLED_SIZE = 7  # the adaptive pool's output, 7x7 as torchvision's
 
 
-class VGG(nnx.Module):
+class VGG(ZooModel):
     """`(N, H, W, C)` -> logits `(N, num_classes)`.
 
     Args:
@@ -40,8 +47,11 @@ class VGG(nnx.Module):
     Inputs at least `2 ** (number of pools)` pixels on a side (32x32 for vgg11/vgg16), so the
     last pool still has a cell; the adaptive pool then brings any size to 7x7 (224x224 gives
     exactly 7x7). At 224x224x3 and 1000 classes vgg11 has 132,863,336 parameters and vgg16
-    138,357,544, as torchvision's (vgg11_bn 132,868,840, vgg16_bn 138,365,992).
+    138,357,544, as torchvision's (vgg11_bn 132,868,840, vgg16_bn 138,365,992). Feature maps: the output
+    of each max pool (strides 2, 4, 8, 16, 32).
     """
+
+    head_name = "fc3"
 
     def __init__(
         self,
@@ -62,7 +72,8 @@ class VGG(nnx.Module):
             )
         self.config, self.batch_norm = tuple(config), batch_norm
         self.min_size = 2 ** self.config.count("M")
-        channels = image_shape(input_shape, "VGG", min_size=self.min_size)[-1]
+        self.input_shape = image_shape(input_shape, "VGG", min_size=self.min_size)
+        channels = self.input_shape[-1]
         conv = functools.partial(
             L.Conv, padding=1, kernel_init=conv_kernel_init, dtype=dtype, impl=impl, rngs=rngs
         )
@@ -87,12 +98,18 @@ class VGG(nnx.Module):
         self.dropout2 = L.Dropout(dropout, rngs=rngs)
         self.fc3 = dense(4096, num_classes)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "VGG", min_size=self.min_size)
+        maps = []
         for name in self.layer_names:
             x = getattr(self, name)(x)
             if name in self.activated:
                 x = jax.nn.relu(x)
+            elif name.startswith("pool"):
+                maps.append(x)
+        return maps if self.layer_names[-1].startswith("pool") else [*maps, x]
+
+    def forward_head(self, x: jax.Array) -> jax.Array:
         x = self.flatten(self.avgpool(x))
         x = self.dropout1(jax.nn.relu(self.fc1(x)))
         x = self.dropout2(jax.nn.relu(self.fc2(x)))

@@ -24,6 +24,7 @@ from jaxcnn.training.ensemble import (
     stack_states,
 )
 from jaxcnn.training.evaluation import EvalSettings, evaluate
+from jaxcnn.training.finetune import FinetuneSettings
 from jaxcnn.training.loop import train, train_and_evaluate
 from jaxcnn.training.metrics import MetricWriter, read_metrics
 from jaxcnn.training.model import ComputeSettings, create_model
@@ -46,6 +47,7 @@ __all__ = [
     "Action",
     "CheckpointError",
     "CheckpointSettings",
+    "FinetuneSettings",
     "Checkpoints",
     "ComputeSettings",
     "DPSettings",

@@ -33,7 +33,7 @@ from jaxcnn import data
 from jaxcnn.parallel import create_strategy
 from jaxcnn.training import actions as actions_lib
 from jaxcnn.training import ensemble as ensemble_lib
-from jaxcnn.training import steps
+from jaxcnn.training import finetune, steps
 from jaxcnn.training.checkpoint import Checkpoints, tree_bytes
 from jaxcnn.training.config import read_sections, validate_config
 from jaxcnn.training.evaluation import evaluate
@@ -205,7 +205,13 @@ def initial_state(
         state = ensemble_lib.create_ensemble_state(model, tx, image_shape, seeds)
         step_fn, eval_step = ensemble_lib.ensemble_train_step, ensemble_lib.ensemble_eval_step
     else:
-        state = create_train_state(model(config.seed), tx, image_shape, config.seed)
+        net, frozen = model(config.seed), None
+        if sections["finetune"].init_from or sections["finetune"].freeze:
+            frozen, lines = finetune.prepare(net, sections["finetune"], config.model)
+            finetune.log(lines)
+        if frozen is not None:
+            tx = finetune.freezing(tx, frozen)
+        state = create_train_state(net, tx, image_shape, config.seed)
     if sections["ema"].decay:
         state = state.with_ema()
     if sections["dp"].enabled and state.batch_stats:

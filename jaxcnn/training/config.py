@@ -17,6 +17,7 @@ defaults, checks and documentation:
 | `ensemble`    | `training.ensemble.EnsembleSettings`   | vmapped ensembles                                 |
 | `checkpoints` | `training.checkpoint.CheckpointSettings` | how many checkpoints are kept                   |
 | `profile`     | `training.actions.ProfileSettings`     | a `jax.profiler` trace of a few steps             |
+| `finetune`    | `training.finetune.FinetuneSettings`   | start from trained weights, freeze some of them   |
 
 `jaxcnn.training.build_run` is the only code that reads a config: it hands each section to its owner.
 Keys marked resumable may change between the segments of one run (they change what is logged, kept or
@@ -39,6 +40,7 @@ from jaxcnn.training.actions import ProfileSettings
 from jaxcnn.training.checkpoint import CheckpointSettings
 from jaxcnn.training.ensemble import EnsembleSettings
 from jaxcnn.training.evaluation import EvalSettings
+from jaxcnn.training.finetune import FinetuneSettings
 from jaxcnn.training.model import ComputeSettings
 from jaxcnn.training.optim import OPTIMIZERS, OptimizerSettings
 from jaxcnn.training.per_example import DPSettings
@@ -103,6 +105,7 @@ SECTIONS: dict[str, type] = {
     "ensemble": EnsembleSettings,
     "checkpoints": CheckpointSettings,
     "profile": ProfileSettings,
+    "finetune": FinetuneSettings,
 }
 
 # Keys of jaxcnn 0.1 that moved into a section: an old config or command line is told where each went.
@@ -200,3 +203,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             )
         if sections["ensemble"].size > 1:
             raise ValueError("config.dp.clip_norm > 0 (DP-SGD) needs config.ensemble.size 1")
+    if sections["finetune"].init_from or sections["finetune"].freeze:
+        if sections["ensemble"].size > 1:
+            raise ValueError("config.finetune needs config.ensemble.size 1 (ensembles start from seeds)")
+        if not models.is_nnx(config.model):
+            raise ValueError(f"config.finetune needs a zoo model (NNX), not {config.model!r}")

@@ -84,10 +84,18 @@ SIZES = {
     # over space and its (C, H, W) -> (H, W, C) row order is checked.
     "vgg11": 64,
     "vgg11_bn": 64,
+    # the new families at 32x32 (ConvNeXt's minimum; DenseNet's and EfficientNet's last maps are 1x1)
+    "resnet101": 32,
+    "resnet152": 32,
+    "resnext50_32x4d": 32,
+    "wide_resnet50_2": 32,
+    "densenet121": 32,
+    "efficientnet_b0": 32,
+    "convnext_tiny": 32,
 }
 # The NNX models on one net of each family (MobileNetV2 below): test_bridge shows that both APIs give the
 # same logits, bit for bit, for every model.
-NNX_CHECKED = ("resnet50", "vgg11_bn")
+NNX_CHECKED = ("resnet50", "vgg11_bn", "densenet121", "efficientnet_b0", "convnext_tiny")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +121,7 @@ def test_vgg_flatten_order_matters():
 
 @pytest.mark.parametrize("name", sorted(ref.BUILDERS))
 def test_every_torchvision_parameter_has_a_place(name):
-    """All eight torchvision models (resnet34 and vgg16 too) convert: names and shapes match
+    """Every torchvision model of the zoo (resnet34 and vgg16 too) converts: names and shapes match
     one to one. The reference is built on torch's meta device (shapes only), the values are zeros."""
     with torch.device("meta"):
         net = ref.BUILDERS[name]()
@@ -168,6 +176,19 @@ def test_models_without_torchvision_counterpart_are_refused(resnet18_state):
         models.load_torch_state_dict("resnet20", resnet18_state)
     with pytest.raises(ValueError, match="unknown model name"):
         models.load_torch_state_dict("resnet19", resnet18_state)
+
+
+def test_safetensors_file_loads_as_the_state_dict(tmp_path, resnet18_state):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "resnet18.safetensors"
+    safetensors_numpy.save_file({k: np.ascontiguousarray(v) for k, v in resnet18_state.items()}, path)
+    from_file = models.load_torch_state_dict("resnet18", path)
+    assert_trees_equal = functools.partial(jax.tree.map, np.testing.assert_array_equal)
+    assert_trees_equal(from_file, models.load_torch_state_dict("resnet18", resnet18_state))
+    without_bias = {k: np.ascontiguousarray(v) for k, v in resnet18_state.items() if k != "fc.bias"}
+    safetensors_numpy.save_file(without_bias, path)
+    with pytest.raises(ValueError, match=r"missing keys \(1\): fc.bias"):
+        models.load_torch_state_dict("resnet18", str(path))
 
 
 def test_importing_jaxcnn_does_not_import_torch():
