@@ -2,6 +2,7 @@
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,7 +70,8 @@ def test_inverted_residual_adds_its_input_only_when_the_shape_is_kept(stride, fe
 def test_relu6_clips_and_projection_is_linear():
     x = 100 * jnp.abs(Z.random_images((1, 4, 4, 2)))
     for relu6, (low, high) in [(True, (0, 6)), (False, (-np.inf, np.inf))]:
-        layer = ConvBN(2, 4, kernel_size=1, relu6=relu6, **Z.block_parts(nnx.Rngs(0)))
+        activation = jax.nn.relu6 if relu6 else None
+        layer = ConvBN(2, 4, kernel_size=1, activation=activation, **Z.block_parts(nnx.Rngs(0)))
         layer.eval()
         out = layer(x)
         assert low <= float(out.min()) and float(out.max()) <= high
