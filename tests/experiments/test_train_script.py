@@ -54,10 +54,10 @@ def _committed(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path, workers):
-    # With Grain's worker processes on, the killed and resumed run gives the plain run's metrics.
-    extra = (f"--config.data.workers={workers}",)
+def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path):
+    # The whole run reads its data in the main process; the killed and resumed one with 2 Grain worker
+    # processes: the same batches, so the same metrics.
+    extra = ("--config.data.workers=2",)
     whole = _run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "test accuracy" in whole.stdout and "metrics.jsonl" in whole.stdout

@@ -89,7 +89,14 @@ class Case:
 
 # Same code as a smaller model of the list, only deeper or wider: their counts are checked, their logits
 # against PyTorch (test_torch_weights), and the suite stays within its time budget.
-SIZES_OF_CHECKED_CODE = {"resnet101", "resnet152", "wide_resnet50_2", "wrn28_10", "wrn40_4"}
+SIZES_OF_CHECKED_CODE = {
+    "resnet101",
+    "resnet152",
+    "wide_resnet50_2",
+    "wrn28_10",
+    "wrn40_4",
+    "densenet_bc_100_12",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(set(ZOO) - SIZES_OF_CHECKED_CODE))

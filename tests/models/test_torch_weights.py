@@ -85,8 +85,7 @@ SIZES = {
     "vgg11": 64,
     "vgg11_bn": 64,
     # the new families at 32x32 (ConvNeXt's minimum; DenseNet's and EfficientNet's last maps are 1x1)
-    "resnet101": 32,
-    "resnet152": 32,
+    "resnet101": 32,  # resnet152: the same code with more blocks (its parameters' places are checked below)
     "resnext50_32x4d": 32,
     "wide_resnet50_2": 32,
     "densenet121": 32,
