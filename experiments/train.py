@@ -91,12 +91,11 @@ def _config_error(error: Exception) -> str:
         key = str(root.args[0])
         paths = re.findall(r"--config\.([\w.]+)", " ".join(sys.argv))
         path = next((p for p in paths if p.rsplit(".", 1)[-1] == key), key)
+        described = jaxcnn.training.config.unknown_key(path)
         suggestion = re.search(r'Did you mean "([^"]+)"', str(error))
-        if path in jaxcnn.training.config.MOVED:
-            hint = f" (now config.{jaxcnn.training.config.MOVED[path]})"
-        else:
-            hint = f" (did you mean config.{suggestion[1]}?)" if suggestion else ""
-        return f"config has unknown keys config.{path}{hint}"
+        if suggestion and described == f"config.{path}":  # not a moved key: ml_collections' guess
+            described += f" (did you mean config.{suggestion[1]}?)"
+        return f"config has unknown keys {described}"
     if isinstance(error, flags.Error) and "\n" not in str(error):
         return str(error)
     return f"--config: {type(root).__name__}: {str(root).strip().splitlines()[-1].strip()}"  # the gist

@@ -170,14 +170,18 @@ def read_sections(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return {name: settings.from_config(config[name], name) for name, settings in SECTIONS.items()}
 
 
+def unknown_key(key: str) -> str:
+    """`config.KEY` for a key the config lacks, with its new name if it is one of jaxcnn 0.1 that moved."""
+    return f"config.{key}" + (f" (now config.{MOVED[key]})" if key in MOVED else "")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every key's type and range and the keys that constrain each other; a ValueError or
     TypeError naming `config.KEY` and the value."""
     expected = set(KEYS) | set(SECTIONS)
     missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
     if unknown:
-        named = [f"config.{key}" + (f" (now config.{MOVED[key]})" if key in MOVED else "") for key in unknown]
-        raise ValueError(f"config has unknown keys {', '.join(named)}")
+        raise ValueError(f"config has unknown keys {', '.join(map(unknown_key, unknown))}")
     if missing:
         raise ValueError(f"config is missing keys {', '.join(missing)}; start from default_config()")
     for key, value in _leaves(config):  # model_kwargs too: NaN passes every range check (comparisons fail)
