@@ -203,11 +203,6 @@ class _Call(NamedTuple):
     groups: int
 
 
-def blocked_activations(call: _Call, a_shape, b_shape) -> bool:
-    """Whether oneDNN gets x and y in the layout it picks (reordered in and out) rather than jaxcnn's."""
-    return False
-
-
 def _ffi_call(a, b, call: _Call):
     """The handler on (local) operands."""
     low, high = zip(*call.padding)
@@ -221,7 +216,6 @@ def _ffi_call(a, b, call: _Call):
         pad_hi=as_attr(high),
         dilation=as_attr(call.dilation),
         groups=np.int64(call.groups),
-        blocked=np.bool_(blocked_activations(call, a.shape, b.shape)),
     )
 
 

@@ -8,8 +8,8 @@
 //   computes "w": w from (x, y), its backward-weights primitive (the kernel gradient).
 // The kernel goes through the layout oneDNN picks for the shape (format_tag::any; with jaxcnn's it falls
 // back to slower code), reordered on every call since its values change from one call to the next. The
-// activations stay in jaxcnn's layout (NWC, NHWC or NDHWC: oneDNN reads them in place) unless the caller
-// asks for `blocked` layouts, where they are reordered too. Primitives are built once per shape and
+// activations stay in jaxcnn's layout (NWC, NHWC or NDHWC: oneDNN reads them in place; reordering them
+// into oneDNN's blocked layouts and back did not pay where it was tried). Primitives are built once per shape and
 // arguments and cached; a call owns its scratch memory, so several threads may run one primitive at once.
 
 #include <omp.h>
@@ -92,7 +92,6 @@ struct Conv {
   Dims shape[3], stride, pad_lo, pad_hi, dilation;  // jaxcnn's shapes of x, w, y; dilation as jaxcnn's
   int64_t groups;
   Slot computes;
-  bool blocked;  // activations in the layout oneDNN picks too (reordered in and out), not jaxcnn's
 };
 
 // One convolution's primitive and, per array (x, w, y), its layout in jaxcnn (`user`), the one the
@@ -147,7 +146,7 @@ std::shared_ptr<const Plan> make_plan(const Conv& c) {
   plan->user[kW] = kernel_desc(c.shape[kW], c.groups);
   plan->user[kY] = activation_desc(c.shape[kY]);
   const auto layout = [&](Slot slot) {
-    return c.blocked || slot == kW ? any_layout(plan->user[slot]) : plan->user[slot];
+    return slot == kW ? any_layout(plan->user[slot]) : plan->user[slot];
   };
   const dnnl::primitive_attr attr = user_scratchpad();
   const dnnl::primitive_desc pd = convolution_desc(c, layout(kX), layout(kW), layout(kY), attr);
@@ -172,7 +171,7 @@ std::shared_ptr<const Plan> make_plan(const Conv& c) {
 class PlanCache {
  public:
   std::shared_ptr<const Plan> get(const Conv& c, int threads) {
-    std::vector<int64_t> key = {c.computes, c.blocked, threads, c.groups};
+    std::vector<int64_t> key = {c.computes, threads, c.groups};
     for (const Dims* part : {&c.shape[kX], &c.shape[kW], &c.shape[kY], &c.stride, &c.pad_lo, &c.pad_hi,
                              &c.dilation}) {
       key.push_back(static_cast<int64_t>(part->size()));
@@ -260,7 +259,7 @@ using Ints = ffi::Span<const int64_t>;
 
 ffi::Error convolution(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
                        ffi::Result<ffi::AnyBuffer> out, std::string_view computes, Ints stride, Ints pad_lo,
-                       Ints pad_hi, Ints dilation, int64_t groups, bool blocked) {
+                       Ints pad_hi, Ints dilation, int64_t groups) {
   if (computes.size() != 1 || std::string_view("xwy").find(computes[0]) == std::string_view::npos) {
     return ffi::Error::InvalidArgument("oneDNN convolution: computes must be \"x\", \"w\" or \"y\"");
   }
@@ -270,7 +269,7 @@ ffi::Error convolution(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
     }
   }
   const Slot computed = computes[0] == 'x' ? kX : computes[0] == 'w' ? kW : kY;
-  Conv c{{}, as_dims(stride), as_dims(pad_lo), as_dims(pad_hi), as_dims(dilation), groups, computed, blocked};
+  Conv c{{}, as_dims(stride), as_dims(pad_lo), as_dims(pad_hi), as_dims(dilation), groups, computed};
   // The operands are the two arrays other than the one computed, in the order x, w, y.
   void* data[3];
   const ffi::AnyBuffer* operands[2] = {&a, &b};
@@ -308,5 +307,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvolution, convolution,
                                   .Attr<ffi::Span<const int64_t>>("pad_lo")
                                   .Attr<ffi::Span<const int64_t>>("pad_hi")
                                   .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<int64_t>("groups")
-                                  .Attr<bool>("blocked"));
+                                  .Attr<int64_t>("groups"));
