@@ -1,4 +1,4 @@
-"""Datasets in memory and the batches a training loop consumes.
+"""Datasets (in memory, or read when batches gather them) and the batches a training loop consumes.
 
 train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (60000, 28, 28, 1)
 for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
@@ -12,6 +12,8 @@ from jaxcnn.data.datasets import (
     ArrayDataset,
     DataSettings,
     DataUnavailableError,
+    LazyImages,
+    TfdsImages,
     available,
     digits,
     load,
@@ -32,6 +34,8 @@ __all__ = [
     "DataSettings",
     "DataUnavailableError",
     "IdxFormatError",
+    "LazyImages",
+    "TfdsImages",
     "available",
     "batches",
     "cutmix",

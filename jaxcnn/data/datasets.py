@@ -1,7 +1,8 @@
-"""Datasets as in-memory arrays: `load(name, split)` and where each one comes from.
+"""Datasets as arrays: `load(name, split)` and where each one comes from.
 
 `fashion_mnist`, `mnist` and `cifar10` are TFDS datasets. They are read, in this order, from
-1. a TFDS copy prepared as array_record files (read without TensorFlow);
+1. a TFDS copy prepared as array_record files (read without TensorFlow, and lazily: `TfdsImages` decodes
+   the records a batch gathers, so a prepared dataset larger than memory trains);
 2. the dataset's original files (IDX for the MNIST family, the binary archive for CIFAR-10) in
    `$JAXCNN_<NAME>_DIR`, `<data dir>/<name>/` or a system package: Fashion-MNIST from Debian's
    `dataset-fashion-mnist` without network (TFDS cannot prepare those files itself: they were
@@ -40,12 +41,81 @@ class DataUnavailableError(RuntimeError):
     """No source could provide the dataset; the message says how to get it."""
 
 
+class LazyImages:
+    """Images as an array-like uint8 `(N, H, W, C)`, read when indexed.
+
+    `images[rows]` reads those rows (in Grain's worker processes when `data.workers` > 0: the batches
+    gather from it), `images[a:b]` is a lazy view of that slice, `np.asarray(images)` reads them all: a
+    dataset larger than memory trains without being loaded whole. Subclasses say how to read rows
+    (`_read`) and how to view a subset of them (`_select`).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, shape: tuple[int, int, int, int]):
+        self.shape = tuple(shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._select(np.arange(len(self))[index])
+        if np.ndim(index) == 0:
+            return self._read(np.arange(len(self))[[index]])[0]
+        rows = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
+        return self._read(rows) if len(rows) else np.empty((0, *self.shape[1:]), np.uint8)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[np.arange(len(self))].astype(dtype or np.uint8, copy=False)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 `(len(rows), H, W, C)`: the images at `rows` (a non-empty int array)."""
+        raise NotImplementedError
+
+    def _select(self, rows: np.ndarray) -> LazyImages:
+        """The images at `rows`, still unread."""
+        raise NotImplementedError
+
+
+class TfdsImages(LazyImages):
+    """The images of a TFDS split prepared as array_record files, decoded when indexed.
+
+    Picklable for Grain's workers: each process opens the records itself.
+    """
+
+    def __init__(self, directory: str, split: str, records: np.ndarray, image_shape: tuple[int, int, int]):
+        super().__init__((len(records), *image_shape))
+        self.directory, self.split, self.records = directory, split, records
+        self._source = None
+
+    def _read(self, rows):
+        if self._source is None:
+            self._source = _data_source(self.directory, self.split)
+        examples = self._source.__getitems__(self.records[rows].tolist())
+        return np.stack([example["image"] for example in examples]).astype(np.uint8, copy=False)
+
+    def _select(self, rows):
+        return TfdsImages(self.directory, self.split, self.records[rows], self.shape[1:])
+
+    def __getstate__(self):
+        return {**self.__dict__, "_source": None}
+
+
+def _data_source(directory: str, split: str, **options):
+    import tensorflow_datasets as tfds
+
+    return tfds.builder_from_directory(directory).as_data_source(split=split, **options)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayDataset:
     """A labelled image split held in memory.
 
     Attributes:
-      images: `(N, H, W, C)` uint8 (for an image folder, `data.folder.ImageFiles`: decoded when indexed).
+      images: `(N, H, W, C)` uint8: a numpy array, or `LazyImages` read when indexed (a prepared TFDS
+        copy's records, an image folder's files).
       labels: `(N,)` int32 in `[0, num_classes)`.
       mean, std: per-channel statistics of the training split on the [0, 1] scale, for `normalize`.
     """
@@ -268,19 +338,30 @@ def _load_tfds_dataset(name: str, split: str, *, data_dir=None, source: str = "a
     return _dataset(name, split, images, labels, info, source=description)
 
 
+_LABELS_PER_READ = 10_000  # records whose labels are read at once (their images are not decoded)
+
+
 def _read_prepared(builder, split: str, tried: list[str]):
-    """(images, labels) of a TFDS dataset prepared as array_record files (read without TensorFlow)."""
+    """(images, labels) of a TFDS dataset prepared as array_record files (read without TensorFlow): the
+    labels now, the images (`TfdsImages`) when a batch gathers them."""
+    import tensorflow_datasets as tfds
+
     if not builder.is_prepared():
         tried.append(f"TFDS: not prepared in {builder.data_dir}")
         return None
     try:
-        records = builder.as_data_source(split=split)
-        examples = records.__getitems__(range(len(records)))
+        undecoded = _data_source(builder.data_dir, split, decoders={"image": tfds.decode.SkipDecoding()})
+        labels = np.asarray([
+            example["label"]
+            for start in range(0, len(undecoded), _LABELS_PER_READ)
+            for example in undecoded.__getitems__(range(start, min(start + _LABELS_PER_READ, len(undecoded))))
+        ])  # fmt: skip
     except Exception as error:  # e.g. prepared as tfrecord, which only TensorFlow reads
         tried.append(f"TFDS: cannot read {builder.data_dir} ({type(error).__name__}: {error})")
         return None
-    images = np.stack([example["image"] for example in examples]).astype(np.uint8)
-    return images, np.asarray([example["label"] for example in examples]), "tfds"
+    image_shape = tuple(builder.info.features["image"].shape)
+    images = TfdsImages(str(builder.data_dir), split, np.arange(len(labels)), image_shape)
+    return images, labels, "tfds"
 
 
 def _read_files(name: str, split: str, directories: list[Path], tried: list[str]):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn._validate import choice, integer, number
-from jaxcnn.data.datasets import BAD_IMAGES, COLORS, SPLITS, ArrayDataset, register
+from jaxcnn.data.datasets import BAD_IMAGES, COLORS, SPLITS, ArrayDataset, LazyImages, register
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 STATISTICS_FILE = "jaxcnn_statistics.json"
@@ -118,39 +118,18 @@ def _color_mode(first: Path, color: str) -> str:
         return "L" if image.mode in _GRAYSCALE_MODES else "RGB"
 
 
-class ImageFiles:
-    """The images of a folder split as an array-like uint8 `(N, H, W, C)`, decoded when indexed.
-
-    `images[rows]` decodes those files (in Grain's worker processes when `data.workers` > 0: the batches
-    gather from it), `images[a:b]` is the files of that slice, `np.asarray(images)` decodes them all:
-    a folder larger than memory trains without being loaded whole.
-    """
-
-    dtype = np.dtype(np.uint8)
-    ndim = 4
+class ImageFiles(LazyImages):
+    """The images of a folder split, decoded from their files when indexed (see `LazyImages`)."""
 
     def __init__(self, paths: list[Path], mode: str, shape: tuple[int, int, int], image_size: int):
+        super().__init__((len(paths), *shape))
         self.paths, self.mode, self.image_size = list(paths), mode, image_size
-        self.shape = (len(self.paths), *shape)
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def _read(self, rows):
+        return np.stack([_decode(self.paths[r], self.mode, self.image_size) for r in rows])
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return ImageFiles(self.paths[index], self.mode, self.shape[1:], self.image_size)
-        if np.ndim(index) == 0:
-            return _decode(self.paths[index], self.mode, self.image_size)
-        rows = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
-        empty = np.empty((0, *self.shape[1:]), np.uint8)
-        return (
-            np.stack([_decode(self.paths[r], self.mode, self.image_size) for r in rows])
-            if len(rows)
-            else empty
-        )
-
-    def __array__(self, dtype=None, copy=None):
-        return self[np.arange(len(self))].astype(dtype or np.uint8, copy=False)
+    def _select(self, rows):
+        return ImageFiles([self.paths[r] for r in rows], self.mode, self.shape[1:], self.image_size)
 
 
 def _image_size_of(path: Path, mode: str, image_size: int) -> tuple[int, int, int]:

@@ -179,12 +179,33 @@ def test_tfds_prepared_dataset_is_read_without_tensorflow(tmp_path, monkeypatch,
             loaded = data.load("fashion_mnist", split, data_dir=tmp_path, source=source)
             assert loaded.source == "tfds" and loaded.images.shape == (len(images), 28, 28, 1)
             # TFDS stores examples in an order of its own (hashed keys): compare as sets of pairs.
-            assert _pairs(loaded.images[..., 0], loaded.labels) == _pairs(images, labels)
+            assert _pairs(np.asarray(loaded.images)[..., 0], loaded.labels) == _pairs(images, labels)
     # source="files" skips TFDS.
     np.testing.assert_array_equal(
         data.load("fashion_mnist", "train", data_dir=tmp_path, source="files").images[..., 0],
         tiny_split("train", seed=1)[0],
     )
+
+
+def test_a_prepared_tfds_split_is_read_lazily_and_travels_to_workers(tmp_path, offline):
+    """Only the labels are read when loading; rows, slices and a pickled copy (a Grain worker's) decode
+    the records they index."""
+    import pickle
+
+    prepare_tiny_tfds(tmp_path, {"train": tiny_split("train"), "test": tiny_split("test")})
+    loaded = data.load("fashion_mnist", "train", data_dir=tmp_path, source="tfds")
+    images = loaded.images
+    assert isinstance(images, data.TfdsImages) and images._source is None  # nothing decoded yet
+    everything = np.asarray(images)
+    assert everything.shape == (12, 28, 28, 1) and everything.dtype == np.uint8
+    np.testing.assert_array_equal(images[[5, 0, 5]], everything[[5, 0, 5]])
+    np.testing.assert_array_equal(images[-1], everything[-1])
+    np.testing.assert_array_equal(images[3:9:2][[1, 2]], everything[3:9:2][[1, 2]])
+    copy = pickle.loads(pickle.dumps(images[2:]))
+    assert copy._source is None and copy.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(copy[[0, 9]], everything[[2, 11]])
+    batch = next(data.batches(loaded.take(8), 4, seed=3))
+    assert batch["image"].shape == (4, 28, 28, 1) and batch["image"].dtype == np.float32
 
 
 def test_tfds_download_is_not_attempted_offline(tmp_path, monkeypatch, offline):
