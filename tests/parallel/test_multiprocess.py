@@ -41,9 +41,9 @@ def _load(path):
 launch_local = _load(ROOT / "experiments" / "launch_local.py")
 
 
-def _launch(workdir, *extra, per_process=2, cluster_env="explicit"):
+def _launch(workdir, *extra, per_process=2, cluster_env="explicit", overrides=None):
     """launch_local.py, two processes sharing a compilation cache (most of their time is compiling)."""
-    args = [f"--config.{key}={value}" for key, value in OVERRIDES.items()]
+    args = [f"--config.{key}={value}" for key, value in {**OVERRIDES, **(overrides or {})}.items()]
     cache = {
         "JAX_COMPILATION_CACHE_DIR": str(Path(workdir).parent / "jax_cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -111,13 +111,12 @@ def test_two_processes_under_simulated_slurm_join_by_themselves_and_follow_the_c
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint(tmp_path):
-    """SIGTERM reaches one process only (as when one host is preempted): both save the same step, exit."""
+def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint_and_resumes(tmp_path):
+    """SIGTERM reaches one process only (as when one host is preempted): both save the same step and
+    exit; the group started again resumes from it and ends where an uninterrupted run ends."""
     workdir, port = tmp_path / "group", launch_local.free_port()
-    args = [
-        f"--config.{key}={value}"
-        for key, value in {**OVERRIDES, "num_steps": 10**5, "checkpoint_every": 10**5}.items()
-    ]
+    long_run = {"num_steps": 10**5, "checkpoint_every": 10**5}  # stopped by the signal, not by its length
+    args = [f"--config.{key}={value}" for key, value in {**OVERRIDES, **long_run}.items()]
     processes = []
     for index in range(2):
         variables, _ = launch_local.group_args("slurm", index, 2, port)
@@ -142,6 +141,18 @@ def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint(tm
     assert len(saved) == 1 and 0 < saved[0] < 10**5  # the step JAX's preemption service chose
     for error in errors:  # each process reports the one step both saved
         assert f"SIGTERM at step {saved[0]}: checkpoint saved" in error
+
+    # Requeued with a length it can reach soon (the length may change between segments; the constant
+    # learning rate does not depend on it), it must end as one process running those steps at once ends.
+    finish = {**long_run, "num_steps": saved[0] + 2 * LOG_EVERY}
+    resumed = _launch(workdir, "--config.parallel=data", cluster_env="slurm", overrides=finish)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {saved[0]}" in resumed.stdout
+    config = _load(ROOT / CONFIG).get_config()
+    config.update_from_flattened_dict({**OVERRIDES, **finish})
+    train_and_evaluate(config, tmp_path / "uninterrupted", handle_signals=False)
+    group_test, single_test = _losses(workdir, "test"), _losses(tmp_path / "uninterrupted", "test")
+    _assert_same_curve(group_test[-1:], single_test[-1:])
 
 
 def test_a_config_error_in_the_group_is_reported_with_its_exit_code(tmp_path):
