@@ -44,55 +44,36 @@ def conv_transpose_kernel_shape(
     return conv_kernel_shape(kernel_size, features, in_features, groups, spatial_dims)
 
 
-def conv(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """The layer's convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
-    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
-    return F.conv(
-        x,
-        kernel,
-        bias,
+def _geometry(layer) -> dict:
+    """The arguments every convolution layer keeps as attributes of the same names."""
+    return dict(
         stride=layer.stride,
         padding=layer.padding,
         dilation=layer.dilation,
-        groups=layer.groups,
         padding_mode=layer.padding_mode,
         precision=layer.precision,
-        impl=layer.impl,
     )
+
+
+def conv(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """The layer's convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
+    return F.conv(x, kernel, bias, groups=layer.groups, impl=layer.impl, **_geometry(layer))
 
 
 def conv_transpose(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
     """The layer's transposed convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
     return F.conv_transpose(
-        x,
-        kernel,
-        bias,
-        stride=layer.stride,
-        padding=layer.padding,
-        output_padding=layer.output_padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        padding_mode=layer.padding_mode,
-        precision=layer.precision,
-        impl=layer.impl,
-    )
+        x, kernel, bias, output_padding=layer.output_padding, groups=layer.groups, impl=layer.impl,
+        **_geometry(layer),
+    )  # fmt: skip
 
 
 def conv_local(layer, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
     """The layer's locally connected convolution of `x` `(*batch, *spatial, C_in)`, in `layer.dtype`."""
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=layer.dtype)
-    return F.conv_local(
-        x,
-        kernel,
-        bias,
-        window=layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        padding_mode=layer.padding_mode,
-        precision=layer.precision,
-    )
+    return F.conv_local(x, kernel, bias, window=layer.kernel_size, **_geometry(layer))
 
 
 def max_pool(layer, x: jax.Array) -> jax.Array:

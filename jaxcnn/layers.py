@@ -23,6 +23,25 @@ Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
 Dtype = Any
 
 
+def _convolve(layer: nn.Module, x: jax.Array, kernel_shape_of: Callable, call: Callable) -> jax.Array:
+    """`call(layer, x, kernel, bias)` with the layer's `kernel` (of shape `kernel_shape_of(kernel_size,
+    C_in, features, groups, spatial_dims)`) and `bias`, made on the first call, once `x` is known."""
+    spatial_dims = _layer_calls.spatial_dims_of(layer.kernel_size, default=max(jnp.ndim(x) - 2, 1))
+    kernel_shape = kernel_shape_of(
+        layer.kernel_size, jnp.shape(x)[-1], layer.features, layer.groups, spatial_dims
+    )
+    jax.eval_shape(  # checks the arguments before any parameter is made
+        lambda x, kernel: call(layer, x, kernel, None),
+        jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32),
+        jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
+    )
+    kernel = layer.param("kernel", layer.kernel_init, kernel_shape, layer.param_dtype)
+    bias = (
+        layer.param("bias", layer.bias_init, (layer.features,), layer.param_dtype) if layer.use_bias else None
+    )
+    return call(layer, x, kernel, bias)
+
+
 class Conv(nn.Module):
     """N-d convolution (cross-correlation); the spatial rank follows `kernel_size` or the input.
 
@@ -47,24 +66,7 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        spatial_dims = _layer_calls.spatial_dims_of(self.kernel_size, default=max(jnp.ndim(x) - 2, 1))
-        kernel_shape = _layer_calls.conv_kernel_shape(
-            self.kernel_size, jnp.shape(x)[-1], self.features, self.groups, spatial_dims
-        )
-        F.conv_output_shape(  # checks the arguments before any parameter is made
-            jnp.shape(x),
-            kernel_shape,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            padding_mode=self.padding_mode,
-        )
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        )
-        return _layer_calls.conv(self, x, kernel, bias)
+        return _convolve(self, x, _layer_calls.conv_kernel_shape, _layer_calls.conv)
 
 
 class ConvTranspose(nn.Module):
@@ -93,20 +95,7 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        spatial_dims = _layer_calls.spatial_dims_of(self.kernel_size, default=max(jnp.ndim(x) - 2, 1))
-        kernel_shape = _layer_calls.conv_transpose_kernel_shape(
-            self.kernel_size, jnp.shape(x)[-1], self.features, self.groups, spatial_dims
-        )
-        jax.eval_shape(  # checks the arguments before any parameter is made
-            lambda x, k: _layer_calls.conv_transpose(self, x, k, None),
-            jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32),
-            jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
-        )
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        )
-        return _layer_calls.conv_transpose(self, x, kernel, bias)
+        return _convolve(self, x, _layer_calls.conv_transpose_kernel_shape, _layer_calls.conv_transpose)
 
 
 class ConvLocal(nn.Module):
