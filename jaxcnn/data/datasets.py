@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import socket
@@ -303,6 +304,12 @@ def load(
     return loader(split, data_dir=data_dir, source=source, **options).take(num_examples)
 
 
+def _not_prepared_notice(record: logging.LogRecord) -> bool:
+    """False for TFDS's warning that a dataset has no prepared copy ("Variant folder ... has no
+    dataset_info.json"): the usual case offline, which the error says if no source has the dataset."""
+    return not record.getMessage().startswith("Variant folder")
+
+
 def _load_tfds_dataset(name: str, split: str, *, data_dir=None, source: str = "auto") -> ArrayDataset:
     import tensorflow_datasets as tfds  # imported here: a second or two that digits runs don't need
 
@@ -346,7 +353,13 @@ def _read_prepared(builder, split: str, tried: list[str]):
     labels now, the images (`TfdsImages`) when a batch gathers them."""
     import tensorflow_datasets as tfds
 
-    if not builder.is_prepared():
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_not_prepared_notice)
+    try:
+        prepared = builder.is_prepared()
+    finally:
+        absl_logger.removeFilter(_not_prepared_notice)
+    if not prepared:
         tried.append(f"TFDS: not prepared in {builder.data_dir}")
         return None
     try:

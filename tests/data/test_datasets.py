@@ -1,6 +1,7 @@
 """`load`: every dataset and source, the order of sources offline, and the errors users see."""
 
 import dataclasses
+import logging
 import tarfile
 from pathlib import Path
 
@@ -138,13 +139,15 @@ def test_idx_source_from_environment_variable(tmp_path, monkeypatch, offline):
         assert loaded.class_names[9] == "Ankle boot" and str(tmp_path) in loaded.source
 
 
-def test_idx_source_in_data_dir_for_mnist(tmp_path, offline):
+def test_idx_source_in_data_dir_for_mnist(tmp_path, offline, caplog):
     (tmp_path / "mnist").mkdir()
     images, labels = tiny_split("test")
     write_mnist_split(tmp_path / "mnist", "test", images, labels, compress=False)
-    loaded = data.load("mnist", "test", data_dir=tmp_path, num_examples=3)
+    with caplog.at_level(logging.WARNING):
+        loaded = data.load("mnist", "test", data_dir=tmp_path, num_examples=3)
     np.testing.assert_array_equal(loaded.images[..., 0], images[:3])
     assert loaded.mean == (0.1307,)
+    assert "Variant folder" not in caplog.text  # TFDS's notice that no prepared copy exists: the usual case
 
 
 def test_nothing_available_names_every_remedy(tmp_path, offline):
