@@ -101,7 +101,8 @@ def _decode(path: Path, mode: str, image_size: int) -> np.ndarray:
     from PIL import Image  # imported here: only image folders need it
 
     with Image.open(path) as image:
-        image = image.convert(mode)
+        if image.mode != mode:
+            image = image.convert(mode)
         if image_size and image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         array = np.asarray(image, np.uint8)

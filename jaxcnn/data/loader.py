@@ -50,9 +50,15 @@ class BatchAt:
         )
 
 
-def _exit_with_parent(worker_index: int, worker_count: int) -> None:
-    """Run in each worker process as it starts: it exits when the training process has gone (a run
-    killed with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
+WORKER_NICENESS = 10  # how much lower the workers' scheduling priority is than the training process's
+
+
+def _start_worker(worker_index: int, worker_count: int) -> None:
+    """Run in each worker process as it starts. It yields the CPU to the training process when they
+    compete (`WORKER_NICENESS`: a training step descheduled mid-way stalls its other threads, a decoding
+    worker only falls behind, which the prefetched batches absorb), and it exits when the training process
+    has gone (a run killed with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
+    os.nice(WORKER_NICENESS)
     parent = os.getppid()
 
     def watch():
@@ -105,6 +111,6 @@ def training_batches(
             flags.FLAGS.mark_as_parsed()
         stream = stream.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2),
-            worker_init_fn=_exit_with_parent,
+            worker_init_fn=_start_worker,
         )
     return iter(stream)
