@@ -112,7 +112,7 @@ def _data_source(directory: str, split: str, **options):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayDataset:
-    """A labelled image split held in memory.
+    """A labelled image split: labels in memory, images in memory or read when a batch gathers them.
 
     Attributes:
       images: `(N, H, W, C)` uint8: a numpy array, or `LazyImages` read when indexed (a prepared TFDS
