@@ -30,11 +30,12 @@ def _convolve(layer: nn.Module, x: jax.Array, kernel_shape_of: Callable, call: C
     kernel_shape = kernel_shape_of(
         layer.kernel_size, jnp.shape(x)[-1], layer.features, layer.groups, spatial_dims
     )
-    jax.eval_shape(  # checks the arguments before any parameter is made
-        lambda x, kernel: call(layer, x, kernel, None),
-        jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32),
-        jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
-    )
+    if layer.is_initializing():  # checks the arguments before any parameter is made (later calls check them)
+        jax.eval_shape(
+            lambda x, kernel: call(layer, x, kernel, None),
+            jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32),
+            jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
+        )
     kernel = layer.param("kernel", layer.kernel_init, kernel_shape, layer.param_dtype)
     bias = (
         layer.param("bias", layer.bias_init, (layer.features,), layer.param_dtype) if layer.use_bias else None

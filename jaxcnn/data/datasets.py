@@ -104,10 +104,10 @@ class TfdsImages(LazyImages):
         return {**self.__dict__, "_source": None}
 
 
-def _data_source(directory: str, split: str, **options):
+def _data_source(directory: str, split: str):
     import tensorflow_datasets as tfds
 
-    return tfds.builder_from_directory(directory).as_data_source(split=split, **options)
+    return tfds.builder_from_directory(directory).as_data_source(split=split)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -363,7 +363,7 @@ def _read_prepared(builder, split: str, tried: list[str]):
         tried.append(f"TFDS: not prepared in {builder.data_dir}")
         return None
     try:
-        undecoded = _data_source(builder.data_dir, split, decoders={"image": tfds.decode.SkipDecoding()})
+        undecoded = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
         labels = np.asarray([
             example["label"]
             for start in range(0, len(undecoded), _LABELS_PER_READ)

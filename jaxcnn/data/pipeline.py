@@ -20,8 +20,9 @@ from jaxcnn.data.datasets import ArrayDataset
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     """uint8 images to float32 with per-channel `(x / 255 - mean) / std`."""
     scale = np.float32(1 / 255) / np.asarray(std, np.float32)
-    normalized = np.multiply(images, scale, dtype=np.float32)  # one new array, written once (a batch's pages
-    normalized -= np.asarray(mean, np.float32) / np.asarray(std, np.float32)  # fault in on each allocation)
+    # One new array, then updated in place: each allocation of a batch's size faults its pages in again.
+    normalized = np.multiply(images, scale, dtype=np.float32)
+    normalized -= np.asarray(mean, np.float32) / np.asarray(std, np.float32)
     return normalized
 
 
