@@ -5,9 +5,13 @@ the bare compiled step on one batch already on the device, in paired rounds.
     python experiments/make_folder_dataset.py /tmp/fashion_png --size 64 --per_class 100
     python experiments/data_benchmark.py --dataset folder --data_dir /tmp/fashion_png --workers 2
 
-Each round times `--steps` bare steps, then `--steps` steps of the loop (as `training.train` runs them,
-evaluation and checkpoints aside); the ratio loop / bare is printed per round with the median. The first
-steps (compilation, starting the workers) are not timed.
+Each round times `--steps` bare steps, `--steps` steps of the loop (as `training.train` runs them,
+evaluation and checkpoints aside) and `--steps` bare steps again, in turn forwards and backwards so that a
+host slowing down favours none. Printed: the medians over the rounds of loop / bare (the throughput ratio)
+and of bare / bare again, a control that measures nothing but the host's noise: a loop ratio within the
+control's spread is no overhead this host can show. With `--workers 0` the ratio of the process's CPU time
+is printed too (the work the loop adds; time the host gives to others does not count). The first steps
+(compilation, starting the workers) are not timed.
 """
 
 from __future__ import annotations
@@ -23,26 +27,37 @@ import jaxcnn
 from jaxcnn.training import build_run, default_config
 
 
-def loop_steps(run, steps: int) -> float:
-    """Seconds for `steps` steps of the training loop's body, batches from the pipeline included."""
-    started = time.perf_counter()
+def loop_steps(run, steps: int) -> None:
+    """`steps` steps of the training loop's body, batches from the pipeline included."""
     for _ in range(steps):
         run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, next(run.batches))
         run.step += 1
         for action in run.actions:
             action(run)
-    jax.block_until_ready(run.state)
-    return time.perf_counter() - started
 
 
-def bare_steps(run, batch, steps: int) -> float:
-    """Seconds for `steps` compiled steps on one batch already on the device (the step donates the state:
-    the run goes on from the one these steps leave)."""
-    started = time.perf_counter()
+def bare_steps(run, batch, steps: int) -> None:
+    """`steps` compiled steps on one batch already on the device (the step donates the state: the run goes
+    on from the one these steps leave)."""
     for _ in range(steps):
         run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, batch)
+
+
+def timed(run, steps_fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) for `steps_fn()` and the steps it started."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    steps_fn()
     jax.block_until_ready(run.state)
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _paired(numerators, denominators) -> list[float]:
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
+def _spread(ratios: list[float]) -> str:
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.1%} (quartiles {low:.1%}-{high:.1%})"
 
 
 def main(argv=None) -> None:
@@ -54,9 +69,11 @@ def main(argv=None) -> None:
     parser.add_argument("--data_dir", default="", help="config.data.dir (the folder for --dataset folder)")
     parser.add_argument("--workers", type=int, default=0, help="config.data.workers")
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=50, help="steps per timing")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=25, help="steps per timing")
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the spread needs them)")
     jaxcnn.configure_cpu()
     config = default_config()
     config.update_from_flattened_dict(
@@ -72,21 +89,36 @@ def main(argv=None) -> None:
             batch = next(run.batches)
             bare_steps(run, batch, 2)
             loop_steps(run, args.steps)  # warm: compiled, workers started, pipeline full
-            ratios = []
+            jax.block_until_ready(run.state)
+            kinds = {
+                "bare": lambda: bare_steps(run, batch, args.steps),
+                "loop": lambda: loop_steps(run, args.steps),
+                "bare again": lambda: bare_steps(run, batch, args.steps),
+            }
+            times = {kind: [] for kind in kinds}
             for round_index in range(args.rounds):
-                bare, loop = bare_steps(run, batch, args.steps), loop_steps(run, args.steps)
-                ratios.append(bare / loop)
+                for kind in list(kinds)[:: -1 if round_index % 2 else 1]:
+                    times[kind].append(timed(run, kinds[kind]))
+                wall = {kind: times[kind][-1][0] for kind in kinds}
                 print(
-                    f"round {round_index}: bare {args.steps * args.batch_size / bare:,.0f} examples/s, "
-                    f"loop {args.steps * args.batch_size / loop:,.0f} examples/s, loop/bare {ratios[-1]:.1%}"
+                    f"round {round_index}: "
+                    + ", ".join(f"{kind} {args.steps * args.batch_size / s:,.0f}" for kind, s in wall.items())
+                    + f" examples/s; loop/bare {wall['bare'] / wall['loop']:.1%}"
                 )
         finally:
             run.close()
+    wall = {kind: [t[0] for t in timings] for kind, timings in times.items()}
+    cpu = {kind: [t[1] for t in timings] for kind, timings in times.items()}
     print(
-        f"{args.model} on {args.dataset} (workers {args.workers}): loop at {statistics.median(ratios):.1%} "
-        f"of the bare step's throughput (median of {args.rounds} rounds; min {min(ratios):.1%}, "
-        f"max {max(ratios):.1%})"
+        f"{args.model} on {args.dataset} (workers {args.workers}), medians of {args.rounds} rounds: loop at "
+        f"{_spread(_paired(wall['bare'], wall['loop']))} of the bare step's throughput; control, bare / bare "
+        f"again: {_spread(_paired(wall['bare'], wall['bare again']))}"
     )
+    if not args.workers:
+        print(
+            f"CPU time of the process, bare / loop: {_spread(_paired(cpu['bare'], cpu['loop']))}; "
+            f"bare / bare again: {_spread(_paired(cpu['bare'], cpu['bare again']))}"
+        )
 
 
 if __name__ == "__main__":

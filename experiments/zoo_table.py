@@ -56,23 +56,26 @@ ROOT = Path(__file__).resolve().parents[1]
 README_START, README_END = "<!-- zoo table: experiments/zoo_table.py --write -->", "<!-- end of zoo table -->"
 
 
+def row(name: str) -> str:
+    """The table's line for one registered model."""
+    shape, classes = setting(name)
+    model = models.create(name, num_classes=classes)
+    result = jaxcnn.summary(model, shape)
+    size = minimum_size(model, shape[-1])
+    dims = "x".join(map(str, shape))
+    per_pixel = " per pixel" if len(result.output_shape) > 1 else ""  # an image out, (H, W, classes)
+    return (
+        f"| `{name}` | {dims} | {classes}{per_pixel} | {result.total_params:,} "
+        f"| {_flops(result.total_flops)} | {size}x{size} |"
+    )
+
+
 def table() -> str:
     lines = [
         "| model | input | classes | parameters | FLOPs | minimum input |",
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
-    for name in models.available():
-        shape, classes = setting(name)
-        model = models.create(name, num_classes=classes)
-        result = jaxcnn.summary(model, shape)
-        size = minimum_size(model, shape[-1])
-        dims = "x".join(map(str, shape))
-        per_pixel = " per pixel" if len(result.output_shape) > 1 else ""  # an image out, (H, W, classes)
-        lines.append(
-            f"| `{name}` | {dims} | {classes}{per_pixel} | {result.total_params:,} "
-            f"| {_flops(result.total_flops)} "
-            f"| {size}x{size} |"
-        )
+    lines += [row(name) for name in models.available()]
     lines += [
         "",
         "FLOPs: 2 per multiply-accumulate of the convolutions and dense layers, per image "

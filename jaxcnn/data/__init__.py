@@ -25,7 +25,7 @@ from jaxcnn.data.datasets import (
 from jaxcnn.data.folder import load_folder
 from jaxcnn.data.idx import IdxFormatError, read_idx
 from jaxcnn.data.loader import training_batches
-from jaxcnn.data.pipeline import batches, epoch_order, normalize, num_batches, prefetch
+from jaxcnn.data.pipeline import batches, epoch_order, normalize, normalize_on_device, num_batches, prefetch
 
 __all__ = [
     "DATASETS",
@@ -47,6 +47,7 @@ __all__ = [
     "mix_batch",
     "mixup",
     "normalize",
+    "normalize_on_device",
     "num_batches",
     "prefetch",
     "read_idx",

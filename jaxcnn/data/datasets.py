@@ -241,7 +241,7 @@ class DataSettings(Settings):
       color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
       holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
       bad_images: for "folder": an unreadable image is "skip"ped (counted in the log) or "raise"s.
-      workers: processes that gather and normalize the training batches (Grain's `mp_prefetch`);
+      workers: processes that gather (and read and decode) the training batches (Grain's `mp_prefetch`);
         0 = the main process. The batches are the same for any number, so it may change on resume.
     """
 

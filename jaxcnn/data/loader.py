@@ -1,14 +1,17 @@
 """A run's training batches as a Grain pipeline: batch k of the run is element k of a `grain.MapDataset`.
 
     stream = training_batches(train, 128, seed=0, steps_per_epoch=468, start_step=0, stop_step=936, workers=2)
-    next(stream)["image"]   # (128, 28, 28, 1) float32: the batch `data.batches` gives for (seed 0, epoch 0)
+    next(stream)["image"]   # (128, 28, 28, 1) uint8: `data.batches(..., normalized=False)`, seed 0, epoch 0
 
 Element k is global batch `k % steps_per_epoch` of epoch `k // steps_per_epoch`, shuffled from (seed, epoch)
 and split over processes exactly as `data.batches` does (it calls the same `batch_of`), so the batches, and
-the runs trained on them, are those of the plain iterator. Grain's state of this pipeline is the index of
-the next element, which is the run's step: the step a checkpoint records is its whole iterator state, and a
-resumed run starts the dataset at it (`start_step`), bit-identically. With `workers` > 0 the batches are
-gathered and normalized in that many worker processes (Grain's `mp_prefetch`), returned in order.
+the runs trained on them, are those of the plain iterator. The images stay uint8, as stored: the run's
+compiled step normalizes them (`data.normalize_on_device`, bit-identical to `data.normalize`), so a batch
+is a quarter of the bytes to gather, pass from a worker and move to the device. Grain's state of this
+pipeline is the index of the next element, which is the run's step: the step a checkpoint records is its
+whole iterator state, and a resumed run starts the dataset at it (`start_step`), bit-identically. With
+`workers` > 0 the batches are gathered (and lazy images read and decoded) in that many worker processes
+(Grain's `mp_prefetch`), returned in order.
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ class BatchAt:
         if epoch != self._epoch:
             self._epoch, self._order = epoch, epoch_order(len(self.dataset), self.seed, epoch)
         return batch_of(
-            self.dataset, self._order, index, self.batch_size, self.process_index, self.process_count
+            self.dataset,
+            self._order,
+            index,
+            self.batch_size,
+            self.process_index,
+            self.process_count,
+            normalized=False,
         )
 
 

@@ -3,6 +3,8 @@
 A resumed run asks for the same (seed, epoch) and skips `start_batch` batches, so it sees exactly
 the batches an uninterrupted run would. Every batch is a dict of numpy arrays:
 `image` `(B, H, W, C)` float32 normalized, `label` `(B,)` int32, `mask` `(B,)` float32 (0 on padding).
+With `normalized=False` the images stay uint8, as stored, for a compiled program to normalize them on the
+device (`normalize_on_device`, bit-identical): what a training run does, moving a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn._validate import integer
@@ -24,6 +28,18 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     normalized = np.multiply(images, scale, dtype=np.float32)
     normalized -= np.asarray(mean, np.float32) / np.asarray(std, np.float32)
     return normalized
+
+
+def normalize_on_device(images: jax.Array, mean, std) -> jax.Array:
+    """`normalize` for uint8 images on the device (inside a jitted program), equal to it bit for bit.
+
+    Each value is looked up in a table of `normalize`'s 256 results per channel: the same arithmetic in
+    XLA may be fused into a multiply-add and round differently.
+    """
+    channels = len(mean)
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], channels, axis=1)
+    table = normalize(values, mean, std).T.reshape(-1)  # channel c's value v at c * 256 + v
+    return jnp.asarray(table)[images.astype(jnp.int32) + 256 * jnp.arange(channels)]
 
 
 def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
@@ -47,12 +63,14 @@ def batches(
     start_batch: int = 0,
     process_index: int = 0,
     process_count: int = 1,
+    normalized: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of batches; this process's share of each global batch of `batch_size` examples.
 
     Process `p` of `P` gets rows `[p·B/P, (p+1)·B/P)` of every global batch, so the processes together
     see the batch one process would. Without `drop_remainder` the last batch is padded with zero
-    images and masked out, keeping every batch the same shape (one compilation).
+    images and masked out, keeping every batch the same shape (one compilation). `normalized=False`
+    leaves the images uint8 (see the module's docstring).
     """
     for key, value, minimum in (("batch_size", batch_size, 1), ("start_batch", start_batch, 0),
                                 ("process_count", process_count, 1), ("epoch", epoch, 0)):  # fmt: skip
@@ -62,7 +80,7 @@ def batches(
         raise ValueError(f"batch_size {batch_size} must be divisible by process_count {process_count}")
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for b in range(start_batch, num_batches(len(dataset), batch_size, drop_remainder)):
-        yield batch_of(dataset, order, b, batch_size, process_index, process_count)
+        yield batch_of(dataset, order, b, batch_size, process_index, process_count, normalized)
 
 
 def batch_of(
@@ -72,15 +90,18 @@ def batch_of(
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    normalized: bool = True,
 ) -> dict[str, np.ndarray]:
     """This process's share of global batch `index` of the examples in `order` (see `batches`)."""
     local = batch_size // process_count
     rows = order[index * batch_size + process_index * local :][:local]
-    images = normalize(dataset.images[rows], dataset.mean, dataset.std)
+    images = dataset.images[rows]
+    if normalized:
+        images = normalize(images, dataset.mean, dataset.std)
     labels, mask = dataset.labels[rows], np.ones(len(rows), np.float32)
     if len(rows) < local:  # the padded last batch (only without drop_remainder)
         pad = local - len(rows)
-        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
         labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
         mask = np.concatenate([mask, np.zeros(pad, np.float32)])
     return {"image": images, "label": labels, "mask": mask}

@@ -313,24 +313,29 @@ def build_run(
                 MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
             )
         )
-        # The step, wrapped once as the config asks: augmentation before it, the moving average of the
-        # weights after it, its metrics added to the window's sums.
+        # The step, wrapped once as the config asks: the uint8 images normalized and augmented before it,
+        # the moving average of the weights after it, its metrics added to the window's sums.
         step = functools.partial(
             step_fn, label_smoothing=sections["loss"].label_smoothing, axis_name=strategy.axis_name
         )
         augment_key = jax.random.fold_in(jax.random.key(config.seed), _AUGMENT_STREAM)
         step = steps.augmenting(step, sections["augment"], augment_key, strategy.axis_name)
+        step = steps.normalizing(step, train_data.mean, train_data.std)
         step = steps.averaging_weights(step, sections["ema"].decay)
         train_fn = strategy.compile_train(
             steps.accumulating(step, bool(sections["optim"].skip_nonfinite_steps))
         )
         eval_fn = strategy.compile_eval(
-            lambda state, batch: eval_step(
-                state.for_eval(),
-                batch,
-                axis_name=strategy.axis_name,
-                flip=sections["eval"].flip,
-                shift=sections["eval"].shift,
+            steps.normalizing(
+                lambda state, batch: eval_step(
+                    state.for_eval(),
+                    batch,
+                    axis_name=strategy.axis_name,
+                    flip=sections["eval"].flip,
+                    shift=sections["eval"].shift,
+                ),
+                test_data.mean,
+                test_data.std,
             )
         )
         updates = max(total_steps // sections["optim"].accumulate_steps, 1)

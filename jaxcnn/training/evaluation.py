@@ -38,7 +38,8 @@ class EvalSettings(Settings):
 
 def evaluate(eval_fn, state, dataset: data.ArrayDataset, batch_size: int, strategy) -> dict[str, float]:
     """Loss and accuracy over every example of `dataset` (the last batch padded and masked), with
-    `eval_fn(state, batch) -> metric sums` compiled by `strategy`."""
+    `eval_fn(state, batch) -> metric sums` compiled by `strategy`, on batches of uint8 images (see
+    `steps.normalizing`)."""
     total = None
     for batch in data.batches(
         dataset,
@@ -49,6 +50,7 @@ def evaluate(eval_fn, state, dataset: data.ArrayDataset, batch_size: int, strate
         drop_remainder=False,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        normalized=False,
     ):
         metrics = eval_fn(state, strategy.put_batch(batch))
         total = metrics if total is None else steps.add_metrics(total, metrics)

@@ -3,7 +3,7 @@
 Metrics are returned as sums (`loss`, `correct`, `count`) so they add up across steps,
 devices and processes before one division at logging time. A run's step is a plain step (or
 `ensemble.ensemble_train_step`, `per_example.dp_train_step`) wrapped once, as its config asks, by
-`augmenting`, `averaging_weights` and `accumulating` below.
+`normalizing`, `augmenting`, `averaging_weights` and `accumulating` below.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from jax import lax
 
 from jaxcnn._validate import Settings, number
 from jaxcnn.data.augment import Augmentation, eval_views, mix_batch
+from jaxcnn.data.pipeline import normalize_on_device
 from jaxcnn.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -152,6 +153,17 @@ def _mean(total, count: float) -> float | None:
 
 
 # --- Wrappers of a step, chosen once per run ------------------------------------------------------------
+
+
+def normalizing(step: Callable, mean, std) -> Callable:
+    """`step(state, batch, ...)` on batches of uint8 images (as a run's pipeline sends them), normalized
+    first, in the compiled program, exactly as `data.normalize` would on the host; for train and eval
+    steps alike."""
+
+    def normalized(state, batch: dict, *args):
+        return step(state, {**batch, "image": normalize_on_device(batch["image"], mean, std)}, *args)
+
+    return normalized
 
 
 def augmenting(step: Step, augmentation: Augmentation, key: jax.Array, axis_name: str | None = None) -> Step:

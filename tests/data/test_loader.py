@@ -1,4 +1,5 @@
-"""`training_batches`: the Grain stream gives `batches`' batches, from any step, in each process's share."""
+"""`training_batches`: the Grain stream gives `batches`' batches (uint8 images), from any step, in each
+process's share."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ def reference(dataset, batch_size, seed, epochs, **process):
     return [
         b
         for epoch in range(epochs)
-        for b in data.batches(dataset, batch_size, seed=seed, epoch=epoch, **process)
+        for b in data.batches(dataset, batch_size, seed=seed, epoch=epoch, normalized=False, **process)
     ]
 
 

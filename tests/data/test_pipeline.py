@@ -2,6 +2,8 @@
 
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -122,3 +124,25 @@ def test_prefetch_close_stops_an_endless_producer():
 def test_prefetch_rejects_a_bad_size():
     with pytest.raises(ValueError, match="size must be an int >= 1"):
         data.prefetch(iter([]), size=0)
+
+
+@pytest.mark.parametrize(
+    "mean, std", [((0.2860,), (0.3530,)), ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))]
+)
+def test_normalize_on_device_is_normalize_bit_for_bit(mean, std):
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, len(mean)), dtype=np.uint8)
+    images[0] = np.arange(256).reshape(16, 16, 1)  # every value, in every channel
+    got = jax.jit(lambda x: data.normalize_on_device(x, mean, std))(images)
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), data.normalize(images, mean, std))
+
+
+def test_unnormalized_batches_keep_the_images_as_stored(dataset):
+    raw = list(data.batches(dataset, 10, seed=4, shuffle=False, drop_remainder=False, normalized=False))
+    normalized = list(data.batches(dataset, 10, seed=4, shuffle=False, drop_remainder=False))
+    assert raw[0]["image"].dtype == np.uint8 and len(raw) == 11
+    np.testing.assert_array_equal(raw[0]["image"], dataset.images[:10])
+    for r, n in zip(raw, normalized, strict=True):
+        np.testing.assert_array_equal(r["mask"], n["mask"])
+        np.testing.assert_array_equal(r["label"], n["label"])
+    np.testing.assert_array_equal(raw[-1]["image"][3:], 0)  # the padding of the last batch

@@ -36,9 +36,10 @@ def test_feature_info_without_compute(name):
 
 
 IMAGE_TO_IMAGE = {"unet_small"}  # its output is an image (per-pixel classes): no head to replace
+DEEPER_COPIES = {"resnet152"}  # resnet101's code with more blocks: checked there, for the suite's time
 
 
-@pytest.mark.parametrize("name", sorted(set(models.available()) - IMAGE_TO_IMAGE))
+@pytest.mark.parametrize("name", sorted(set(models.available()) - IMAGE_TO_IMAGE - DEEPER_COPIES))
 def test_every_model_has_feature_maps_and_a_replaceable_head(name):
     model = abstract(name)
     info = models.feature_info(model)
