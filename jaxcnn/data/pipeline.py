@@ -35,8 +35,19 @@ def normalize_on_device(images: jax.Array, mean, std) -> jax.Array:
 
     Each value is looked up in a table of `normalize`'s 256 results per channel: the same arithmetic in
     XLA may be fused into a multiply-add and round differently.
+
+    Raises:
+      TypeError: `images` are not uint8.
+      ValueError: `mean` and `std` do not have one value per channel of `images` (its last axis).
     """
+    if images.dtype != jnp.uint8:
+        raise TypeError(f"images must be uint8 (as datasets store them), got {images.dtype}")
     channels = len(mean)
+    if not len(std) == channels == images.shape[-1]:
+        raise ValueError(
+            f"mean and std need one value per channel of images ({images.shape[-1]}), "
+            f"got {channels} and {len(std)}"
+        )
     values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], channels, axis=1)
     table = normalize(values, mean, std).T.reshape(-1)  # channel c's value v at c * 256 + v
     return jnp.asarray(table)[images.astype(jnp.int32) + 256 * jnp.arange(channels)]

@@ -146,3 +146,13 @@ def test_unnormalized_batches_keep_the_images_as_stored(dataset):
         np.testing.assert_array_equal(r["mask"], n["mask"])
         np.testing.assert_array_equal(r["label"], n["label"])
     np.testing.assert_array_equal(raw[-1]["image"][3:], 0)  # the padding of the last batch
+
+
+def test_normalize_on_device_names_bad_images_and_statistics():
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    with pytest.raises(TypeError, match="images must be uint8.*float32"):
+        data.normalize_on_device(images.astype(np.float32), (0.5,) * 3, (0.2,) * 3)
+    with pytest.raises(ValueError, match=r"one value per channel of images \(3\), got 1 and 1"):
+        data.normalize_on_device(images, (0.5,), (0.2,))
+    with pytest.raises(ValueError, match="got 3 and 2"):
+        data.normalize_on_device(images, (0.5,) * 3, (0.2,) * 2)
