@@ -14,7 +14,8 @@ smaller batch) it measures, float32, SGD with momentum:
     `jaxcnn[xla] / flax` is the cost of the abstraction alone;
   - `flax`: the architecture written with `flax.linen` (nn.Conv, nn.max_pool, nn.BatchNorm, ...),
     same parameter count (asserted), stepped by the same `train_step`;
-  - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is importable.
+  - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is installed, in a process of
+    its own (its OpenMP threads and those of jaxcnn's oneDNN would otherwise compete for the cores).
 The JAX peers share one process and so the XLA flags: the script calls `jaxcnn.configure_cpu()`, which
 keeps CPU convolutions off YNNPACK (see `jaxcnn/runtime.py`), for plain Flax too. For plain Flax as jaxlib
 runs it by default, run the script again with
@@ -34,6 +35,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -238,16 +241,17 @@ class JaxPeer:
 class TorchPeer:
     """The PyTorch model in eager mode: SGD with momentum on cross-entropy, as the JAX peers."""
 
-    def __init__(self, name, num_classes, batch):
+    def __init__(self, name, num_classes, image, label, threads):
         import torch
 
+        torch.set_num_threads(threads)
         torch.manual_seed(0)
         self.torch = torch
         self.model = torch_model(name, num_classes)
         self.params = sum(p.numel() for p in self.model.parameters())
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-        self.x = torch.from_numpy(np.asarray(batch["image"]).transpose(0, 3, 1, 2).copy())
-        self.y = torch.from_numpy(np.asarray(batch["label"]).astype(np.int64))
+        self.x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+        self.y = torch.from_numpy(label.astype(np.int64))
         started = time.perf_counter()
         self.train(1)  # eager: the first step's one-off allocations stand in for compilation
         self.compile_seconds = time.perf_counter() - started
@@ -267,13 +271,47 @@ class TorchPeer:
                 self.model(self.x)
 
 
-def torch_available(threads: int) -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    torch.set_num_threads(threads)
-    return True
+def _serve_torch_peer(connection, *peer_args) -> None:
+    """The torch process: builds a `TorchPeer`, then runs the (method, steps) it is sent until None."""
+    peer = TorchPeer(*peer_args)
+    connection.send((peer.params, peer.compile_seconds))
+    while (request := connection.recv()) is not None:
+        method, steps = request
+        getattr(peer, method)(steps)
+        connection.send(None)
+
+
+class TorchProcess:
+    """A `TorchPeer` in a process of its own, driven like the JAX peers (`train(steps)`, `eval(steps)`).
+
+    PyTorch and jaxcnn's oneDNN each bring an OpenMP runtime whose idle threads spin for a while after a
+    parallel region: in one process, each library's threads would compete with the other's for the cores.
+    """
+
+    def __init__(self, name, num_classes, batch, threads):
+        import multiprocessing
+
+        image, label = np.asarray(batch["image"]), np.asarray(batch["label"])
+        self._connection, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve_torch_peer, args=(child, name, num_classes, image, label, threads), daemon=True
+        )
+        self._process.start()
+        self.params, self.compile_seconds = self._connection.recv()
+
+    def _run(self, method: str, steps: int) -> None:
+        self._connection.send((method, steps))
+        self._connection.recv()
+
+    def train(self, steps: int) -> None:
+        self._run("train", steps)
+
+    def eval(self, steps: int) -> None:
+        self._run("eval", steps)
+
+    def close(self) -> None:
+        self._connection.send(None)
+        self._process.join()
 
 
 # ---------------------------------------------------------------- measurements
@@ -306,8 +344,10 @@ def throughput(run, steps: int, batch_size: int) -> float:
 
 
 def bench_model(
-    name: str, batch_size: int, steps: int, rounds: int, use_torch: bool, peak: float, bfloat16: bool
+    name: str, batch_size: int, steps: int, rounds: int, torch_threads: int, peak: float, bfloat16: bool
 ) -> dict:
+    """The peers' train and eval throughputs on `name`, in `rounds` alternating rounds (torch, with
+    `torch_threads` threads, in a process of its own; 0: without torch)."""
     image_shape, num_classes, _ = MODELS[name]
     rng = np.random.default_rng(0)
     batch = {
@@ -326,8 +366,8 @@ def bench_model(
     }
     if bfloat16:  # compute in bfloat16, parameters float32: `config.compute.dtype = "bfloat16"`
         peers["jaxcnn[bf16]"] = JaxPeer(nnx_model(dtype=jnp.bfloat16), image_shape, batch)
-    if use_torch:
-        peers["torch"] = TorchPeer(name, num_classes, batch)
+    if torch_threads:
+        peers["torch"] = TorchProcess(name, num_classes, batch, torch_threads)
     counts = {peer: p.params for peer, p in peers.items()}
     if len(set(counts.values())) != 1:
         raise AssertionError(f"{name}: parameter counts differ between peers: {counts}")
@@ -337,12 +377,16 @@ def bench_model(
         p.eval(1)
     train, evals = {k: [] for k in peers}, {k: [] for k in peers}
     order = list(peers)
-    for r in range(rounds):
-        rotated = order[r % len(order) :] + order[: r % len(order)]
-        for peer in rotated:
-            train[peer].append(throughput(peers[peer].train, steps, batch_size))
-        for peer in rotated:
-            evals[peer].append(throughput(peers[peer].eval, steps, batch_size))
+    try:
+        for r in range(rounds):
+            rotated = order[r % len(order) :] + order[: r % len(order)]
+            for peer in rotated:
+                train[peer].append(throughput(peers[peer].train, steps, batch_size))
+            for peer in rotated:
+                evals[peer].append(throughput(peers[peer].eval, steps, batch_size))
+    finally:
+        if "torch" in peers:
+            peers["torch"].close()
     result = {
         "image_shape": image_shape,
         "batch_size": batch_size,
@@ -481,7 +525,8 @@ def main(argv=None) -> dict:
         names = names if args.models != ",".join(MODELS) else ["lenet5"]
         args.batch_size, args.steps, args.rounds, args.loop_steps = args.batch_size or 16, 2, 1, 4
     torch_threads = args.torch_threads or os.cpu_count() or 1
-    use_torch = not args.no_torch and torch_available(torch_threads)
+    # Looked up, not imported: torch runs in a process of its own (`TorchProcess`).
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     peak = matmul_peak_flops(512 if args.quick else 2048)
     results = {
         "machine": {
@@ -492,7 +537,7 @@ def main(argv=None) -> dict:
             "backend": jax.default_backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),  # configure_cpu() adds one, see jaxcnn/runtime.py
             "matmul_peak_gflops": round(peak / 1e9, 1),
-            "torch": _torch_version() if use_torch else None,
+            "torch": importlib.metadata.version("torch") if use_torch else None,
             "torch_threads": torch_threads if use_torch else None,
         },
         "settings": {"rounds": args.rounds, "learning_rate": LEARNING_RATE, "momentum": MOMENTUM},
@@ -503,7 +548,7 @@ def main(argv=None) -> dict:
         steps = args.steps or (3 if name == "resnet18" else 10)
         print(f"{name}: batch {batch_size}, {args.rounds} rounds of {steps} steps ...", flush=True)
         results["models"][name] = bench_model(
-            name, batch_size, steps, args.rounds, use_torch, peak, args.bfloat16
+            name, batch_size, steps, args.rounds, torch_threads if use_torch else 0, peak, args.bfloat16
         )
         results["models"][name]["steps"] = steps
         _write(results, args.out)  # after every model, so a long run that is cut off keeps what it measured
@@ -538,12 +583,6 @@ def _cpu_model() -> str:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 if __name__ == "__main__":
