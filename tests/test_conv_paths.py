@@ -234,7 +234,7 @@ MEASURED_LAYERS = [
     ((3, 3, 512, 512), 8, (7, 7), "xla", "im2col"),
     ((3, 3, 32, 32), 512, (16, 16), "xla", "tap_grad"),
 ]
-THREADED = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce"
+THREADED = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 YNN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce"
 
 
