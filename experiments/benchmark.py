@@ -16,10 +16,12 @@ smaller batch) it measures, float32, SGD with momentum:
     same parameter count (asserted), stepped by the same `train_step`;
   - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is installed, in a process of
     its own (its OpenMP threads and those of jaxcnn's oneDNN would otherwise compete for the cores).
-The JAX peers share one process and so the XLA flags: the script calls `jaxcnn.configure_cpu()`, which
-keeps CPU convolutions off YNNPACK (see `jaxcnn/runtime.py`), for plain Flax too. For plain Flax as jaxlib
-runs it by default, run the script again with
-`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce`.
+The JAX peers share one process and so its settings: the script calls `jaxcnn.configure_cpu()`, which
+keeps CPU convolutions and reductions off YNNPACK and has malloc reuse XLA's temporary buffers (see
+`jaxcnn/runtime.py`), for plain Flax too. For plain Flax as jaxlib runs it by default, run the script again
+with `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce
+MALLOC_ARENA_MAX=16` (any `MALLOC_*` variable keeps configure_cpu off malloc; 16 arenas is glibc's default
+on 2 cores, 8 per core).
 Peers alternate within each round; speeds are medians over rounds and ratios are medians of the ratios
 within a round (paired), since the machine is shared and timings swing. Also reported: eval (forward)
 throughput, compile time, the process's peak RSS after each model, and MFU = FLOPs per example
@@ -516,7 +518,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     parser.add_argument("--out", default="benchmark.json", help="JSON output path")
     args = parser.parse_args(argv)
-    jaxcnn.configure_cpu()  # before JAX starts its backend: XLA's threaded CPU convolutions
+    cpu_settings = jaxcnn.configure_cpu()  # before JAX starts its backend
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
@@ -536,6 +538,7 @@ def main(argv=None) -> dict:
             "jax": jax.__version__,
             "backend": jax.default_backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),  # configure_cpu() adds one, see jaxcnn/runtime.py
+            "configure_cpu": cpu_settings,
             "matmul_peak_gflops": round(peak / 1e9, 1),
             "torch": importlib.metadata.version("torch") if use_torch else None,
             "torch_threads": torch_threads if use_torch else None,
@@ -564,6 +567,7 @@ def main(argv=None) -> dict:
         f"\n{machine['cpu']}, {machine['cores']} cores; float32 matmul peak "
         f"{machine['matmul_peak_gflops']:.0f} GFLOP/s; medians of {args.rounds} rounds{threads}\n"
         f"XLA_FLAGS={machine['xla_flags']!r} (every JAX peer runs under them)\n"
+        f"jaxcnn.configure_cpu() made: {'; '.join(machine['configure_cpu']) or 'nothing'}\n"
     )
     print(table(results))
     _write(results, args.out)

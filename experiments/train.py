@@ -122,7 +122,7 @@ class PlotLearningCurves(jaxcnn.training.Action):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    jaxcnn.configure_cpu()  # XLA's threaded CPU convolutions: before JAX starts its backend
+    jaxcnn.configure_cpu()  # XLA's threaded CPU code, malloc's reuse: before JAX starts its backend
     # Orbax and TFDS log every checkpoint and file through absl at INFO; jaxcnn's own lines stay.
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:

@@ -3,7 +3,7 @@
 `jaxcnn.functional` holds the pure ops; `jaxcnn.nnx_layers` (Flax NNX) and `jaxcnn.layers` (Flax Linen) the
 modules over them; `jaxcnn.models` the model zoo, written in NNX and usable from Linen; `jaxcnn.training`
 builds a run from a config and runs it. Importing jaxcnn changes no environment variable and no global
-setting: scripts and notebooks call `jaxcnn.configure_cpu()` first for XLA's threaded CPU convolutions.
+setting: scripts and notebooks call `jaxcnn.configure_cpu()` first (XLA's threaded CPU code, malloc's reuse).
 """
 
 from jaxcnn import functional, layers, models, nnx_layers

@@ -1,11 +1,13 @@
 """Every CPU lowering of `jaxcnn.functional` agrees with the reference one (`lax.conv_general_dilated`,
 `lax.reduce_window`) in values and gradients, on the random configs of `test_functional.py`; the `impl`
-argument forces a lowering. `jaxcnn.configure_cpu` sets XLA's flag; importing jaxcnn sets nothing.
+argument forces a lowering. `jaxcnn.configure_cpu` sets XLA's flag and malloc's reuse; importing jaxcnn sets
+nothing.
 Speed is measured by `experiments/benchmark.py`, not here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -265,27 +267,64 @@ def test_auto_keeps_xla_off_cpu_and_for_groups_and_forcing_respects_geometry(mon
     assert _cpu_paths.conv_impl("im2col", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "im2col"  # forced anywhere
 
 
-def test_configure_cpu_adds_the_flag_only_before_the_backend_starts_and_when_unset(monkeypatch):
+GLIBC = hasattr(ctypes.CDLL(None), "mallopt")
+MALLOC = [runtime.MALLOC_REUSE_SETTING] if GLIBC else []
+
+
+def test_configure_cpu_makes_its_settings_only_before_the_backend_starts_and_when_unset(monkeypatch):
     assert jaxcnn.configure_cpu is runtime.configure_cpu
     monkeypatch.setattr(runtime.xla_bridge, "backends_are_initialized", lambda: False)
+    for variable in (*runtime.MALLOC_VARIABLES, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    assert runtime.configure_cpu() == THREADED
+    assert runtime.configure_cpu() == [THREADED, *MALLOC]
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {THREADED}"
     assert runtime.xla_cpu_convolutions_threaded()
-    assert runtime.configure_cpu() is None  # once only
+    assert runtime.configure_cpu() == MALLOC  # the flag once only; mallopt's values again
     assert os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
     monkeypatch.setenv("XLA_FLAGS", YNN_CONVOLUTIONS)
-    assert runtime.configure_cpu() is None  # the user's choice stands
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert runtime.configure_cpu() == []  # the user's choices stand
     assert os.environ["XLA_FLAGS"] == YNN_CONVOLUTIONS
     assert not runtime.xla_cpu_convolutions_threaded()
     monkeypatch.delenv("XLA_FLAGS")
     monkeypatch.setattr(runtime.jaxlib.version, "__version_info__", (0, 9, 0))  # without the flag
-    assert runtime.configure_cpu() is None
+    assert runtime.configure_cpu() == []
     assert "XLA_FLAGS" not in os.environ
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
     monkeypatch.setattr(runtime.jaxlib.version, "__version_info__", (0, 10, 2))
     monkeypatch.setattr(runtime.xla_bridge, "backends_are_initialized", lambda: True)
-    assert runtime.configure_cpu() is None  # XLA has read the variable already
+    assert runtime.configure_cpu() == []  # XLA has read the variable and started its threads already
     assert "XLA_FLAGS" not in os.environ
+
+
+TEMPORARY_BUFFER_FAULTS = """
+import resource
+import jax, jax.numpy as jnp
+x, w = jnp.ones((4096, 2048)), jnp.ones((2048, 8))
+step = jax.jit(lambda x, w: jnp.sin(x) @ w + jnp.cos(x) @ w)  # sin(x), cos(x): 64 MB of temporary buffer
+temporary_pages = step.lower(x, w).compile().memory_analysis().temp_size_in_bytes // 4096
+for _ in range(20):  # malloc's heap grows to its working size (here in the first ~12 calls)
+    jax.block_until_ready(step(x, w))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    jax.block_until_ready(step(x, w))
+print(temporary_pages, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt only")
+def test_configure_cpu_reuses_the_temporary_buffer_of_each_call():
+    """Without the malloc setting each call maps its temporary buffer afresh, one page fault per page (as
+    many as `temporary_pages` here); with it the freed buffer is reused."""
+    env = {k: v for k, v in os.environ.items() if k not in (*runtime.MALLOC_VARIABLES, "GLIBC_TUNABLES")}
+    program = "import jaxcnn; assert jaxcnn.configure_cpu()\n" + TEMPORARY_BUFFER_FAULTS
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    temporary_pages, faults_per_call = map(float, done.stdout.split())
+    assert temporary_pages >= 16384 and faults_per_call < temporary_pages / 20
 
 
 def _run(program: str, xla_flags: str) -> str:
@@ -371,3 +410,35 @@ def test_benchmark_quick_runs(tmp_path):
     assert {"jaxcnn", "jaxcnn[xla]", "flax"} <= set(peers)
     assert all(p["train_examples_per_sec"] > 0 for p in peers.values())
     assert results["loop"]["loop_examples_per_sec"] > 0
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (4, 7, 2), (3, 2, 2, 2, 4)])
+def test_batch_norm_on_matrix_products_equals_plain_reductions_in_values_and_both_derivatives(shape):
+    """`batch_moments` and `batch_norm` sum over the leading axes by `_cpu_paths.channel_sum` (and broadcast
+    by `broadcast_channels`, whose transpose is one) on CPU: the same function as jnp's reductions."""
+    rng = np.random.default_rng(len(shape))
+    x, tangent, cotangent = (jnp.asarray(rng.standard_normal(shape) * 3 + 1, jnp.float32) for _ in range(3))
+    scale, bias = (jnp.asarray(rng.standard_normal(shape[-1]), jnp.float32) for _ in range(2))
+    axes = tuple(range(len(shape) - 1))
+
+    def plain(x, scale, bias):
+        mean = x.mean(axes)
+        var = jnp.maximum(jnp.square(x).mean(axes) - jnp.square(mean), 0.0)
+        return (x - mean) * (jax.lax.rsqrt(var + 1e-5) * scale) + bias
+
+    def ours(x, scale, bias):
+        return F.batch_norm(x, *F.batch_moments(x), scale, bias)
+
+    gradients = jax.jit(lambda *args: jax.vjp(ours, *args)[1](cotangent)).lower(x, scale, bias).as_text()
+    assert "stablehlo.dot_general" in gradients and "stablehlo.reduce" not in gradients
+    tangents = (tangent, scale[::-1], bias * 2)
+    for function in (ours, jax.jit(ours)):
+        pairs = [
+            (function(x, scale, bias), plain(x, scale, bias)),
+            *zip(
+                jax.vjp(function, x, scale, bias)[1](cotangent), jax.vjp(plain, x, scale, bias)[1](cotangent)
+            ),
+            (jax.jvp(function, (x, scale, bias), tangents)[1], jax.jvp(plain, (x, scale, bias), tangents)[1]),
+        ]
+        for actual, expected in pairs:
+            assert_close(actual, expected, rtol=2e-5)

@@ -100,13 +100,28 @@ def test_batch_norm_train_and_eval():
     np.testing.assert_allclose(evaluated, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_batch_norm_matches_torch_in_train_mode():
+def test_batch_norm_matches_torch_in_train_mode_in_values_and_gradients():
     torch = pytest.importorskip("torch")
-    x = np.random.default_rng(1).standard_normal((6, 4, 4, 5)).astype(np.float32)
-    reference = torch.nn.BatchNorm2d(5).train()(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((6, 4, 4, 5)) * 2 + 1).astype(np.float32)
+    cotangent = rng.standard_normal(x.shape).astype(np.float32)
+    torch_layer = torch.nn.BatchNorm2d(5).train()
+    torch_x = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
+    reference = torch_layer(torch_x)
+    reference.backward(torch.from_numpy(cotangent.transpose(0, 3, 1, 2)))
     layer = layers.BatchNorm(use_running_average=False)
-    y, _ = layer.apply(layer.init(KEY, x), x, mutable=["batch_stats"])
-    np.testing.assert_allclose(y, reference.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+    variables = layer.init(KEY, x)
+
+    def apply(params, x):
+        return layer.apply({**variables, "params": params}, x, mutable=["batch_stats"])[0]
+
+    y, vjp = jax.vjp(apply, variables["params"], jnp.asarray(x))
+    params_grad, x_grad = vjp(jnp.asarray(cotangent))
+    nchw = (0, 2, 3, 1)
+    np.testing.assert_allclose(y, reference.detach().numpy().transpose(nchw), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x_grad, torch_x.grad.numpy().transpose(nchw), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(params_grad["scale"], torch_layer.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(params_grad["bias"], torch_layer.bias.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_compute_with_float32_params():

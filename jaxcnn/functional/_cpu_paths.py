@@ -1,4 +1,5 @@
-"""Alternative lowerings of convolution and max pooling for XLA's CPU backend, and the rule that picks them.
+"""Alternative lowerings of convolution, max pooling and BatchNorm's per-channel sums for XLA's CPU backend,
+and the rule that picks them.
 
 `lax.conv_general_dilated` and `lax.reduce_window` stay the reference lowerings (and the only ones on
 GPU/TPU). On CPU, float32 convolutions and their gradients run on oneDNN (`_onednn`, jaxcnn's C++
@@ -284,3 +285,23 @@ def _reshape_max_pool_jvp(window, primals, tangents):
     first = jnp.argmax(view, axis=-1)[..., None] == jnp.arange(view.shape[-1])
     picked = jnp.where(first, _window_view(dx, window), jnp.zeros((), dx.dtype))
     return view.max(-1), picked.sum(-1)
+
+
+def channel_sum(x):
+    """`(..., C)` -> `(C,)`: the sum over every axis but the last. On CPU, a product with a row of ones:
+    XLA's CPU reduction over the leading axes of an `(M, C)` array runs on one thread, its dot on every
+    core (BatchNorm's statistics and gradients, 128x32x32x16, forward and backward: 7.9 ms -> 4.8 ms)."""
+    if jax.default_backend() != "cpu":
+        return jnp.sum(x, axis=tuple(range(x.ndim - 1)))
+    rows = x.reshape(-1, x.shape[-1])
+    return jnp.ones(rows.shape[:1], rows.dtype) @ rows
+
+
+def broadcast_channels(v, shape):
+    """`(C,)` -> `shape` = `(..., C)`. On CPU, the product of a column of ones and `v` as a row (XLA
+    compiles it as the broadcast it is), so that its transpose, the gradient wrt `v`, is `channel_sum`'s
+    matrix-vector product instead of a single-threaded reduction."""
+    if jax.default_backend() != "cpu":
+        return jnp.broadcast_to(v, shape)
+    ones = jnp.ones((math.prod(shape[:-1]), 1), jnp.result_type(v))
+    return lax.dot_general(ones, jnp.reshape(v, (1, -1)), (((1,), (0,)), ((), ()))).reshape(shape)
