@@ -1,8 +1,8 @@
 """Shared pytest configuration for the jaxcnn tests.
 
 Eight CPU devices are simulated for the whole session (before jax is first imported), so the
-data-parallel and pmap paths run on a machine without accelerators, and `jaxcnn.configure_cpu` sets
-XLA's CPU flag as the entry points do.
+data-parallel and pmap paths run on a machine without accelerators, and `jaxcnn.configure_cpu` makes
+its settings (XLA's CPU flag, malloc's reuse) as the entry points do.
 
 XLA's persistent compilation cache is shared by the pytest-xdist workers and every subprocess the
 tests start (training scripts, notebooks, multi-process runs): each of them would otherwise compile
@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from jaxcnn.runtime import configure_cpu  # noqa: E402 (after the flags above, before JAX's backend starts)
 
-configure_cpu()  # as the entry points do: XLA's own threaded CPU convolution; the subprocesses inherit it
+configure_cpu()  # as the entry points do; the subprocesses inherit its XLA flag (not malloc's settings)
 
 
 def pytest_configure(config):

@@ -3,7 +3,8 @@
     python experiments/train.py --config experiments/configs/simple_cnn.py --workdir runs/simple_cnn
 
 Five epochs of SGD with momentum 0.9 (learning rate 0.1, batch 128), as in Flax's example. Measured on
-2 CPU cores (Intel Xeon): 90.98% test accuracy (seed 0) after 1 minute 18 seconds of training.
+2 CPU cores (AMD EPYC, 2026-12-04): 90.83% ± 0.25 test accuracy over seeds 0, 1, 2, 1 minute 17 seconds of
+training each.
 """
 
 from jaxcnn.training import default_config
