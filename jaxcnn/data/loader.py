@@ -27,7 +27,7 @@ from absl import flags
 
 from jaxcnn._validate import integer
 from jaxcnn.data.datasets import ArrayDataset
-from jaxcnn.data.pipeline import batch_of, epoch_order
+from jaxcnn.data.pipeline import BACKGROUND_NICENESS, batch_of, epoch_order
 
 
 class BatchAt:
@@ -59,15 +59,12 @@ class BatchAt:
         )
 
 
-WORKER_NICENESS = 10  # how much lower the workers' scheduling priority is than the training process's
-
-
 def _start_worker(worker_index: int, worker_count: int) -> None:
     """Run in each worker process as it starts. It yields the CPU to the training process when they
-    compete (`WORKER_NICENESS`: a training step descheduled mid-way stalls its other threads, a decoding
+    compete (`BACKGROUND_NICENESS`: a training step descheduled mid-way stalls its other threads, a decoding
     worker only falls behind, which the prefetched batches absorb), and it exits when the training process
     has gone (a run killed with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
-    os.nice(WORKER_NICENESS)
+    os.nice(BACKGROUND_NICENESS)  # the whole process: Grain's threads in it start after this
     parent = os.getppid()
 
     def watch():

@@ -9,7 +9,9 @@ device (`normalize_on_device`, bit-identical): what a training run does, moving 
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -118,12 +120,25 @@ def batch_of(
     return {"image": images, "label": labels, "mask": mask}
 
 
+BACKGROUND_NICENESS = 10  # how much lower the input pipeline's scheduling priority is than the step's
+
+
+def yield_to_the_step() -> None:
+    """Lowers the scheduling priority of the calling thread by `BACKGROUND_NICENESS` (on Linux a thread has
+    its own; elsewhere this would lower the whole process, so it does nothing there). A compiled step
+    descheduled mid-way stalls its other threads; a thread producing batches only falls behind, which the
+    batches produced ahead absorb."""
+    if sys.platform == "linux":
+        os.nice(BACKGROUND_NICENESS)
+
+
 class prefetch:  # noqa: N801 - used like a function
     """Iterates `transform(item)` for the items of `iterator`, computed `size` ahead in a thread.
 
     Keeps host batching and the transfer to devices (`transform`, e.g. a `device_put`) off the training
-    step's critical path. An exception in the thread is raised by `next`; `close()` stops the thread, then
-    closes `iterator` if it can be (a Grain iterator's worker processes).
+    step's critical path, at a lower priority than the step's threads (`yield_to_the_step`). An exception
+    in the thread is raised by `next`; `close()` stops the thread, then closes `iterator` if it can be (a
+    Grain iterator's worker processes).
     """
 
     _END = object()
@@ -139,6 +154,7 @@ class prefetch:  # noqa: N801 - used like a function
         self._thread.start()
 
     def _produce(self, iterator, transform):
+        yield_to_the_step()
         try:
             for item in iterator:
                 if not self._put((transform(item), None)):

@@ -4,12 +4,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxcnn import data
+from jaxcnn.data import folder
 from jaxcnn.data.folder import STATISTICS_FILE
 from jaxcnn.training import default_config, train_and_evaluate
 
@@ -79,6 +81,59 @@ def test_resize_grayscale_and_held_out_fraction(tmp_path):
         assert sorted(image.tobytes() for images in split for image in images) == expected
     # The held-out images are fixed by the folder, not drawn anew.
     np.testing.assert_array_equal(data.load_folder(tmp_path, "test", **options).images, test.images)
+
+
+def png_variants(root: Path) -> dict[str, Path]:
+    """One small PNG of each kind Pillow writes: 8-bit grayscale and RGB, interlaced, with a transparent
+    color, palette, alpha, 16-bit and 1-bit; named by kind."""
+    rng = np.random.default_rng(0)
+    gray, rgb = rng.integers(0, 256, (7, 5), np.uint8), rng.integers(0, 256, (7, 5, 3), np.uint8)
+    images = {
+        "L": (Image.fromarray(gray), {}),
+        "RGB": (Image.fromarray(rgb), {}),
+        "L interlaced": (Image.fromarray(gray), {"interlace": 1}),
+        "RGB interlaced": (Image.fromarray(rgb), {"interlace": 1}),
+        "L transparent": (Image.fromarray(gray), {"transparency": int(gray[0, 0])}),
+        "RGB transparent": (Image.fromarray(rgb), {"transparency": tuple(int(v) for v in rgb[0, 0])}),
+        "P": (Image.fromarray(rgb).quantize(16), {}),
+        "RGBA": (Image.fromarray(np.dstack([rgb, gray])), {}),
+        "LA": (Image.fromarray(np.dstack([gray, gray[::-1]])), {}),
+        "I;16": (Image.fromarray(gray.astype(np.uint16) * 257), {}),
+        "1": (Image.fromarray(gray > 127), {}),
+    }
+    paths = {}
+    for kind, (image, options) in images.items():
+        paths[kind] = root / f"{kind}.png"
+        image.save(paths[kind], **options)
+    return paths
+
+
+def test_libspng_decodes_the_pixels_pillow_does_and_only_where_it_can(tmp_path, monkeypatch):
+    spng = pytest.importorskip("pyspng")
+    decoded_by_libspng = []
+
+    def load(data, mode):
+        decoded_by_libspng.append(True)
+        return spng.load(data, mode)
+
+    paths = png_variants(tmp_path)
+    for kind, path in paths.items():
+        for mode, image_size in (("L", 0), ("RGB", 0), ("L", 7), ("L", 5), ("RGB", 3)):
+            monkeypatch.setattr(folder, "_libspng", lambda: None)
+            expected = folder._decode(path, mode, image_size)
+            monkeypatch.setattr(folder, "_libspng", lambda: SimpleNamespace(load=load))
+            decoded_by_libspng.clear()
+            actual = folder._decode(path, mode, image_size)
+            np.testing.assert_array_equal(actual, expected, err_msg=f"{kind} as {mode} at {image_size}")
+            assert actual.dtype == np.uint8 and actual.shape == expected.shape
+            fast = kind.split()[0] == mode  # 8-bit L or RGB, interlaced or with a transparent color
+            assert bool(decoded_by_libspng) == (fast and image_size == 0), (kind, mode, image_size)
+    # What libspng cannot read goes to Pillow, which names the problem.
+    damaged = tmp_path / "damaged.png"
+    whole = paths["L"].read_bytes()
+    damaged.write_bytes(whole[:40])
+    with pytest.raises(OSError):
+        folder._decode(damaged, "L", 0)
 
 
 def test_a_corrupt_image_is_skipped_and_counted_or_raises_by_key(tmp_path, caplog):

@@ -1,5 +1,8 @@
 """Batches: deterministic order, resumption, splitting over processes, padding; prefetch."""
 
+import os
+import sys
+import threading
 import time
 
 import jax
@@ -119,6 +122,18 @@ def test_prefetch_close_stops_an_endless_producer():
     time.sleep(0.3)
     assert len(produced) == count <= 4
     assert not items._thread.is_alive()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread has its own scheduling priority on Linux only")
+def test_prefetch_produces_at_a_lower_priority_than_the_step():
+    def priority():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = priority()
+    with data.prefetch(iter(range(3)), transform=lambda _: priority()) as producer_priorities:
+        expected = min(before + data.pipeline.BACKGROUND_NICENESS, 19)
+        assert list(producer_priorities) == [expected] * 3
+    assert priority() == before  # the consumer's (the step's) thread keeps its priority
 
 
 def test_prefetch_rejects_a_bad_size():
