@@ -132,7 +132,7 @@ def _decode_with_libspng(data: bytes, mode: str, image_size: int) -> np.ndarray 
     if image_size and layout[:2] != (image_size, image_size):
         return None
     try:
-        array = spng.load(data, mode)  # asked for the file's own format: no conversion, no alpha from tRNS
+        array = spng.load(data)  # in the file's own format, `mode` (asking for it would convert, slowly)
     except RuntimeError:  # Pillow decodes it, or names what is wrong with it
         return None
     expected = layout[:2] if mode == "L" else (*layout[:2], 3)
@@ -141,7 +141,8 @@ def _decode_with_libspng(data: bytes, mode: str, image_size: int) -> np.ndarray 
 
 def _decode(path: Path, mode: str, image_size: int) -> np.ndarray:
     """One image file as uint8 `(H, W, C)`: converted to `mode` ("L" or "RGB"), resized to a square."""
-    data = path.read_bytes()
+    with open(path, "rb", buffering=0) as file:  # unbuffered: one read of the whole file
+        data = file.read()
     array = _decode_with_libspng(data, mode, image_size)
     if array is None:
         from PIL import Image  # imported here: only image folders need it
