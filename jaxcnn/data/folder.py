@@ -132,7 +132,7 @@ def _decode_with_libspng(data: bytes, mode: str, image_size: int) -> np.ndarray 
     if image_size and layout[:2] != (image_size, image_size):
         return None
     try:
-        array = spng.load(data)  # in the file's own format, `mode` (asking for it would convert, slowly)
+        array = spng.load(data)  # in the file's own format, which is `mode` (asking for it converts, slower)
     except RuntimeError:  # Pillow decodes it, or names what is wrong with it
         return None
     expected = layout[:2] if mode == "L" else (*layout[:2], 3)

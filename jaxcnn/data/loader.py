@@ -64,7 +64,7 @@ def _start_worker(worker_index: int, worker_count: int) -> None:
     compete (`BACKGROUND_NICENESS`: a training step descheduled mid-way stalls its other threads, a decoding
     worker only falls behind, which the prefetched batches absorb), and it exits when the training process
     has gone (a run killed with SIGKILL cannot stop its workers, which would otherwise live on as orphans)."""
-    os.nice(BACKGROUND_NICENESS)  # the whole process: Grain's threads in it start after this
+    os.nice(BACKGROUND_NICENESS)  # inherited by the threads Grain starts in this process after it
     parent = os.getppid()
 
     def watch():
