@@ -9,7 +9,7 @@ mean logits of 10 views (test-time augmentation): itself and its copies moved on
 right (`eval.shift`), each also mirrored (`eval.flip`). Evaluated halfway and at the end.
 Measured on 2 CPU cores (AMD EPYC, seed 0, `experiments/reproduce.py --configs best --seeds 0`): 95.05% test
 accuracy in 57 min 17 s (~720 examples/s), evaluations included: the >= 95% in <= 60 minutes target, met by
-0.05 points and under 3 minutes. The earlier best, `fastcnn` for 18 epochs with the same views, reached 94.74%.
+0.05 points and under 3 minutes. The earlier best, `fastcnn` for 18 epochs with the same views: 94.74%.
 """
 
 from jaxcnn.training import default_config
