@@ -4,7 +4,7 @@
 
 `digits` ships with scikit-learn (1,437 training and 360 test images), so this run needs no download.
 Twenty epochs (880 steps of batch 32) of Adam with a cosine-decayed learning rate. Measured on 2 CPU
-cores: 98.89% test accuracy (seeds 0 and 1 alike), 2 seconds of training, under 30 seconds in all.
+cores: 99.44% test accuracy (seed 0), 4 seconds of training, under 30 seconds in all.
 """
 
 from jaxcnn.training import default_config
