@@ -4,9 +4,9 @@ Fashion-MNIST.
     python experiments/train.py --config experiments/configs/allconv.py --workdir runs/allconv
 
 Ten epochs of SGD with Nesterov momentum (learning rate 0.05, warm-up then cosine decay), weight decay
-5e-4, random 2-pixel crops. About 0.4 GFLOP per 28x28 image forward: ~75 examples/s on 2 CPU cores,
-about two hours for the ten epochs. Measured (seed 0, `--config.num_epochs=3`): 81.22% test accuracy
-after 36 minutes of training.
+5e-4, random 2-pixel crops. About 0.4 GFLOP per 28x28 image forward: ~150 examples/s on 2 CPU cores,
+about 70 minutes for the ten epochs. Measured (seed 0, `--config.num_epochs=3`): 83.64% test accuracy
+after 21 minutes of training.
 """
 
 from jaxcnn.training import default_config
