@@ -1,8 +1,9 @@
 """The oneDNN primitive (`jaxcnn.functional._onednn`) against XLA's convolution (`lax.conv_general_dilated`):
-values, gradients of both operands, forward mode and second derivatives, vmap over the batch, the kernel
-or both, jit with donation, batch sharding over 8 simulated devices and pmap, two threads at once, the
-same bits run to run, XLA's lowering off CPU, and nothing loaded at import. Skipped where the extension
-did not build (the rest of the suite then runs XLA's paths). Speed: `experiments/conv_paths.py`.
+values (float32, and bfloat16 where the CPU has it), gradients of both operands, forward mode and second
+derivatives, vmap over the batch, the kernel or both, jit with donation, batch sharding over 8 simulated
+devices and pmap, two threads at once, the same bits run to run, XLA's lowering off CPU, and nothing loaded
+at import. Skipped where the extension did not build (the rest of the suite then runs XLA's paths). Speed:
+`experiments/conv_paths.py`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,26 @@ def _config_convs(seed):
 def test_values_and_gradients_match_xla(seed):
     (onednn, xla), x, k = _config_convs(seed)
     _assert_trees_close(_values_and_grads(onednn, x, k), _values_and_grads(xla, x, k))
+
+
+@pytest.mark.skipif(not _onednn.native_bfloat16(), reason="this CPU has no bfloat16 arithmetic")
+@pytest.mark.parametrize("seed", range(1, 60, 6))
+def test_bfloat16_values_and_gradients_match_xla(seed):
+    """bfloat16 arrays, products summed in float32 by both: equal up to the rounding of the results."""
+    (onednn, xla), x, k = _config_convs(seed)
+    x, k = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+    actual, expected = _values_and_grads(onednn, x, k), _values_and_grads(xla, x, k)
+    assert {a.dtype for a in jax.tree.leaves(actual)} == {jnp.dtype(jnp.bfloat16)}
+    _assert_trees_close(actual, expected, rtol=1e-2)  # bfloat16 keeps 8 bits: one rounding is 0.4%
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_takes_onednn_only_where_the_cpu_has_its_arithmetic(monkeypatch, native):
+    monkeypatch.setattr(_onednn, "native_bfloat16", lambda: native)
+    pick = lambda dtype: _cpu_paths.conv_impl("auto", (3, 3, 16, 32), 1, 8, (14, 14), dtype)
+    assert pick(jnp.float32) == "onednn"
+    assert (pick(jnp.bfloat16) == "onednn") == native
+    assert pick(jnp.float16) != "onednn"
 
 
 def test_larger_layer_with_blocked_kernel_formats_matches_xla():

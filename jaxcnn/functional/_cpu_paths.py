@@ -2,11 +2,11 @@
 and the rule that picks them.
 
 `lax.conv_general_dilated` and `lax.reduce_window` stay the reference lowerings (and the only ones on
-GPU/TPU). On CPU, float32 convolutions and their gradients run on oneDNN (`_onednn`, jaxcnn's C++
-extension) when it loads. Without it, XLA's convolution is slow when the input has few channels (a
-network's first layers); and the gradient of `reduce_window` max (select-and-scatter) is slow; the
-lowerings here avoid both. Every lowering computes the same function, so the choice only changes speed
-(and float rounding).
+GPU/TPU). On CPU, float32 convolutions (and bfloat16 ones where the CPU has its arithmetic) and their
+gradients run on oneDNN (`_onednn`, jaxcnn's C++ extension) when it loads. Without it, XLA's convolution
+is slow when the input has few channels (a network's first layers); and the gradient of `reduce_window`
+max (select-and-scatter) is slow; the lowerings here avoid both. Every lowering computes the same
+function, so the choice only changes speed (and float rounding).
 The choice is the `impl` argument of `jaxcnn.functional.conv` and `max_pool`; "auto" applies the rules
 of `conv_impl` and `max_pool_impl`, written from the per-layer measurements in docs/conv-lowerings.md
 (`experiments/conv_paths.py` remakes them).
@@ -43,16 +43,16 @@ def conv_impl(
 ) -> str:
     """The lowering for a convolution with kernel `(*window, C_in // groups, C_out)` and this output size.
 
-    "onednn": oneDNN's convolution and its gradients (`_onednn`), for float32 when jaxcnn's extension
-    loads (else "xla"). "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches times kernel,
-    and its autodiff. "im2col_grad": XLA's forward when not differentiated, im2col under differentiation.
-    "tap_grad": XLA's forward and input gradient, the kernel gradient as one GEMM per window position
-    (ungrouped convolutions only: grouped ones take "xla"). "auto" is "onednn" on CPU where it applies,
-    else the rule of `xla_conv_impl`; "xla" on GPU/TPU (cuDNN).
+    "onednn": oneDNN's convolution and its gradients (`_onednn`), for `onednn_dtypes()` when jaxcnn's
+    extension loads (else "xla"). "xla": `lax.conv_general_dilated` and its autodiff. "im2col": patches
+    times kernel, and its autodiff. "im2col_grad": XLA's forward when not differentiated, im2col under
+    differentiation. "tap_grad": XLA's forward and input gradient, the kernel gradient as one GEMM per
+    window position (ungrouped convolutions only: grouped ones take "xla"). "auto" is "onednn" on CPU
+    where it applies, else the rule of `xla_conv_impl`; "xla" on GPU/TPU (cuDNN).
     """
     on_cpu = jax.default_backend() == "cpu"
     if impl == "onednn" or (impl == "auto" and on_cpu):
-        if np.dtype(dtype) == np.float32 and batch > 0 and _onednn.available():
+        if np.dtype(dtype) in onednn_dtypes() and batch > 0 and _onednn.available():
             return "onednn"
         if impl == "onednn":
             return "xla"
@@ -61,6 +61,15 @@ def conv_impl(
     if impl != "auto":
         return impl
     return xla_conv_impl(kernel_shape, groups, batch, out_sizes) if on_cpu else "xla"
+
+
+def onednn_dtypes() -> tuple[np.dtype, ...]:
+    """The dtypes convolutions run in on oneDNN: float32, and bfloat16 where the CPU has its arithmetic."""
+    return (
+        (np.dtype(np.float32), np.dtype(jnp.bfloat16))
+        if _onednn.native_bfloat16()
+        else (np.dtype(np.float32),)
+    )
 
 
 def xla_conv_impl(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]) -> str:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import platform
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,6 +58,17 @@ def available() -> bool:
     if reason is not None:
         logger.warning("jaxcnn: CPU convolutions on XLA, not oneDNN: %s", reason)
     return reason is None
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX-BF16, as Linux names them), which
+    oneDNN's bfloat16 convolutions run on; without it oneDNN would emulate them, slower than float32."""
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpu) is not None
 
 
 def _load() -> str | None:

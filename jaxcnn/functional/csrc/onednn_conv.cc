@@ -48,7 +48,7 @@ Dims row_major_strides(const Dims& shape) {
 }
 
 // x or y, (N, *spatial, C) in memory, as oneDNN's logical (N, C, *spatial).
-memory::desc activation_desc(const Dims& shape) {
+memory::desc activation_desc(const Dims& shape, memory::data_type type) {
   const size_t rank = shape.size();
   const Dims row = row_major_strides(shape);
   Dims dims = {shape[0], shape[rank - 1]}, strides = {row[0], row[rank - 1]};
@@ -56,12 +56,12 @@ memory::desc activation_desc(const Dims& shape) {
     dims.push_back(shape[i]);
     strides.push_back(row[i]);
   }
-  return memory::desc(dims, memory::data_type::f32, strides);
+  return memory::desc(dims, type, strides);
 }
 
 // w, (*window, C / groups, O) in memory with group-major O, as oneDNN's logical (O, C, *window) or,
 // grouped, (groups, O / groups, C / groups, *window).
-memory::desc kernel_desc(const Dims& shape, int64_t groups) {
+memory::desc kernel_desc(const Dims& shape, int64_t groups, memory::data_type type) {
   const size_t rank = shape.size();
   const Dims row = row_major_strides(shape);
   const int64_t out = shape[rank - 1];
@@ -79,7 +79,7 @@ memory::desc kernel_desc(const Dims& shape, int64_t groups) {
     dims.push_back(shape[i]);
     strides.push_back(row[i]);
   }
-  return memory::desc(dims, memory::data_type::f32, strides);
+  return memory::desc(dims, type, strides);
 }
 
 memory::desc any_layout(const memory::desc& desc) {
@@ -92,6 +92,7 @@ struct Conv {
   Dims shape[3], stride, pad_lo, pad_hi, dilation;  // jaxcnn's shapes of x, w, y; dilation as jaxcnn's
   int64_t groups;
   Slot computes;
+  memory::data_type type;  // of all three arrays: f32, or bf16 (accumulated in f32 by oneDNN)
 };
 
 // One convolution's primitive and, per array (x, w, y), its layout in jaxcnn (`user`), the one the
@@ -142,9 +143,9 @@ dnnl::primitive_desc convolution_desc(const Conv& c, const memory::desc& x, cons
 
 std::shared_ptr<const Plan> make_plan(const Conv& c) {
   auto plan = std::make_shared<Plan>();
-  plan->user[kX] = activation_desc(c.shape[kX]);
-  plan->user[kW] = kernel_desc(c.shape[kW], c.groups);
-  plan->user[kY] = activation_desc(c.shape[kY]);
+  plan->user[kX] = activation_desc(c.shape[kX], c.type);
+  plan->user[kW] = kernel_desc(c.shape[kW], c.groups, c.type);
+  plan->user[kY] = activation_desc(c.shape[kY], c.type);
   const auto layout = [&](Slot slot) {
     return slot == kW ? any_layout(plan->user[slot]) : plan->user[slot];
   };
@@ -171,7 +172,7 @@ std::shared_ptr<const Plan> make_plan(const Conv& c) {
 class PlanCache {
  public:
   std::shared_ptr<const Plan> get(const Conv& c, int threads) {
-    std::vector<int64_t> key = {c.computes, threads, c.groups};
+    std::vector<int64_t> key = {c.computes, threads, c.groups, static_cast<int64_t>(c.type)};
     for (const Dims* part : {&c.shape[kX], &c.shape[kW], &c.shape[kY], &c.stride, &c.pad_lo, &c.pad_hi,
                              &c.dilation}) {
       key.push_back(static_cast<int64_t>(part->size()));
@@ -263,13 +264,16 @@ ffi::Error convolution(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
   if (computes.size() != 1 || std::string_view("xwy").find(computes[0]) == std::string_view::npos) {
     return ffi::Error::InvalidArgument("oneDNN convolution: computes must be \"x\", \"w\" or \"y\"");
   }
-  for (const ffi::AnyBuffer* buffer : {&a, &b, &*out}) {
-    if (buffer->element_type() != ffi::DataType::F32) {
-      return ffi::Error::InvalidArgument("oneDNN convolution: float32 arrays only");
-    }
+  const ffi::DataType type = a.element_type();
+  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16) {
+    return ffi::Error::InvalidArgument("oneDNN convolution: float32 or bfloat16 arrays only");
+  }
+  if (b.element_type() != type || out->element_type() != type) {
+    return ffi::Error::InvalidArgument("oneDNN convolution: the three arrays must have one dtype");
   }
   const Slot computed = computes[0] == 'x' ? kX : computes[0] == 'w' ? kW : kY;
-  Conv c{{}, as_dims(stride), as_dims(pad_lo), as_dims(pad_hi), as_dims(dilation), groups, computed};
+  Conv c{{}, as_dims(stride), as_dims(pad_lo), as_dims(pad_hi), as_dims(dilation), groups, computed,
+         type == ffi::DataType::F32 ? memory::data_type::f32 : memory::data_type::bf16};
   // The operands are the two arrays other than the one computed, in the order x, w, y.
   void* data[3];
   const ffi::AnyBuffer* operands[2] = {&a, &b};
