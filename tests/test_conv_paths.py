@@ -176,14 +176,17 @@ def test_impl_forces_the_pool_lowering(impl, expected):
 
 @pytest.mark.skipif(not ONEDNN, reason="jaxcnn's oneDNN extension is unavailable")
 @pytest.mark.parametrize("impl", ["auto", "onednn"])
-def test_onednn_serves_float32_on_cpu_and_xla_the_rest(impl):
-    """oneDNN computes the convolution and both gradients of float32 arrays; other dtypes keep XLA's."""
+def test_onednn_serves_its_dtypes_on_cpu_and_xla_the_rest(impl):
+    """oneDNN computes the convolution and both gradients of float32 arrays (and bfloat16 ones where the
+    CPU has its arithmetic); other dtypes keep XLA's."""
     grad = jax.grad(lambda x, k: F.conv(x, k, padding=1, impl=impl).sum(), argnums=(0, 1))
     x, k = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
     text = _jaxpr_text(grad, x, k)
     assert all(f"computes={array}" in text for array in "xwy") and "conv_general_dilated" not in text
-    text = _jaxpr_text(grad, x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
-    assert "onednn_conv" not in text and "conv_general_dilated" in text
+    for dtype in (jnp.bfloat16, jnp.float16):
+        text = _jaxpr_text(grad, x.astype(dtype), k.astype(dtype))
+        on_onednn = np.dtype(dtype) in _cpu_paths.onednn_dtypes()
+        assert ("onednn_conv" in text) == on_onednn and ("conv_general_dilated" in text) != on_onednn
 
 
 def test_im2col_grad_uses_xla_forward_only_when_not_differentiated():
@@ -260,7 +263,7 @@ def test_auto_keeps_xla_off_cpu_and_for_groups_and_forcing_respects_geometry(mon
     assert _cpu_paths.conv_impl("tap_grad", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "xla"  # ungrouped only
     monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: True)
     assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 4, 128, (28, 28), f32) == "onednn"
-    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), jnp.bfloat16) == "im2col"
+    assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), jnp.float16) == "im2col"
     monkeypatch.setattr(_cpu_paths.jax, "default_backend", lambda: "gpu")
     assert _cpu_paths.conv_impl("auto", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "xla"
     assert _cpu_paths.max_pool_impl("auto", (2, 2), (2, 2), no_pads) == "xla"

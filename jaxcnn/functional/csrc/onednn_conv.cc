@@ -6,6 +6,7 @@
 //   computes "y": y from (x, w), oneDNN's forward convolution;
 //   computes "x": x from (w, y), its backward-data primitive (the input gradient of cotangent y);
 //   computes "w": w from (x, y), its backward-weights primitive (the kernel gradient).
+// All three arrays are float32, or all bfloat16 (oneDNN sums the products in float32 and rounds the result).
 // The kernel goes through the layout oneDNN picks for the shape (format_tag::any; with jaxcnn's it falls
 // back to slower code), reordered on every call since its values change from one call to the next. The
 // activations stay in jaxcnn's layout (NWC, NHWC or NDHWC: oneDNN reads them in place; reordering them
