@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn._registry import Registry
-from jaxcnn._validate import Settings, choice, integer, number, shape
+from jaxcnn._validate import Settings, choice, integer, number
+from jaxcnn._validate import shape as check_shape  # `shape` is a parameter's name here
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
 SPLITS = ("train", "test")
@@ -55,7 +56,15 @@ class LazyImages:
     ndim = 4
 
     def __init__(self, shape: tuple[int, int, int, int]):
-        self.shape = tuple(shape)
+        """`shape`: `(N, H, W, C)`, N >= 0 images of H, W, C >= 1.
+
+        Raises:
+          TypeError, ValueError: `shape` is not four such ints.
+        """
+        count, *image = check_shape(shape, "shape", length=4, minimum=0)
+        if min(image) < 1:
+            raise ValueError(f"shape (N, H, W, C) needs H, W and C >= 1, got {shape!r}")
+        self.shape = (count, *image)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -87,7 +96,12 @@ class TfdsImages(LazyImages):
     """
 
     def __init__(self, directory: str, split: str, records: np.ndarray, image_shape: tuple[int, int, int]):
-        super().__init__((len(records), *image_shape))
+        records = np.asarray(records)
+        if records.ndim != 1 or not np.issubdtype(records.dtype, np.integer):
+            raise TypeError(
+                f"records must be a 1-d array of record indices, got {records.dtype} {records.shape}"
+            )
+        super().__init__((len(records), *check_shape(image_shape, "image_shape", length=3)))
         self.directory, self.split, self.records = directory, split, records
         self._source = None
 
@@ -536,7 +550,7 @@ def synthetic(
     The templates depend only on `seed`, the examples also on the split, so train and test share classes.
     Default size: 10,000 train and 2,000 test examples.
     """
-    image_shape = shape(image_shape, "image_shape (H, W, C)", length=3)
+    image_shape = check_shape(image_shape, "image_shape (H, W, C)", length=3)
     integer(num_classes, "num_classes", minimum=2)
     count = num_examples if num_examples is not None else (10_000 if split == "train" else 2_000)
     templates = np.random.default_rng([seed, 0]).uniform(0.15, 0.85, (num_classes, *image_shape))

@@ -190,6 +190,35 @@ def test_tfds_prepared_dataset_is_read_without_tensorflow(tmp_path, monkeypatch,
     )
 
 
+@pytest.mark.parametrize(
+    "shape, error, match",
+    [
+        ((4, 28, 28), ValueError, "4 entries"),
+        ((4, 28, 0, 1), ValueError, "H, W and C >= 1"),
+        ((-1, 28, 28, 1), ValueError, "ints >= 0"),
+        ((4, 28.0, 28, 1), TypeError, "tuple of ints"),
+        ("4x28x28x1", TypeError, "tuple of ints"),
+    ],
+)
+def test_lazy_images_name_a_bad_shape(shape, error, match):
+    with pytest.raises(error, match=match):
+        data.LazyImages(shape)
+    assert data.LazyImages((0, 2, 3, 1)).shape == (0, 2, 3, 1)  # an empty selection is fine
+
+
+@pytest.mark.parametrize(
+    "records, image_shape, error, match",
+    [
+        (np.arange(3.0), (28, 28, 1), TypeError, "records must be a 1-d array of record indices"),
+        (np.zeros((2, 2), int), (28, 28, 1), TypeError, "records must be"),
+        (np.arange(3), (28, 28), ValueError, "image_shape must have 3 entries"),
+    ],
+)
+def test_tfds_images_name_bad_records_or_image_shape(records, image_shape, error, match):
+    with pytest.raises(error, match=match):
+        data.TfdsImages("/nowhere", "train", records, image_shape)
+
+
 def test_a_prepared_tfds_split_is_read_lazily_and_travels_to_workers(tmp_path, offline):
     """Only the labels are read when loading; rows, slices and a pickled copy (a Grain worker's) decode
     the records they index."""
