@@ -309,10 +309,12 @@ step = jax.jit(lambda x, w: jnp.sin(x) @ w + jnp.cos(x) @ w)  # sin(x), cos(x): 
 temporary_pages = step.lower(x, w).compile().memory_analysis().temp_size_in_bytes // 4096
 for _ in range(20):  # malloc's heap grows to its working size (here in the first ~12 calls)
     jax.block_until_ready(step(x, w))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+faults = []
+for _ in range(11):  # the median call: the heap may still grow once, in some call, under a busy host
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     jax.block_until_ready(step(x, w))
-print(temporary_pages, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(temporary_pages, sorted(faults)[5])
 """
 
 
@@ -326,8 +328,8 @@ def test_configure_cpu_reuses_the_temporary_buffer_of_each_call():
         [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    temporary_pages, faults_per_call = map(float, done.stdout.split())
-    assert temporary_pages >= 16384 and faults_per_call < temporary_pages / 20
+    temporary_pages, median_faults = map(float, done.stdout.split())
+    assert temporary_pages >= 16384 and median_faults < temporary_pages / 20
 
 
 def _run(program: str, xla_flags: str) -> str:
