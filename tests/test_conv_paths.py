@@ -270,6 +270,16 @@ def test_auto_keeps_xla_off_cpu_and_for_groups_and_forcing_respects_geometry(mon
     assert _cpu_paths.conv_impl("im2col", (3, 3, 1, 8), 1, 128, (28, 28), f32) == "im2col"  # forced anywhere
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_takes_onednn_only_where_the_cpu_has_its_arithmetic(monkeypatch, native):
+    monkeypatch.setattr(_cpu_paths._onednn, "available", lambda: True)  # the rule, with or without the build
+    monkeypatch.setattr(_cpu_paths._onednn, "native_bfloat16", lambda: native)
+    pick = lambda dtype: _cpu_paths.conv_impl("auto", (3, 3, 16, 32), 1, 8, (14, 14), dtype)
+    assert pick(jnp.float32) == "onednn"
+    assert (pick(jnp.bfloat16) == "onednn") == native
+    assert pick(jnp.float16) != "onednn"
+
+
 GLIBC = hasattr(ctypes.CDLL(None), "mallopt")
 MALLOC = [runtime.MALLOC_REUSE_SETTING] if GLIBC else []
 

@@ -70,15 +70,6 @@ def test_bfloat16_values_and_gradients_match_xla(seed):
     _assert_trees_close(actual, expected, rtol=1e-2)  # bfloat16 keeps 8 bits: one rounding is 0.4%
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_bfloat16_takes_onednn_only_where_the_cpu_has_its_arithmetic(monkeypatch, native):
-    monkeypatch.setattr(_onednn, "native_bfloat16", lambda: native)
-    pick = lambda dtype: _cpu_paths.conv_impl("auto", (3, 3, 16, 32), 1, 8, (14, 14), dtype)
-    assert pick(jnp.float32) == "onednn"
-    assert (pick(jnp.bfloat16) == "onednn") == native
-    assert pick(jnp.float16) != "onednn"
-
-
 def test_larger_layer_with_blocked_kernel_formats_matches_xla():
     """Channel counts where oneDNN reorders the kernel into a blocked layout (the small configs do not)."""
     rng = np.random.default_rng(0)
