@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         run = build_run(config, workdir, handle_signals=False)
         run.actions = [action for action in run.actions if type(action).__name__ == "LogMetrics"]
         try:
-            batch = next(run.batches)
+            batch = jax.device_put(next(run.batches))  # on the CPU the loop's batches stay numpy
             bare_steps(run, batch, 2)
             loop_steps(run, args.steps)  # warm: compiled, workers started, pipeline full
             jax.block_until_ready(run.state)

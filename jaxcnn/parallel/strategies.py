@@ -55,6 +55,12 @@ class SingleDevice:
         return jax.device_put(state)
 
     def put_batch(self, batch: dict[str, np.ndarray]):
+        """`batch` on the default device. The host's CPU is that device itself: there the compiled step
+        reads the numpy arrays where they lie (a `device_put` would copy them, at ~30 us an array of
+        Python overhead), so they must not change until the step is done: `data`'s batches are new
+        arrays each time."""
+        if jax.default_backend() == "cpu":
+            return batch
         return jax.device_put(batch)
 
     def host_state(self, state):

@@ -68,7 +68,7 @@ def check_finite(run: Run, loss: float | None = None) -> None:
             f"the training loss became {loss} by step {run.step}; {kept} "
             "(config.optim.skip_nonfinite_steps skips such steps instead)"
         )
-    if not bool(_all_finite(run.strategy.host_value(run.state.params))):
+    if not bool(_all_finite(run.state.params)):  # computed where the parameters are: one value comes back
         raise FloatingPointError(
             f"the parameters became non-finite by step {run.step}; they were not saved, and {kept}"
         )
@@ -113,7 +113,7 @@ class LogMetrics(Action):
         )
         if summary["loss"] is None:
             logging.warning("step %d: every step since the last log line was skipped (non-finite)", run.step)
-        run.metric_sums = run.strategy.put_state(jax.tree.map(jnp.zeros_like, sums))
+        run.metric_sums = run.strategy.put_state(jax.tree.map(np.zeros_like, sums))  # `sums` is on the host
         self.window_start, self.window_steps, self.paused = time.perf_counter(), 0, run.paused_seconds
 
 

@@ -66,7 +66,7 @@ class Run:
     metric_sums: steps.Metrics
     train_fn: Any  # (state, metric_sums, batch) -> (state, metric_sums), compiled for the strategy
     eval_fn: Any  # (state, batch) -> metric sums, compiled for the strategy
-    batches: Any  # the device batches from `start_step` on (`data.prefetch`)
+    batches: Any  # the batches from `start_step` on, as `strategy.put_batch` places them (`data.prefetch`)
     start_step: int
     total_steps: int
     steps_per_epoch: int

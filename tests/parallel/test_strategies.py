@@ -65,6 +65,15 @@ def _run(strategy, steps=3):
     return losses, final, strategy.host_state(state)
 
 
+def test_on_the_cpu_one_device_takes_the_batch_as_it_is_and_elsewhere_gets_it_placed(monkeypatch):
+    batch = _batches(1)[0]
+    assert SingleDevice().put_batch(batch) is batch  # the compiled step reads it in place: no copy
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    placed = SingleDevice().put_batch(batch)
+    assert all(isinstance(placed[key], jax.Array) for key in batch)
+    np.testing.assert_array_equal(placed["image"], batch["image"])
+
+
 @pytest.fixture(scope="module")
 def single():
     return _run(SingleDevice())
