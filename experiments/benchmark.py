@@ -241,19 +241,22 @@ class JaxPeer:
 
 
 class TorchPeer:
-    """The PyTorch model in eager mode: SGD with momentum on cross-entropy, as the JAX peers."""
+    """The PyTorch model in eager mode: SGD with momentum on cross-entropy, as the JAX peers, on `device`
+    ("cpu" or "cuda"). On a GPU its float32 matmuls may use TensorFloat-32, as JAX's and cuDNN's
+    convolutions do by default (PyTorch's own default for matmuls is full float32)."""
 
-    def __init__(self, name, num_classes, image, label, threads):
+    def __init__(self, name, num_classes, image, label, threads, device):
         import torch
 
         torch.set_num_threads(threads)
         torch.manual_seed(0)
-        self.torch = torch
-        self.model = torch_model(name, num_classes)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        self.torch, self.device = torch, torch.device(device)
+        self.model = torch_model(name, num_classes).to(self.device)
         self.params = sum(p.numel() for p in self.model.parameters())
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-        self.x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
-        self.y = torch.from_numpy(label.astype(np.int64))
+        self.x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy()).to(self.device)
+        self.y = torch.from_numpy(label.astype(np.int64)).to(self.device)
         started = time.perf_counter()
         self.train(1)  # eager: the first step's one-off allocations stand in for compilation
         self.compile_seconds = time.perf_counter() - started
@@ -265,12 +268,20 @@ class TorchPeer:
             loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
             loss.backward()
             self.opt.step()
+        self._wait()
 
     def eval(self, steps: int) -> None:
         self.model.eval()
         with self.torch.no_grad():
             for _ in range(steps):
                 self.model(self.x)
+        self._wait()
+
+    def _wait(self) -> None:
+        """Until the queued GPU work is done, as `jax.block_until_ready` for the JAX peers (on the CPU,
+        eager PyTorch has already finished)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
 
 
 def _serve_torch_peer(connection, *peer_args) -> None:
@@ -290,13 +301,15 @@ class TorchProcess:
     parallel region: in one process, each library's threads would compete with the other's for the cores.
     """
 
-    def __init__(self, name, num_classes, batch, threads):
+    def __init__(self, name, num_classes, batch, threads, device):
         import multiprocessing
 
         image, label = np.asarray(batch["image"]), np.asarray(batch["label"])
         self._connection, child = multiprocessing.Pipe()
         self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve_torch_peer, args=(child, name, num_classes, image, label, threads), daemon=True
+            target=_serve_torch_peer,
+            args=(child, name, num_classes, image, label, threads, device),
+            daemon=True,
         )
         self._process.start()
         self.params, self.compile_seconds = self._connection.recv()
@@ -346,10 +359,17 @@ def throughput(run, steps: int, batch_size: int) -> float:
 
 
 def bench_model(
-    name: str, batch_size: int, steps: int, rounds: int, torch_threads: int, peak: float, bfloat16: bool
+    name: str,
+    batch_size: int,
+    steps: int,
+    rounds: int,
+    torch_threads: int,
+    peak: float,
+    bfloat16: bool,
+    torch_device: str = "cpu",
 ) -> dict:
     """The peers' train and eval throughputs on `name`, in `rounds` alternating rounds (torch, with
-    `torch_threads` threads, in a process of its own; 0: without torch)."""
+    `torch_threads` threads, on `torch_device`, in a process of its own; 0 threads: without torch)."""
     image_shape, num_classes, _ = MODELS[name]
     rng = np.random.default_rng(0)
     batch = {
@@ -369,7 +389,7 @@ def bench_model(
     if bfloat16:  # compute in bfloat16, parameters float32: `config.compute.dtype = "bfloat16"`
         peers["jaxcnn[bf16]"] = JaxPeer(nnx_model(dtype=jnp.bfloat16), image_shape, batch)
     if torch_threads:
-        peers["torch"] = TorchProcess(name, num_classes, batch, torch_threads)
+        peers["torch"] = TorchProcess(name, num_classes, batch, torch_threads, torch_device)
     counts = {peer: p.params for peer, p in peers.items()}
     if len(set(counts.values())) != 1:
         raise AssertionError(f"{name}: parameter counts differ between peers: {counts}")
@@ -515,6 +535,9 @@ def main(argv=None) -> dict:
         "--bfloat16", action="store_true", help="add jaxcnn computing in bfloat16 (float32 parameters)"
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: the cores)")
+    parser.add_argument(
+        "--torch-device", default="", help='"cpu" or "cuda" (default: "cuda" where JAX runs on a GPU)'
+    )
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     parser.add_argument("--out", default="benchmark.json", help="JSON output path")
     args = parser.parse_args(argv)
@@ -527,6 +550,7 @@ def main(argv=None) -> dict:
         names = names if args.models != ",".join(MODELS) else ["lenet5"]
         args.batch_size, args.steps, args.rounds, args.loop_steps = args.batch_size or 16, 2, 1, 4
     torch_threads = args.torch_threads or os.cpu_count() or 1
+    torch_device = args.torch_device or ("cuda" if jax.default_backend() == "gpu" else "cpu")
     # Looked up, not imported: torch runs in a process of its own (`TorchProcess`).
     use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     peak = matmul_peak_flops(512 if args.quick else 2048)
@@ -542,6 +566,8 @@ def main(argv=None) -> dict:
             "matmul_peak_gflops": round(peak / 1e9, 1),
             "torch": importlib.metadata.version("torch") if use_torch else None,
             "torch_threads": torch_threads if use_torch else None,
+            "torch_device": torch_device if use_torch else None,
+            "devices": [str(device.device_kind) for device in jax.local_devices()],
         },
         "settings": {"rounds": args.rounds, "learning_rate": LEARNING_RATE, "momentum": MOMENTUM},
         "models": {},
@@ -551,8 +577,9 @@ def main(argv=None) -> dict:
         steps = args.steps or (3 if name == "resnet18" else 10)
         print(f"{name}: batch {batch_size}, {args.rounds} rounds of {steps} steps ...", flush=True)
         results["models"][name] = bench_model(
-            name, batch_size, steps, args.rounds, torch_threads if use_torch else 0, peak, args.bfloat16
-        )
+            name, batch_size, steps, args.rounds, torch_threads if use_torch else 0, peak, args.bfloat16,
+            torch_device,
+        )  # fmt: skip
         results["models"][name]["steps"] = steps
         _write(results, args.out)  # after every model, so a long run that is cut off keeps what it measured
         for peer, p in results["models"][name]["peers"].items():
@@ -564,7 +591,8 @@ def main(argv=None) -> dict:
     machine = results["machine"]
     threads = f"; torch with {torch_threads} threads" if use_torch else ""
     print(
-        f"\n{machine['cpu']}, {machine['cores']} cores; float32 matmul peak "
+        f"\n{machine['cpu']}, {machine['cores']} cores; JAX on {', '.join(sorted(set(machine['devices'])))}; "
+        f"float32 matmul peak "
         f"{machine['matmul_peak_gflops']:.0f} GFLOP/s; medians of {args.rounds} rounds{threads}\n"
         f"XLA_FLAGS={machine['xla_flags']!r} (every JAX peer runs under them)\n"
         f"jaxcnn.configure_cpu() made: {'; '.join(machine['configure_cpu']) or 'nothing'}\n"
