@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxcnn import _layer_calls
 from jaxcnn import functional as F
-from jaxcnn._validate import integer
+from jaxcnn._validate import int_tuple, integer
 
 Initializer = Callable[..., jax.Array]
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -103,11 +103,12 @@ class ConvLocal(nn.Module):
     """Locally connected convolution (unshared weights), the NNX `ConvLocal`'s twin; sized by its input.
 
     Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters `kernel`
-    `(*out_spatial, C_in * prod(kernel_size), features)` and `bias` `(*out_spatial, features)`.
+    `(*out_spatial, C_in * prod(kernel_size), features)` and `bias` `(*out_spatial, features)`. An int
+    `kernel_size` spans every spatial dim of the input (all but its first and last dims), as `Conv`'s.
     """
 
     features: int
-    kernel_size: Sequence[int]
+    kernel_size: int | Sequence[int]
     stride: int | Sequence[int] = 1
     padding: Padding = "SAME"
     dilation: int | Sequence[int] = 1
@@ -121,9 +122,10 @@ class ConvLocal(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        spatial_dims = len(self.kernel_size)
+        spatial_dims = _layer_calls.spatial_dims_of(self.kernel_size, default=max(jnp.ndim(x) - 2, 1))
+        window = int_tuple(self.kernel_size, spatial_dims, "kernel_size")
         kernel_shape = F.conv_local_kernel_shape(
-            jnp.shape(x)[-spatial_dims - 1 :], self.kernel_size, self.features, stride=self.stride,
+            jnp.shape(x)[-spatial_dims - 1 :], window, self.features, stride=self.stride,
             padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode,
         )  # fmt: skip
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)

@@ -36,6 +36,15 @@ def test_conv_local_layers_match_flax():
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("x_shape", [(2, 7, 3), (2, 6, 5, 3)], ids=["1d", "2d"])
+def test_linen_conv_local_takes_an_int_kernel_size(x_shape):
+    """As every other conv layer: an int is the window in every spatial dim of the input (issue 36, 12)."""
+    x, window = _random(x_shape), (3,) * (len(x_shape) - 2)
+    layer = L.ConvLocal(3, 4, 3, input_size=x_shape[1:-1], rngs=nnx.Rngs(0))
+    y, variables = check_twin(layer, layers.ConvLocal(4, 3), x)
+    np.testing.assert_allclose(y, nn.ConvLocal(4, window).apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "nnx_layer, linen_layer",
     [
