@@ -43,6 +43,44 @@ class DataUnavailableError(RuntimeError):
     """No source could provide the dataset; the message says how to get it."""
 
 
+class UnreadableImageError(ValueError):
+    """An image file that cannot be read or decoded (and `bad_images` is "raise"); the message names it.
+
+    Raised while a folder is loaded, or while batches gather its images (in a Grain worker too, from where
+    it reaches the training process through the iterator).
+    """
+
+
+def printable(name) -> str:
+    """`name` (a path or a string) for a log line or message: each character that is not printable (a
+    newline, the ESC of a terminal's escape sequence) written as its Python escape, so that a file or
+    folder name can neither forge log lines nor recolor a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+
+
+def check_image_size(image_size: int) -> int:
+    """`image_size` (0, or the side images are resized to), refused where one image would exceed Pillow's
+    decompression limit (`PIL.Image.MAX_IMAGE_PIXELS`, 89,478,485 pixels unless raised), before anything
+    is decoded: a decoded image of 30000 x 30000 alone takes 2.7 GB in RGB.
+
+    Raises:
+      TypeError, ValueError: not an int >= 0, or too large (the message gives the memory it would need).
+    """
+    integer(image_size, "image_size", minimum=0)
+    if image_size:
+        from PIL import Image  # imported here: only image folders need it
+
+        pixels = image_size * image_size
+        if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"image_size {image_size} makes every image {image_size}x{image_size} = {pixels:,} pixels: "
+                f"{pixels * 3 / 1e9:.1f} GB of memory each in RGB ({pixels * 12 / 1e9:.1f} GB as float32), "
+                f"beyond Pillow's decompression limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                "(PIL.Image.MAX_IMAGE_PIXELS)"
+            )
+    return image_size
+
+
 class LazyImages:
     """Images as an array-like uint8 `(N, H, W, C)`, read when indexed.
 
@@ -79,6 +117,12 @@ class LazyImages:
 
     def __array__(self, dtype=None, copy=None):
         return self[np.arange(len(self))].astype(dtype or np.uint8, copy=False)
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(images, readable)`: uint8 `(len(rows), H, W, C)` and bool `(len(rows),)`. Where a subclass
+        skips images it cannot read (an image folder's with `bad_images="skip"`), such an image is zeros
+        and not `readable`; otherwise its error is raised. Here: `self[rows]`, every one readable."""
+        return self[rows], np.ones(len(rows), bool)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """uint8 `(len(rows), H, W, C)`: the images at `rows` (a non-empty int array)."""
@@ -132,7 +176,8 @@ class ArrayDataset:
       images: `(N, H, W, C)` uint8: a numpy array, or `LazyImages` read when indexed (a prepared TFDS
         copy's records, an image folder's files).
       labels: `(N,)` int32 in `[0, num_classes)`.
-      mean, std: per-channel statistics of the training split on the [0, 1] scale, for `normalize`.
+      mean, std: per-channel statistics of the training split on the [0, 1] scale, for `normalize`:
+        finite, std > 0 (it divides).
     """
 
     name: str
@@ -153,6 +198,11 @@ class ArrayDataset:
             raise ValueError(f"labels must have shape {self.images.shape[:1]}, got {self.labels.shape}")
         if not len(self.mean) == len(self.std) == self.images.shape[-1]:
             raise ValueError(f"mean and std need one value per channel ({self.images.shape[-1]})")
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std)) and min(self.std) > 0):
+            raise ValueError(
+                "mean and std must be finite and std > 0 (normalize divides by it), "
+                f"got {self.mean}, {self.std}"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -254,7 +304,8 @@ class DataSettings(Settings):
       image_size: for "folder": > 0 resizes every image to this square size; 0 = all have one size.
       color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
       holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
-      bad_images: for "folder": an unreadable image is "skip"ped (counted in the log) or "raise"s.
+      bad_images: for "folder": an image that cannot be read or decoded is "skip"ped (named and counted
+        in the log; see `data.folder`) or "raise"s an `UnreadableImageError`.
       workers: processes that gather (and read and decode) the training batches (Grain's `mp_prefetch`);
         0 = the main process. The batches are the same for any number, so it may change on resume.
     """
@@ -271,7 +322,7 @@ class DataSettings(Settings):
         if not isinstance(self.dir, str):
             raise TypeError(f'dir must be a path (a string; "" = TFDS\'s default), got {self.dir!r}')
         choice(self.source, "source", SOURCES)
-        integer(self.image_size, "image_size", minimum=0)
+        check_image_size(self.image_size)
         choice(self.color, "color", COLORS)
         number(self.holdout, "holdout", minimum=0.0, below=1.0)
         choice(self.bad_images, "bad_images", BAD_IMAGES)
@@ -374,7 +425,7 @@ def _read_prepared(builder, split: str, tried: list[str]):
     finally:
         absl_logger.removeFilter(_not_prepared_notice)
     if not prepared:
-        tried.append(f"TFDS: not prepared in {builder.data_dir}")
+        tried.append(f"TFDS: not prepared in {printable(builder.data_dir)}")
         return None
     try:
         undecoded = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -384,7 +435,7 @@ def _read_prepared(builder, split: str, tried: list[str]):
             for example in undecoded.__getitems__(range(start, min(start + _LABELS_PER_READ, len(undecoded))))
         ])  # fmt: skip
     except Exception as error:  # e.g. prepared as tfrecord, which only TensorFlow reads
-        tried.append(f"TFDS: cannot read {builder.data_dir} ({type(error).__name__}: {error})")
+        tried.append(f"TFDS: cannot read {printable(builder.data_dir)} ({type(error).__name__}: {error})")
         return None
     image_shape = tuple(builder.info.features["image"].shape)
     images = TfdsImages(str(builder.data_dir), split, np.arange(len(labels)), image_shape)
@@ -397,12 +448,12 @@ def _read_files(name: str, split: str, directories: list[Path], tried: list[str]
         if name == "cifar10" and (directory / _CIFAR10_ARCHIVE).is_file():
             return (
                 *read_cifar10_archive(directory / _CIFAR10_ARCHIVE, split),
-                str(directory / _CIFAR10_ARCHIVE),
+                printable(directory / _CIFAR10_ARCHIVE),
             )
         if name != "cifar10" and all(_idx_path(directory, f) for f in _IDX_FILES[split]):
             images, labels = read_idx_split(directory, split)
-            return images[..., None], labels, f"IDX files in {directory}"
-    tried.append(f"files: none in {', '.join(map(str, directories))}")
+            return images[..., None], labels, f"IDX files in {printable(directory)}"
+    tried.append(f"files: none in {', '.join(map(printable, directories))}")
     return None
 
 
@@ -461,14 +512,19 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
     """
     image_file, label_file = (_idx_path(Path(directory), f) for f in _IDX_FILES[split])
     if image_file is None or label_file is None:
-        raise FileNotFoundError(f"{directory} lacks {' and '.join(_IDX_FILES[split])} (.gz or not)")
+        raise FileNotFoundError(
+            f"{printable(directory)} lacks {' and '.join(_IDX_FILES[split])} (.gz or not)"
+        )
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise IdxFormatError(
-            f"{image_file}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}"
+            f"{printable(image_file)}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}"
         )
     if labels.shape != images.shape[:1]:
-        raise IdxFormatError(f"{label_file}: {labels.shape} labels for {len(images)} images in {image_file}")
+        raise IdxFormatError(
+            f"{printable(label_file)}: {labels.shape} labels for {len(images)} images in "
+            f"{printable(image_file)}"
+        )
     return images, labels
 
 
@@ -482,10 +538,10 @@ def read_cifar10_archive(path: str | os.PathLike, split: str) -> tuple[np.ndarra
         files = {Path(m.name).name: m for m in archive.getmembers()}
         missing = [m for m in members if m not in files]
         if missing:
-            raise ValueError(f"{path} lacks {', '.join(missing)}: not CIFAR-10's binary archive")
+            raise ValueError(f"{printable(path)} lacks {', '.join(missing)}: not CIFAR-10's binary archive")
         raw = b"".join(archive.extractfile(files[m]).read() for m in members)
     if len(raw) % 3073:
-        raise ValueError(f"{path}: {len(raw)} bytes is not a whole number of 3,073-byte records")
+        raise ValueError(f"{printable(path)}: {len(raw)} bytes is not a whole number of 3,073-byte records")
     records = np.frombuffer(raw, np.uint8).reshape(-1, 3073)
     return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), records[:, 0].astype(np.int32)
 

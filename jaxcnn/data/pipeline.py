@@ -2,7 +2,8 @@
 
 A resumed run asks for the same (seed, epoch) and skips `start_batch` batches, so it sees exactly
 the batches an uninterrupted run would. Every batch is a dict of numpy arrays:
-`image` `(B, H, W, C)` float32 normalized, `label` `(B,)` int32, `mask` `(B,)` float32 (0 on padding).
+`image` `(B, H, W, C)` float32 normalized, `label` `(B,)` int32, `mask` `(B,)` float32 (0 on padding, and
+on an image that could not be decoded: see `batch_of`).
 With `normalized=False` the images stay uint8, as stored, for a compiled program to normalize them on the
 device (`normalize_on_device`, bit-identical): what a training run does, moving a quarter of the bytes.
 """
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn._validate import integer
-from jaxcnn.data.datasets import ArrayDataset
+from jaxcnn.data.datasets import ArrayDataset, LazyImages
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -105,13 +106,24 @@ def batch_of(
     process_count: int = 1,
     normalized: bool = True,
 ) -> dict[str, np.ndarray]:
-    """This process's share of global batch `index` of the examples in `order` (see `batches`)."""
+    """This process's share of global batch `index` of the examples in `order` (see `batches`).
+
+    An image that its `LazyImages` skips (`gather`: one of an image folder that does not decode) keeps its
+    place, masked out (mask 0: in no loss, gradient or metric), holding a copy of the batch's first readable
+    example and its label: BatchNorm's batch statistics and Mixup's partner then meet a real image.
+    """
     local = batch_size // process_count
     rows = order[index * batch_size + process_index * local :][:local]
-    images = dataset.images[rows]
+    if isinstance(dataset.images, LazyImages):
+        images, readable = dataset.images.gather(rows)
+    else:
+        images, readable = dataset.images[rows], np.ones(len(rows), bool)
+    labels, mask = dataset.labels[rows], readable.astype(np.float32)
+    if readable.any() and not readable.all():
+        stand_in = np.argmax(readable)
+        images[~readable], labels[~readable] = images[stand_in], labels[stand_in]
     if normalized:
         images = normalize(images, dataset.mean, dataset.std)
-    labels, mask = dataset.labels[rows], np.ones(len(rows), np.float32)
     if len(rows) < local:  # the padded last batch (only without drop_remainder)
         pad = local - len(rows)
         images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
