@@ -67,22 +67,30 @@ def _path(path: tuple) -> str:
     return "/".join(str(getattr(key, "key", key)) for key in path)
 
 
+def newest_checkpoint_state(path: str | os.PathLike) -> dict | None:
+    """The train state (`params`, `batch_stats`, `ema_params`, ..., numpy) of the newest checkpoint of a
+    jaxcnn workdir or of its `checkpoints` directory; None where `path` holds none."""
+    path = Path(path)
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    steps = ocp.utils.checkpoint_steps(directory) if directory.is_dir() else []
+    if not steps:
+        return None
+    with ocp.PyTreeCheckpointer() as checkpointer, warnings.catch_warnings():
+        # read to the host whatever devices wrote it: the saved sharding does not matter here
+        warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
+        state = checkpointer.restore(directory / str(max(steps)) / "state")
+    return jax.tree.map(np.asarray, state)
+
+
 def read_weights(init_from: str | os.PathLike, model_name: str) -> dict:
     """`{"params": ..., "batch_stats": ...}` (numpy) from a `.safetensors` file of torchvision's names for
     `model_name`, or from the newest checkpoint of a jaxcnn workdir (or of its `checkpoints` directory)."""
     path = Path(init_from)
     if path.suffix == ".safetensors" and path.is_file():
         return models.load_torch_state_dict(model_name, path)
-    if path.is_dir():
-        directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        steps = ocp.utils.checkpoint_steps(directory)
-        if steps:
-            with ocp.PyTreeCheckpointer() as checkpointer, warnings.catch_warnings():
-                # read to the host whatever devices wrote it: the saved sharding does not matter here
-                warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
-                state = checkpointer.restore(directory / str(max(steps)) / "state")
-            state = jax.tree.map(np.asarray, state)
-            return {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+    state = newest_checkpoint_state(path)
+    if state is not None:
+        return {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
     raise ValueError(
         f"config.finetune.init_from {os.fspath(init_from)!r} is neither a .safetensors file nor a jaxcnn "
         "workdir or checkpoint directory holding a checkpoint"

@@ -1,0 +1,24 @@
+"""A trained model leaves jaxcnn: StableHLO artifacts (`jax.export`) that JAX alone runs, with a metadata file
+beside them.
+
+    servable = jaxcnn.export.from_workdir("runs/lenet5")      # or from_model(...), from_checkpoint(...)
+    jaxcnn.export.export_stablehlo(servable, "lenet5.stablehlo", raw_images=True)
+
+Every export lowers convolutions and pools through plain `lax` (`portable`), whatever `impl` the model
+was built or trained with: jaxcnn's oneDNN custom call runs only where jaxcnn's extension is loaded.
+"""
+
+from jaxcnn.export.servable import Servable, ServingInfo, from_checkpoint, from_model, from_workdir, portable
+from jaxcnn.export.stablehlo import export_stablehlo, load_stablehlo, metadata_path
+
+__all__ = [
+    "Servable",
+    "ServingInfo",
+    "export_stablehlo",
+    "from_checkpoint",
+    "from_model",
+    "from_workdir",
+    "load_stablehlo",
+    "metadata_path",
+    "portable",
+]
