@@ -3,6 +3,8 @@
 python -m jaxcnn models
 python -m jaxcnn summary resnet18 --input-shape 224,224,3 --num-classes 1000
 python -m jaxcnn summary mobilenet_v2 --input-shape 160,160,3 --arg width_multiplier=0.5
+python -m jaxcnn export runs/lenet5 --format stablehlo --out lenet5.stablehlo --raw-images
+python -m jaxcnn predict runs/lenet5 shoe.png photos/ --top 3
 """
 
 from __future__ import annotations
@@ -57,7 +59,85 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a model argument, e.g. --arg width_multiplier=0.5 (repeatable)",
     )
+    _add_export(commands)
+    _add_predict(commands)
     return parser
+
+
+def _add_export(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a trained run's model as a StableHLO or ONNX artifact, with its metadata beside it",
+        description="Exports the model of a run's workdir (its newest checkpoint's evaluation weights).",
+    )
+    export.add_argument("workdir", help="the run's workdir")
+    export.add_argument(
+        "--format", choices=("stablehlo", "onnx"), default="stablehlo", help="default stablehlo"
+    )
+    export.add_argument(
+        "--out", required=True, help="the artifact's path; its metadata goes beside it as .json"
+    )
+    export.add_argument("--batch", type=int, default=None, help="a fixed batch size (default: any)")
+    export.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="default float32")
+    export.add_argument(
+        "--raw-images",
+        action="store_true",
+        help="take uint8 pixels, normalized in the artifact as in training",
+    )
+
+
+def _add_predict(commands) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files with a run's model or an exported StableHLO artifact",
+        description="Prints each image's most probable classes; unreadable files are reported and skipped.",
+    )
+    predict.add_argument("model", help="a run's workdir, or a StableHLO artifact (its .json beside it)")
+    predict.add_argument("images", nargs="+", help="image files, or folders of them")
+    predict.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
+
+
+def _export(args) -> int:
+    from jaxcnn import export
+
+    servable = export.from_workdir(args.workdir)
+    options = {"batch": args.batch, "dtype": args.dtype, "raw_images": args.raw_images}
+    export.export_stablehlo(servable, args.out, **options)
+    print(f"wrote {args.out} and {export.metadata_path(args.out)}")
+    return 0
+
+
+def _predict(args) -> int:
+    import json
+
+    from jaxcnn.export.predict import Predictor
+
+    predictor = Predictor.load(args.model)
+    classified = 0
+    for prediction in predictor.predict_files(args.images, top=args.top, batch_size=args.batch_size):
+        if prediction.error:
+            print(f"jaxcnn predict: skipped {prediction.path}: {prediction.error}", file=sys.stderr)
+        elif args.json:
+            top = [{"class": name, "probability": p} for name, p in prediction.top]
+            print(json.dumps({"path": prediction.path, "top": top}))
+        else:
+            print(f"{prediction.path}: " + ", ".join(f"{name} {p:.1%}" for name, p in prediction.top))
+        classified += not prediction.error
+    return 0 if classified else 1
+
+
+def _run_export_command(args) -> int:
+    """`export` or `predict`: what goes wrong with the user's run, files or options is one line, status 2."""
+    from jaxcnn.data import DataUnavailableError
+    from jaxcnn.training import CheckpointError
+
+    try:
+        return (_export if args.command == "export" else _predict)(args)
+    except (ValueError, TypeError, OSError, DataUnavailableError, CheckpointError) as e:
+        print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_cpu()
 
+    if args.command in ("export", "predict"):
+        return _run_export_command(args)
     if args.command == "models":
         print("\n".join(models.available()))
         return 0

@@ -3,15 +3,19 @@ beside them.
 
     servable = jaxcnn.export.from_workdir("runs/lenet5")      # or from_model(...), from_checkpoint(...)
     jaxcnn.export.export_stablehlo(servable, "lenet5.stablehlo", raw_images=True)
+    jaxcnn.export.Predictor.load("lenet5.stablehlo").predict_files(["photos/"])   # or the workdir
 
 Every export lowers convolutions and pools through plain `lax` (`portable`), whatever `impl` the model
 was built or trained with: jaxcnn's oneDNN custom call runs only where jaxcnn's extension is loaded.
 """
 
+from jaxcnn.export.predict import Prediction, Predictor
 from jaxcnn.export.servable import Servable, ServingInfo, from_checkpoint, from_model, from_workdir, portable
 from jaxcnn.export.stablehlo import export_stablehlo, load_stablehlo, metadata_path
 
 __all__ = [
+    "Prediction",
+    "Predictor",
     "Servable",
     "ServingInfo",
     "export_stablehlo",
