@@ -1,10 +1,12 @@
 """jaxcnn's optional C++ extension: oneDNN's convolutions as an XLA FFI handler.
 
-`jaxcnn/functional/csrc/onednn_conv.cc`, loaded by `jaxcnn/functional/_onednn.py`; everything else
-about the package is in pyproject.toml. On Linux x86-64 pip installs the build requirements that give
-the headers (jaxlib's XLA FFI headers, the onednn-devel-cpu-gomp wheel with oneDNN's and the library to
-link against). The extension is optional: without a C++ compiler, on another platform or when the
-headers are missing, the install goes on without it and jaxcnn runs XLA's convolutions.
+`jaxcnn/functional/csrc/onednn_conv.cc`, built beside it as the C library `libjaxcnn_onednn.so`
+and loaded by `jaxcnn/functional/_onednn.py` through ctypes; everything else about the package is in
+pyproject.toml. On Linux x86-64 pip installs the build requirements that give the headers (jaxlib's XLA
+FFI headers, the onednn-devel-cpu-gomp wheel with oneDNN's and the library to link against). The
+extension is optional: without a C++ compiler, on another platform or when the headers are missing, the
+install goes on without it and jaxcnn runs XLA's convolutions. After editing the C++, `.venv/bin/pip install
+-e .` rebuilds it in place (pip sets up the build requirements in a temporary environment).
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ import platform
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class BuildLibrary(build_ext):
+    """Builds the handler as a plain `.so` in `csrc/`, a folder that is no package: named as an extension
+    module (`*.cpython-311-*.so`) beside the modules, it would be imported as one by the tools that import
+    every module of a package (API doc generators, import checkers), and fail: it is no Python module."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        return str(Path(*fullname.split("."))) + ".so"
 
 
 def _installed(distribution: str, file: str) -> Path:
@@ -39,7 +51,7 @@ def onednn_extension() -> list[Extension]:
     headers = [Path(jaxlib.__file__).parent / "include", onednn_headers]
     return [
         Extension(
-            "jaxcnn.functional._onednn_conv",
+            "jaxcnn.functional.csrc.libjaxcnn_onednn",  # BuildLibrary: csrc/libjaxcnn_onednn.so
             sources=["jaxcnn/functional/csrc/onednn_conv.cc"],
             language="c++",
             extra_compile_args=[
@@ -56,4 +68,4 @@ def onednn_extension() -> list[Extension]:
     ]
 
 
-setup(ext_modules=onednn_extension())
+setup(ext_modules=onednn_extension(), cmdclass={"build_ext": BuildLibrary})

@@ -2,4 +2,5 @@
 
 from jaxcnn.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # only when run: a tool that imports every module imports this one too
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxcnn"
 LAYERS = {
     "jaxcnn._validate": 0,
     "jaxcnn._registry": 0,
+    "jaxcnn._files": 0,
     "jaxcnn.runtime": 0,
     "jaxcnn.functional": 1,
     "jaxcnn.data": 1,
@@ -44,11 +45,24 @@ def _is_module(name: str) -> bool:
     return dotted.with_suffix(".py").exists() or (dotted / "__init__.py").exists()
 
 
-def _imports(path: Path) -> set[str]:
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the nodes under `if TYPE_CHECKING:`, which never run."""
+    blocks = [
+        n for n in ast.walk(tree) if isinstance(n, ast.If) and ast.unparse(n.test).endswith("TYPE_CHECKING")
+    ]
+    return {id(node) for block in blocks for statement in block.body for node in ast.walk(statement)}
+
+
+def _imports(path: Path, *, at_runtime: bool = False) -> set[str]:
     """The jaxcnn modules `path` imports: `from jaxcnn import models` is jaxcnn.models, `from
-    jaxcnn.models import create` is jaxcnn.models."""
+    jaxcnn.models import create` is jaxcnn.models. With `at_runtime`, those imported when the module or
+    one of its functions runs (not for type checkers only)."""
+    tree = ast.parse(path.read_text())
+    skipped = _type_checking_nodes(tree) if at_runtime else set()
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -74,3 +88,32 @@ def test_imports_only_lower_layers_or_its_own_part(path):
 
 def test_every_module_has_a_layer():
     assert {_part(_module_name(path)) for path in MODULES} <= set(LAYERS)
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A circle of `graph`'s edges `module -> imported`, as the modules along it, or None."""
+    done, path = set(), []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return path[path.index(module) :] + [module]
+        if module in done:
+            return None
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            found = visit(imported)
+            if found:
+                return found
+        path.pop()
+        done.add(module)
+        return None
+
+    return next((c for c in map(visit, sorted(graph)) if c), None)
+
+
+def test_no_module_imports_itself_through_others():
+    """No circle of imports (type checkers' aside), not even through an import inside a function: a
+    module in one works only as long as the others happen to be imported first."""
+    graph = {_module_name(path): _imports(path, at_runtime=True) for path in MODULES}
+    circle = _circle(graph)
+    assert circle is None, " -> ".join(circle)

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from test_functional import assert_close, conv_config
 
-from jaxcnn.functional import _cpu_paths, _onednn
+from jaxcnn.functional import _onednn, _xla_conv
 from jaxcnn.functional.conv import conv_plan
 
 pytestmark = pytest.mark.skipif(not _onednn.available(), reason="jaxcnn's oneDNN extension is unavailable")
@@ -32,7 +32,7 @@ def _convs(x_shape, k_shape, stride=1, padding="VALID", dilation=1, groups=1):
     """oneDNN's and XLA's convolution for these arguments, as functions of (x, kernel)."""
     geometry = conv_plan(x_shape, k_shape, stride, padding, dilation, groups).geometry
     onednn = lambda x, k: _onednn.conv(x, k, *geometry)
-    xla = lambda x, k: _cpu_paths.xla_conv(x, k, *geometry[:4], None)
+    xla = lambda x, k: _xla_conv.xla_conv(x, k, *geometry[:4], None)
     return onednn, xla
 
 

@@ -25,6 +25,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jaxcnn.functional import _onednn
+from jaxcnn.functional._xla_conv import xla_conv
 from jaxcnn.runtime import xla_cpu_convolutions_threaded
 
 CONV_IMPLS = ("auto", "onednn", "xla", "im2col", "im2col_grad", "tap_grad")
@@ -164,27 +165,6 @@ def im2col_conv(x, kernel, stride, pads, dilation, groups, out_sizes, precision)
     y = lax.dot_general(cols, kernel, (((batch - 1, batch + 1), (0, 1)), ((batch,), (2,))), precision)
     # y: (groups, *lead, C_out // groups) -> (*lead, C_out), group-major channels as in XLA.
     return jnp.moveaxis(y, 0, -2).reshape(*lead, c_out)
-
-
-def xla_conv(x, kernel, stride, pads, dilation, groups, precision):
-    """`lax.conv_general_dilated` on `(N, *spatial, C_in)` and `(*window, C_in // groups, C_out)`."""
-    ndim = x.ndim - 2
-    spatial = tuple(range(1, ndim + 1))
-    numbers = lax.ConvDimensionNumbers(
-        lhs_spec=(0, ndim + 1, *spatial),
-        rhs_spec=(ndim + 1, ndim, *range(ndim)),
-        out_spec=(0, ndim + 1, *spatial),
-    )
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=stride,
-        padding=pads,
-        rhs_dilation=dilation,
-        dimension_numbers=numbers,
-        feature_group_count=groups,
-        precision=precision,
-    )
 
 
 def _tap_sum(x, kernel, stride, pads, dilation, out_sizes, precision):

@@ -8,11 +8,13 @@ two operands. The transpose of one is another (`ad.defbilinear`), so reverse mod
 backward-data and backward-weights primitives, and forward mode, second derivatives and `jax.jvp` of
 gradients stay within the three. `vmap` folds a mapped axis into the batch, the channels or the groups
 (no loop). On CPU the primitive is a call into the C++ handler `csrc/onednn_conv.cc` (built by
-`pip install`, linked to the `onednn-cpu-gomp` wheel); on every other platform it lowers to XLA's
-convolution, so a program traced here also runs on GPU/TPU.
+`pip install` as the C library `csrc/libjaxcnn_onednn.so`, linked to the `onednn-cpu-gomp` wheel); on
+every other platform it lowers to XLA's convolution, so a program traced here also runs on GPU/TPU.
 
-Nothing happens on import: the library is loaded and the FFI target registered by `available()`, at the
-first convolution that could use it; when that fails, one log line says why and jaxcnn keeps XLA's paths.
+Importing this module defines the primitive and registers its rules with JAX (abstract evaluation,
+transposes, batching, the lowerings), as any JAX primitive does; it loads no library and changes no
+setting. oneDNN and the handler are loaded and the FFI target registered by `available()`, at the first
+convolution that could use them; when that fails, one log line says why and jaxcnn keeps XLA's paths.
 `JAXCNN_ONEDNN=0` (read then) switches it off, e.g. to run the tests without it.
 """
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.metadata
-import importlib.util
 import logging
 import math
 import os
@@ -40,8 +41,10 @@ from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxcnn.functional._xla_conv import xla_conv
+
 TARGET = "jaxcnn_onednn_conv"
-EXTENSION = "jaxcnn.functional._onednn_conv"  # built from csrc/onednn_conv.cc by setup.py
+HANDLER = Path(__file__).with_name("csrc") / "libjaxcnn_onednn.so"  # built by setup.py from onednn_conv.cc
 LIBRARY = ("onednn-cpu-gomp", "libdnnl.so.3")  # the wheel and the file it installs
 SLOTS = ("x", "w", "y")  # a convolution's arrays, in the order operands are passed
 
@@ -77,8 +80,7 @@ def _load() -> str | None:
         return "JAXCNN_ONEDNN=0"
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         return f"the oneDNN wheel is for Linux on x86-64, this is {platform.system()} on {platform.machine()}"
-    spec = importlib.util.find_spec(EXTENSION)
-    if spec is None or spec.origin is None:
+    if not HANDLER.exists():
         return (
             "the extension was not built when jaxcnn was installed (it needs a C++ compiler; "
             "`pip install -v -e .` shows why the build failed)"
@@ -93,7 +95,7 @@ def _load() -> str | None:
     try:
         # The handler links to libdnnl.so.3 by name; loaded first by path, it is found by that name.
         ctypes.CDLL(str(paths[0]))
-        handler = ctypes.CDLL(spec.origin).JaxcnnOnednnConvolution
+        handler = ctypes.CDLL(str(HANDLER)).JaxcnnOnednnConvolution
     except OSError as error:
         return f"loading failed: {error}"
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
@@ -193,8 +195,6 @@ batching.primitive_batchers[onednn_conv_p] = _batch
 
 def _xla(a, b, *, computes, shape, stride, padding, dilation, groups):
     """The same array computed by XLA's convolution and its transposes (every platform but CPU)."""
-    from jaxcnn.functional._cpu_paths import xla_conv  # here: _cpu_paths imports this module
-
     forward = lambda x, w: xla_conv(x, w, stride, padding, dilation, groups, None)
     if computes == "y":
         return forward(a, b)
