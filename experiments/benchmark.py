@@ -26,8 +26,9 @@ Peers alternate within each round; speeds are medians over rounds and ratios are
 within a round (paired), since the machine is shared and timings swing. Also reported: eval (forward)
 throughput, compile time, the process's peak RSS after each model, and MFU = FLOPs per example
 (`jaxcnn.summary`, x3 for a train step) x examples/s / the float32 peak of a measured 2048x2048 matmul.
-Finally the training loop (`jaxcnn.training.train_and_evaluate`, `synthetic` data) against the bare
-step, for lenet5: the ratio of their throughputs and the loop's Python overhead per step.
+Finally the training loop (`jaxcnn.training.train`, which `train_and_evaluate` runs after `build_run`, on
+`synthetic` data) against the bare step, for lenet5: the ratio of their throughputs and the loop's Python
+overhead per step.
 
 Writes every figure as JSON to `--out` (default `benchmark.json`).
 """
@@ -432,8 +433,9 @@ def bench_model(
 
 
 def bench_loop(batch_size: int, steps: int, log_every: int) -> dict:
-    """lenet5's examples/s in `train_and_evaluate` (synthetic data) against its bare jitted step, and
-    the loop's Python overhead per step: the difference of their times per step."""
+    """lenet5's examples/s in the training loop (`training.train`, through `train_and_evaluate`, synthetic
+    data) against its bare jitted step, and the loop's Python overhead per step: the difference of their
+    times per step."""
     config = training.default_config()
     config.update(
         model="lenet5", dataset="synthetic", batch_size=batch_size, num_steps=steps, log_every=log_every,

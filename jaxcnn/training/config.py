@@ -6,7 +6,7 @@ defaults, checks and documentation:
 
 | section       | class                                  | what it is for                                    |
 | ---           | ---                                    | ---                                               |
-| `compute`     | `training.build.ComputeSettings`       | compute dtype (mixed precision), conv lowering    |
+| `compute`     | `training.model.ComputeSettings`       | compute dtype (mixed precision), conv lowering    |
 | `data`        | `data.DataSettings`                    | where datasets are read from, image folders       |
 | `optim`       | `training.optim.OptimizerSettings`     | momentum, weight decay, schedule, accumulation    |
 | `loss`        | `training.steps.LossSettings`          | label smoothing                                   |

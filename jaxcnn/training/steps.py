@@ -52,7 +52,7 @@ def summed_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array, losses
 
 def zero_metrics(skipped: bool = False, ensemble: bool = False) -> Metrics:
     """Empty sums; `skipped` adds a count of steps skipped for non-finite gradients, `ensemble`
-    the sums behind `ensemble_accuracy` (see `jaxcnn.parallel.ensemble_train_step`)."""
+    the sums behind `ensemble_accuracy` (see `jaxcnn.training.ensemble.ensemble_train_step`)."""
     names = ["loss", "correct", "count"]
     names += ["skipped"] if skipped else []
     names += ["ensemble_correct", "ensemble_count"] if ensemble else []
