@@ -19,6 +19,7 @@ Two settings, each measured on the 2-core AMD EPYC (batch 128, gradient of the l
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 import jaxlib.version
@@ -70,6 +71,7 @@ def _add_ynn_flag() -> str | None:
         return None
     added = f"{YNN_FLAG}={YNN_DOTS_ONLY}"
     os.environ["XLA_FLAGS"] = f"{flags} {added}".strip()
+    xla_cpu_convolutions_threaded.cache_clear()  # the backend has yet to start: XLA will read this
     return added
 
 
@@ -86,11 +88,14 @@ def _reuse_freed_memory() -> str | None:
     return MALLOC_REUSE_SETTING
 
 
+@functools.cache
 def xla_cpu_convolutions_threaded() -> bool:
     """Whether XLA_FLAGS keeps CPU convolutions on XLA's own (multi-threaded) implementation.
 
-    XLA reads the variable once, when its backend starts, so this describes the running process as long
-    as the variable is not changed afterwards.
+    Read once, at the first call, and kept: XLA reads the variable once too, when its backend starts, which
+    comes first where the rule asks (a convolution traced for the CPU backend), so a later change of the
+    variable changes neither. `configure_cpu` has it read again when it sets the flag before the backend
+    starts.
     """
     values = [
         flag.partition("=")[2]

@@ -244,16 +244,34 @@ YNN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,indivi
 
 
 @pytest.mark.parametrize("kernel_shape, batch, out_sizes, threaded, ynn", MEASURED_LAYERS)
-def test_auto_rule_on_measured_layers(monkeypatch, kernel_shape, batch, out_sizes, threaded, ynn):
-    for flags, expected in [(THREADED, threaded), (YNN_CONVOLUTIONS, ynn), ("", ynn)]:
-        monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {flags}")
-        assert _cpu_paths.xla_conv_impl(kernel_shape, 1, batch, out_sizes) == expected, flags
+def test_auto_rule_on_measured_layers(kernel_shape, batch, out_sizes, threaded, ynn):
+    assert _cpu_paths.xla_conv_impl(kernel_shape, 1, batch, out_sizes, threaded=True) == threaded
+    assert _cpu_paths.xla_conv_impl(kernel_shape, 1, batch, out_sizes, threaded=False) == ynn
+
+
+@pytest.fixture
+def fresh_threading_decision():
+    """`runtime.xla_cpu_convolutions_threaded` to be decided in the test, and again from the real
+    XLA_FLAGS after it."""
+    runtime.xla_cpu_convolutions_threaded.cache_clear()
+    yield
+    runtime.xla_cpu_convolutions_threaded.cache_clear()
+
+
+@pytest.mark.parametrize("flags, threaded", [(THREADED, True), (YNN_CONVOLUTIONS, False), ("", False)])
+def test_which_convolution_xla_runs_is_read_once(monkeypatch, fresh_threading_decision, flags, threaded):
+    """Read from XLA_FLAGS at the first call (as XLA reads them when its backend starts), not at every
+    convolution's trace: a later change of the variable changes no lowering."""
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {flags}")
+    assert runtime.xla_cpu_convolutions_threaded() is threaded
+    monkeypatch.setenv("XLA_FLAGS", YNN_CONVOLUTIONS if threaded else THREADED)
+    assert runtime.xla_cpu_convolutions_threaded() is threaded
 
 
 def test_auto_keeps_xla_off_cpu_and_for_groups_and_forcing_respects_geometry(monkeypatch):
     no_pads = ((0, 0), (0, 0))
     f32 = jnp.float32
-    assert _cpu_paths.xla_conv_impl((3, 3, 1, 8), 4, 128, (28, 28)) == "xla"
+    assert _cpu_paths.xla_conv_impl((3, 3, 1, 8), 4, 128, (28, 28), threaded=True) == "xla"
     assert _cpu_paths.max_pool_impl("auto", (2, 2), (2, 2), no_pads) == "reshape"
     assert _cpu_paths.max_pool_impl("reshape", (3, 3), (2, 2), no_pads) == "xla"  # windows overlap
     assert _cpu_paths.max_pool_impl("reshape", (2, 2), (2, 2), ((1, 1), (0, 0))) == "xla"  # padded
@@ -284,12 +302,15 @@ GLIBC = hasattr(ctypes.CDLL(None), "mallopt")
 MALLOC = [runtime.MALLOC_REUSE_SETTING] if GLIBC else []
 
 
-def test_configure_cpu_makes_its_settings_only_before_the_backend_starts_and_when_unset(monkeypatch):
+def test_configure_cpu_makes_its_settings_only_before_the_backend_starts_and_when_unset(
+    monkeypatch, fresh_threading_decision
+):
     assert jaxcnn.configure_cpu is runtime.configure_cpu
     monkeypatch.setattr(runtime.xla_bridge, "backends_are_initialized", lambda: False)
     for variable in (*runtime.MALLOC_VARIABLES, "GLIBC_TUNABLES"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert not runtime.xla_cpu_convolutions_threaded()  # read before: configure_cpu has it read again
     assert runtime.configure_cpu() == [THREADED, *MALLOC]
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {THREADED}"
     assert runtime.xla_cpu_convolutions_threaded()
@@ -299,7 +320,6 @@ def test_configure_cpu_makes_its_settings_only_before_the_backend_starts_and_whe
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert runtime.configure_cpu() == []  # the user's choices stand
     assert os.environ["XLA_FLAGS"] == YNN_CONVOLUTIONS
-    assert not runtime.xla_cpu_convolutions_threaded()
     monkeypatch.delenv("XLA_FLAGS")
     monkeypatch.setattr(runtime.jaxlib.version, "__version_info__", (0, 9, 0))  # without the flag
     assert runtime.configure_cpu() == []

@@ -61,7 +61,9 @@ def conv_impl(
         return "xla"
     if impl != "auto":
         return impl
-    return xla_conv_impl(kernel_shape, groups, batch, out_sizes) if on_cpu else "xla"
+    if not on_cpu:
+        return "xla"
+    return xla_conv_impl(kernel_shape, groups, batch, out_sizes, xla_cpu_convolutions_threaded())
 
 
 def onednn_dtypes() -> tuple[np.dtype, ...]:
@@ -73,16 +75,19 @@ def onednn_dtypes() -> tuple[np.dtype, ...]:
     )
 
 
-def xla_conv_impl(kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int]) -> str:
+def xla_conv_impl(
+    kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int], threaded: bool
+) -> str:
     """The CPU rule among XLA's lowerings (without oneDNN), from the measurements: for ungrouped
-    convolutions, the rule of whichever convolution XLA runs; "xla" for grouped ones."""
+    convolutions, the rule of whichever convolution XLA runs (`threaded`: its own, else YNNPACK's, as
+    `runtime.xla_cpu_convolutions_threaded` tells); "xla" for grouped ones."""
     if groups != 1:
         return "xla"
     *window, c_in, c_out = kernel_shape
     patch_length = math.prod(window) * c_in
     cached = batch * math.prod(out_sizes) * patch_length <= IM2COL_MAX_PATCH_FLOATS
     few_channels = c_in <= IM2COL_MAX_CHANNELS
-    if xla_cpu_convolutions_threaded():
+    if threaded:
         if not (cached and few_channels):
             return "xla"
     elif not (cached or few_channels):
