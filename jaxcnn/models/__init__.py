@@ -1,6 +1,6 @@
 """The model zoo, written once in Flax NNX: `create_nnx(name, rngs=...)` builds an NNX model,
 `create(name)` the same architecture as a Flax Linen module; `available()`, `@register(name)`,
-and `load_torch_state_dict` for torchvision weights."""
+and `load_torch_state_dict` / `save_torch_state_dict` for torchvision weights in and out."""
 
 from jaxcnn.models import (  # noqa: F401
     allconv,
@@ -33,7 +33,7 @@ from jaxcnn.models.mobilenet import InvertedResidual, MobileNetV2
 from jaxcnn.models.registry import arguments, available, create, create_nnx, is_nnx, register
 from jaxcnn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50
 from jaxcnn.models.simple_cnn import SimpleCNN
-from jaxcnn.models.torch_weights import load_torch_state_dict
+from jaxcnn.models.torch_weights import load_torch_state_dict, save_torch_state_dict
 from jaxcnn.models.unet import UNetSmall
 from jaxcnn.models.vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
 from jaxcnn.models.wide_resnet import WideBasicBlock, WideResNet
@@ -84,4 +84,5 @@ __all__ = [
     "load_linen_variables",
     "load_torch_state_dict",
     "register",
+    "save_torch_state_dict",
 ]

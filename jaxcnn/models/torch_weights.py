@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from jaxcnn.models.bridge import LinenModel
+from jaxcnn._files import write_atomically
+from jaxcnn.models.bridge import LinenModel, linen_variables
 from jaxcnn.models.convnext import ConvNeXt
 from jaxcnn.models.densenet import DenseNet
 from jaxcnn.models.efficientnet import EfficientNet
@@ -279,3 +280,88 @@ def load_torch_state_dict(
         problems = [f"{label} ({len(items)}): {', '.join(items)}" for label, items in found.items() if items]
         raise ValueError(f"state_dict does not fit {model_name!r}: " + "; ".join(problems))
     return traverse_util.unflatten_dict(variables)
+
+
+def _from_jaxcnn_layout(array: np.ndarray, leaf: str, flatten_to: bool) -> np.ndarray:
+    """The inverse of `_torch_layout`: HWIO -> OIHW, (in, out) -> (out, in), layer scale (C,) -> (C, 1, 1);
+    `flatten_to`: VGG's first Linear, whose input rows jaxcnn orders (7, 7, C) and PyTorch (C, 7, 7)."""
+    if leaf == "layer_scale":
+        return array.reshape(-1, 1, 1)
+    if array.ndim == 4:
+        return array.transpose(3, 2, 0, 1)
+    if array.ndim == 2 and flatten_to:
+        rows, out = array.shape
+        return array.reshape(POOLED_SIZE, POOLED_SIZE, -1, out).transpose(3, 2, 0, 1).reshape(out, rows)
+    return array.T if array.ndim == 2 else array
+
+
+def _variable_shapes(model, channels: int) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """(collection, *module path, leaf) -> shape of the Linen `model`'s variables (nothing computed)."""
+    probe = jax.ShapeDtypeStruct((1, 32, 32, channels), jnp.float32)  # any size the families accept
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), probe)
+    return {path: leaf.shape for path, leaf in traverse_util.flatten_dict(shapes).items()}
+
+
+def save_torch_state_dict(
+    model_name: str,
+    variables: Mapping[str, Any] | nnx.Module,
+    path: str | os.PathLike | None = None,
+    **create_kwargs,
+) -> dict[str, np.ndarray]:
+    """The inverse of `load_torch_state_dict`: jaxcnn weights as torchvision's state dict, and with `path`
+    written to that `.safetensors` file too (`pip install jaxcnn[safetensors]`), which PyTorch reads with
+    `model.load_state_dict(safetensors.torch.load_file(path))`.
+
+    Args:
+      model_name: a registered model with a torchvision counterpart (see `load_torch_state_dict`).
+      variables: `{"params": ..., "batch_stats": ...}` of `create(model_name, **create_kwargs)`, or the
+        NNX model itself; `num_classes` and the input channels are read from them.
+
+    Returns:
+      torchvision's names to numpy arrays of exactly torchvision's shapes: OIHW convolutions, (out, in)
+      Linear weights, BatchNorm's `weight`, `bias`, `running_mean`, `running_var` and a 0
+      `num_batches_tracked` (int64).
+
+    Raises:
+      ValueError: a model without a torchvision counterpart, or variables that do not fit it (every
+        missing, unexpected or misshapen one listed).
+    """
+    if isinstance(variables, nnx.Module):
+        variables = linen_variables(variables)
+    given = {key: np.asarray(leaf) for key, leaf in traverse_util.flatten_dict(dict(variables)).items()}
+    model = create(model_name, **create_kwargs)
+    architecture = model.abstract_nnx_model((32, 32, 3)) if isinstance(model, LinenModel) else model
+    family = next((f for cls, f in _FAMILIES.items() if isinstance(architecture, cls)), None)
+    if family is None:
+        raise ValueError(
+            f"model_name {model_name!r} ({type(architecture).__name__}) has no torchvision counterpart; "
+            f"save_torch_state_dict supports {', '.join(cls.__name__ for cls in _FAMILIES)} models"
+        )
+    expected = _variable_shapes(model, 3)
+    names = family.namer(architecture, sorted({key[1:-1] for key in expected}))
+    torch_names = {key: f"{names[key[1:-1]]}.{_LEAF_NAMES[key[0], key[-1]]}" for key in expected}
+    by_torch_name = {name: key for key, name in torch_names.items()}
+    classifier, first_conv = by_torch_name[family.classifier], by_torch_name[family.first_conv]
+    if "num_classes" not in create_kwargs and classifier in given:
+        model = create(model_name, num_classes=given[classifier].shape[-1], **create_kwargs)
+    expected = _variable_shapes(model, given[first_conv].shape[2] if first_conv in given else 3)
+    problems = [f"{'/'.join(key)}: missing" for key in expected.keys() - given.keys()]
+    problems += [f"{'/'.join(key)}: unexpected" for key in given.keys() - expected.keys()]
+    problems += [
+        f"{'/'.join(key)}: shape {given[key].shape}, expected {shape}"
+        for key, shape in expected.items()
+        if key in given and given[key].shape != shape
+    ]
+    if problems:
+        raise ValueError(f"variables do not fit {model_name!r}: " + "; ".join(sorted(problems)))
+    state_dict = {}
+    for key, array in given.items():
+        flatten_to = isinstance(architecture, VGG) and key[1:-1] == ("fc1",) and array.ndim == 2
+        state_dict[torch_names[key]] = np.ascontiguousarray(_from_jaxcnn_layout(array, key[-1], flatten_to))
+        if key[0] == "batch_stats" and key[-1] == "mean":
+            state_dict[f"{names[key[1:-1]]}.num_batches_tracked"] = np.zeros((), np.int64)
+    if path is not None:
+        from safetensors.numpy import save  # imported here: an optional dependency (jaxcnn[safetensors])
+
+        write_atomically(path, save(state_dict))
+    return state_dict
