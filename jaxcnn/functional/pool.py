@@ -6,10 +6,12 @@ Every op takes `x` `(*batch, *spatial, C)`: the spatial dims are `spatial_dims`,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -92,7 +94,8 @@ def pool(
     Args:
       x: `(*batch, *spatial, C)` of a floating or integer dtype.
       reducer: an associative binary function of two arrays, e.g. `jax.lax.max`, `jax.lax.min`,
-        `jax.lax.add` (the ones JAX differentiates through; any other is forward only).
+        `jax.lax.add` (the differentiable ones: max and min with their identity as `init`, their
+        gradient as `max_pool`'s; any other is forward only).
       init: its identity (`-inf` for max, `inf` for min, `0` for add), the value padded cells hold.
       window: an int or one int per spatial dim.
       stride: defaults to `window` (non-overlapping windows).
@@ -112,21 +115,78 @@ def pool(
     x, _ = _args.spatial_input(x, spatial_dims, window, integers=True)
     plan = pool_plan(x.shape, window, stride, padding, dilation, ceil_mode, spatial_dims)
     init = _identity(init, x.dtype)
-    return _args.over_batch(lambda x: _reduce_window(x, init, reducer, plan), x, plan.spatial_dims)
+    if reducer in (lax.max, lax.min) and init == _extreme_identity(reducer, x.dtype):
+        one_batch = lambda x: _extreme_pool(x, reducer, plan)
+    else:
+        one_batch = lambda x: _reduce_window(x, init, reducer, plan)
+    return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
-def _lowest(dtype):
-    return -np.inf if jnp.issubdtype(dtype, jnp.floating) else jnp.iinfo(dtype).min
+def _extreme_identity(reducer, dtype):
+    """The identity of `reducer` (`lax.max` or `lax.min`) for `dtype`: -inf (inf), or the lowest (highest)
+    integer; padded cells hold it, so they never win."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        return -np.inf if reducer is lax.max else np.inf
+    return jnp.iinfo(dtype).min if reducer is lax.max else jnp.iinfo(dtype).max
 
 
-def _highest(dtype):
-    return np.inf if jnp.issubdtype(dtype, jnp.floating) else jnp.iinfo(dtype).max
+def _first_extreme_jvp(values, tangents, axis: int, reducer):
+    """`(extreme, its tangent)` of `values` along `axis` (`reducer` `lax.max` or `lax.min`): the tangent of
+    the first extreme cell in order, PyTorch's rule, so tied cells (common after a ReLU) pass the whole
+    gradient to one of them where `jnp.max`'s derivative would share it among all. A NaN is extreme: the
+    first NaN takes the gradient (PyTorch's the last)."""
+    extreme = _first_extreme(values, axis, reducer)
+    position = lax.broadcasted_iota(np.int32, values.shape, axis % values.ndim)
+    # The first index holding the extreme by two plain reductions: faster than an argmax on XLA's CPU.
+    extremal = (values == jnp.expand_dims(extreme, axis)) | (values != values)
+    first = jnp.where(extremal, position, values.shape[axis]).min(axis, keepdims=True)
+    return extreme, jnp.where(position == first, tangents, jnp.zeros((), tangents.dtype)).sum(axis)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _first_extreme(values, axis: int, reducer):
+    """`values` reduced along `axis` by `reducer` (`lax.max` or `lax.min`), differentiated as
+    `_first_extreme_jvp` says."""
+    return values.max(axis) if reducer is lax.max else values.min(axis)
+
+
+@_first_extreme.defjvp
+def _first_extreme_rule(axis, reducer, primals, tangents):
+    return _first_extreme_jvp(primals[0], tangents[0], axis, reducer)
+
+
+def _extreme_pool(x, reducer, plan: PoolPlan):
+    """Max or min pool (`reducer` `lax.max` or `lax.min`) of `x` `(N, *spatial, C)`: XLA's reduce_window,
+    whose derivative (select-and-scatter) takes each window's first extreme cell, as PyTorch's does; JAX
+    has none for dilated windows, which take `_dilated_extreme_pool`'s."""
+    if all(d == 1 for d in plan.dilation):
+        return _reduce_window(x, _extreme_identity(reducer, x.dtype), reducer, plan)
+    return _dilated_extreme_pool(x, reducer, plan)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _dilated_extreme_pool(x, reducer, plan: PoolPlan):
+    """`_extreme_pool` with dilated windows: reduce_window forward; the derivative picks each window's first
+    extreme cell in scan order (row-major) among one strided slice of the padded `x` per window position."""
+    return _reduce_window(x, _extreme_identity(reducer, x.dtype), reducer, plan)
+
+
+@_dilated_extreme_pool.defjvp
+def _dilated_extreme_pool_rule(reducer, plan, primals, tangents):
+    def windows(a, fill):  # (prod(window), N, *out_sizes, C)
+        padded = jnp.pad(a, ((0, 0), *plan.reduce_pads, (0, 0)), constant_values=fill)
+        window_args = plan.window, plan.stride, plan.dilation, plan.out_sizes
+        return jnp.stack(_cpu_paths._window_slices(padded, *window_args, spatial_axis=1))
+
+    (x,), (dx,) = primals, tangents
+    return _first_extreme_jvp(windows(x, _extreme_identity(reducer, x.dtype)), windows(dx, 0), 0, reducer)
 
 
 def max_pool(
     x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False, spatial_dims=None, impl="auto"
 ):
-    """Maximum over each window; padded cells hold -inf (the lowest integer), so they never win.
+    """Maximum over each window; padded cells hold -inf (the lowest integer), so they never win. Each
+    window's gradient goes to its first maximal cell in scan order (row-major), as PyTorch's does.
 
     Args:
       x: `(*batch, *spatial, C)` of a floating or integer dtype.
@@ -145,12 +205,13 @@ def max_pool(
     if undilated and _cpu_paths.max_pool_impl(impl, plan.window, plan.stride, plan.reduce_pads) == "reshape":
         one_batch = lambda x: _cpu_paths.reshape_max_pool(x, plan.window)
     else:
-        one_batch = lambda x: _reduce_window(x, _lowest(x.dtype), lax.max, plan)
+        one_batch = lambda x: _extreme_pool(x, lax.max, plan)
     return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
 def min_pool(x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False, spatial_dims=None):
-    """Minimum over each window, `pool(x, lax.min, inf, ...)`: padded cells never win.
+    """Minimum over each window, `pool(x, lax.min, inf, ...)`: padded cells never win; each window's
+    gradient goes to its first minimal cell, as `max_pool`'s to its first maximal one.
 
     Arguments and shapes as in `max_pool`.
     """
@@ -158,7 +219,7 @@ def min_pool(x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=F
     return pool(
         x,
         lax.min,
-        _highest(x.dtype),
+        _extreme_identity(lax.min, x.dtype),
         window,
         stride,
         padding,
@@ -213,9 +274,15 @@ def global_avg_pool(x, *, keepdims=False, spatial_dims=None):
 
 
 def global_max_pool(x, *, keepdims=False, spatial_dims=None):
-    """Maximum over all spatial dims (floating or integer `x`), shapes as `global_avg_pool`'s."""
+    """Maximum over all spatial dims (floating or integer `x`), shapes as `global_avg_pool`'s; its gradient
+    goes to the first maximal cell (row-major), as PyTorch's `adaptive_max_pool(x, 1)`'s does."""
     x = _args.as_real_array(x, "x")
-    return jnp.max(x, axis=_global_axes(x, spatial_dims), keepdims=boolean(keepdims, "keepdims"))
+    axes = _global_axes(x, spatial_dims)
+    flat = x.reshape(*x.shape[: axes[0]], -1, x.shape[-1])
+    y = _first_extreme(flat, -2, lax.max)
+    if boolean(keepdims, "keepdims"):
+        return y.reshape(*x.shape[: axes[0]], *(1,) * len(axes), x.shape[-1])
+    return y
 
 
 def _adaptive_output_size(sizes, output_size) -> tuple[int, ...]:
@@ -229,7 +296,7 @@ def _adaptive_reduce_axis(x, axis: int, out: int, reduce: str):
     n = x.shape[axis]
     if n % out == 0:  # equal, disjoint bins: a reshape
         binned = x.reshape(*x.shape[:axis], out, n // out, *x.shape[axis + 1 :])
-        return binned.max(axis + 1) if reduce == "max" else binned.mean(axis + 1)
+        return _first_extreme(binned, axis + 1, lax.max) if reduce == "max" else binned.mean(axis + 1)
     starts = np.arange(out) * n // out
     ends = -(-(np.arange(out) + 1) * n // out)
     width = int((ends - starts).max())
@@ -241,7 +308,7 @@ def _adaptive_reduce_axis(x, axis: int, out: int, reduce: str):
         *x.shape[:axis], out, width, *x.shape[axis + 1 :]
     )
     if reduce == "max":
-        return gathered.max(axis + 1)
+        return _first_extreme(gathered, axis + 1, lax.max)
     mask = jnp.asarray(inside.reshape(out, width, *(1,) * (x.ndim - axis - 1)), x.dtype)
     counts = jnp.asarray((ends - starts).reshape(out, *(1,) * (x.ndim - axis - 1)), x.dtype)
     return (gathered * mask).sum(axis + 1) / counts
@@ -252,7 +319,9 @@ def _adaptive_pool(x, output_size, reduce: str, spatial_dims):
     output_size = _adaptive_output_size(x.shape[-ndim - 1 : -1], output_size)
 
     def one_batch(x):
-        for axis, out in enumerate(output_size, start=1):
+        # The last dim first: each bin's first maximum along it, then the first of those along the dim
+        # before, is the bin's first maximum in row-major order, the cell PyTorch's gradient picks.
+        for axis, out in reversed(list(enumerate(output_size, start=1))):
             x = _adaptive_reduce_axis(x, axis, out, reduce)
         return x
 
@@ -278,6 +347,7 @@ def adaptive_avg_pool(x, output_size, *, spatial_dims=None):
 
 def adaptive_max_pool(x, output_size, *, spatial_dims=None):
     """Max pooling to a fixed output size (floating or integer `x`), with `adaptive_avg_pool`'s bins.
+    Each bin's gradient goes to its first maximal cell (row-major), as PyTorch's does.
 
     Returns:
       `(*batch, *output_size, C)`.
