@@ -17,6 +17,7 @@ model hubs serve) is read with the `safetensors` package's numpy reader (`pip in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -176,14 +177,42 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
       ImportError: the `safetensors` package is missing (the message says how to install it).
+      ValueError: the file is empty, truncated or damaged (the message names it and says which).
     """
     try:
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
     except ImportError:
         raise ImportError(
             "reading a .safetensors file needs the safetensors package: pip install 'jaxcnn[safetensors]'"
         ) from None
-    return load_file(os.fspath(path))
+    try:
+        return load_file(os.fspath(path))
+    except SafetensorError as error:
+        raise ValueError(
+            f"{os.fspath(path)} is not a readable .safetensors file: {_damage(path, error)}"
+        ) from None
+
+
+def _damage(path: str | os.PathLike, error: Exception) -> str:
+    """What is wrong with a `.safetensors` file its reader refused, from its layout: the header's length
+    (8 bytes, little-endian), the JSON header (each tensor's `data_offsets` in the data), the data."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        length = f.read(8)
+        header = f.read(int.from_bytes(length, "little")) if len(length) == 8 else b""
+    if size == 0:
+        return "it is empty (0 bytes)"
+    if len(length) < 8 or len(header) < int.from_bytes(length, "little"):
+        return f"it is truncated: its {size:,} bytes end inside its header"
+    try:
+        tensors = [v for k, v in json.loads(header).items() if k != "__metadata__"]
+        end = 8 + len(header) + max((tensor["data_offsets"][1] for tensor in tensors), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        end = None  # a damaged header: the reader's own words say how
+    if end is not None and size < end:
+        return f"it is truncated: {size:,} bytes of the {end:,} its header describes"
+    return str(error).removeprefix("Error while deserializing header: ")
 
 
 def _torch_layout(array: np.ndarray, flatten_from: tuple[int, int, int] | None) -> np.ndarray:

@@ -5,6 +5,7 @@ randomly initialised (BatchNorm statistics too) and run in eval mode.
 """
 
 import functools
+import re
 import subprocess
 import sys
 
@@ -189,6 +190,27 @@ def test_safetensors_file_loads_as_the_state_dict(tmp_path, resnet18_state):
     safetensors_numpy.save_file(without_bias, path)
     with pytest.raises(ValueError, match=r"missing keys \(1\): fc.bias"):
         models.load_torch_state_dict("resnet18", str(path))
+
+
+@pytest.mark.parametrize("keep", [0, 5, 40, -10])
+def test_an_empty_or_truncated_safetensors_file_is_a_value_error_naming_it(tmp_path, keep):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "resnet18.safetensors"
+    safetensors_numpy.save_file(
+        {"fc.weight": np.ones((10, 512), np.float32), "fc.bias": np.zeros(10, np.float32)}, path
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+    problem = {
+        0: "it is empty (0 bytes)",
+        5: "it is truncated: its 5 bytes end inside its header",  # inside the header's length
+        40: "it is truncated: its 40 bytes end inside its header",  # inside the JSON header
+        -10: f"it is truncated: {len(data) - 10:,} bytes of the {len(data):,} its header describes",
+    }[keep]
+    with pytest.raises(
+        ValueError, match=f"^{re.escape(f'{path} is not a readable .safetensors file: {problem}')}$"
+    ):
+        models.load_torch_state_dict("resnet18", path)
 
 
 def test_importing_jaxcnn_does_not_import_torch():
