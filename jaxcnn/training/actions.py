@@ -58,11 +58,21 @@ def _all_finite(tree) -> jax.Array:
 
 def check_finite(run: Run, loss: float | None = None) -> None:
     """FloatingPointError if the window's `loss` (None: not measured) or the parameters are not finite,
-    naming the checkpoint that is kept (or saying that none is)."""
+    naming the newest checkpoint and what vouches for it (or saying that there is none): saved by this
+    run (its parameters checked finite first) or restored with matching checksums; one restored without
+    checksums may be what went wrong."""
     newest = run.checkpoints.newest()
     kept = "no checkpoint has been saved yet"
-    if newest is not None:
-        kept = f"the last good checkpoint, step {newest[0]}, is kept in {newest[1]}"
+    if newest is not None and run.checkpoints.verified(newest[0]):
+        kept = (
+            f"the newest checkpoint, step {newest[0]}, saved with finite parameters, is kept in {newest[1]}"
+        )
+    elif newest is not None:
+        kept = (
+            f"the newest checkpoint, step {newest[0]}, is kept in {newest[1]}, unverified: an older jaxcnn "
+            "saved it without checksums, so it may be damaged (if the run stops here again, move it aside "
+            "to resume from an earlier one)"
+        )
     if loss is not None and not math.isfinite(loss):
         raise FloatingPointError(
             f"the training loss became {loss} by step {run.step}; {kept} "

@@ -5,8 +5,13 @@ A checkpoint holds everything a run needs to continue bit-identically: the train
 log line, and a small JSON record of the data position and the training time so far. Orbax
 writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint intact (the next run removes the temporary directory).
-A checkpoint that cannot be read is moved aside, into `unreadable/`, when an older one can; a save
-that finds the disk full stops the run with one line that says how much space a checkpoint needs.
+Each checkpoint also holds a checksum of every array (`checksums`, next to the arrays, renamed with
+them): Orbax's files have none over the data (tensorstore's zarr2 chunks, zstd-compressed, decode a
+flipped bit or a garbled block into other numbers without an error), so a restore recomputes them.
+A checkpoint that cannot be read, or whose arrays differ from their checksums, is moved aside, into
+`unreadable/`, when an older one can be read; one saved before checksums existed is restored unverified,
+with a warning. A save that finds the disk full stops the run with one line that says how much space a
+checkpoint needs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from jaxcnn.training.state import TrainState
 _STATE_FIELDS = ("step", "params", "opt_state", "batch_stats", "rng")
 UNREADABLE = "unreadable"  # where unreadable checkpoints are kept: not a step number, so Orbax ignores it
 _DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device", also in tensorstore's messages
+CHECKSUMS = "checksums"  # the item of a checkpoint that holds its arrays' checksums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +59,95 @@ class CheckpointError(RuntimeError):
 def _state_tree(state: TrainState) -> dict[str, Any]:
     fields = _STATE_FIELDS + (("ema_params",) if state.ema_params is not None else ())
     return {field: getattr(state, field) for field in fields}
+
+
+# A checksum of an array's logical content, whatever its sharding: the sum, modulo 2**32, of
+# fmix32(word + position * golden ratio) over its 32-bit words (narrower elements widened to one word),
+# where position is the word's index in the whole array read in C order. A sum adds up the shards each
+# process holds in any order; fmix32 (MurmurHash3's finaliser) is a bijection, so any change within one
+# word changes the sum, and the position term makes moved or swapped words count.
+CHECKSUM_ALGORITHM = "sum mod 2**32 of fmix32(uint32 word + C-order word index * 0x9E3779B9)"
+_GOLDEN = np.uint32(0x9E3779B9)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finaliser, in place on a uint32 array (wrapping arithmetic)."""
+    h ^= h >> 16
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> 13
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> 16
+    return h
+
+
+def _word_positions(index: tuple[slice, ...], shape: tuple[int, ...], words: int) -> np.ndarray:
+    """The C-order indices, in the whole array of `shape`, of the `words` words of each element of its
+    part `index`: uint32 (wrapping), flat."""
+    ranges = [part.indices(size) for part, size in zip(index, shape)]
+    if all(r == (0, size, 1) for r, size in zip(ranges, shape)):  # the whole array: one device holds it
+        return np.arange(words * int(np.prod(shape)), dtype=np.uint32)
+    strides = np.cumprod((words, *shape[:0:-1]))[::-1] % 2**32  # in words
+    axes = [np.arange(*r, dtype=np.uint32) * np.uint32(stride) for r, stride in zip(ranges, strides)]
+    starts = sum(np.ix_(*axes), np.uint32(0)).reshape(-1, 1)
+    return (starts + np.arange(words, dtype=np.uint32)).reshape(-1)
+
+
+def _block_checksum(block: np.ndarray, index: tuple[slice, ...], shape: tuple[int, ...]) -> int:
+    """The checksum terms of `block`, the part `index` of an array of `shape`, summed."""
+    values = np.ascontiguousarray(block).reshape(-1)
+    if values.dtype.itemsize >= 4:
+        words = values.view(np.uint32)
+    else:
+        words = values.view(f"u{values.dtype.itemsize}").astype(np.uint32)
+    h = _word_positions(index, shape, max(values.dtype.itemsize // 4, 1))
+    h *= _GOLDEN
+    h += words
+    return int(_fmix32(h).sum(dtype=np.uint32))
+
+
+def _local_checksum(leaf) -> int:
+    """This process's part of `leaf`'s checksum: the shards it holds that no other device's copy
+    duplicates (a numpy array, the same on every process, counts on process 0)."""
+    if isinstance(leaf, jax.Array):
+        blocks = [(shard.data, shard.index) for shard in leaf.addressable_shards if shard.replica_id == 0]
+    else:
+        blocks = [] if jax.process_index() else [(leaf, (slice(None),) * np.ndim(leaf))]
+    return sum(_block_checksum(np.asarray(data), index, np.shape(leaf)) for data, index in blocks) % 2**32
+
+
+def _key_name(key) -> str:
+    """A path element as Orbax names it, so that a tree restored without a template (tuples as lists,
+    named tuples as dicts) has the paths of the tree that was saved."""
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def checksums(items: dict[str, Any]) -> dict[str, int]:
+    """The checksum of every array of `items` (name -> tree), by path (`state/params/conv1/kernel`).
+
+    Collective with several processes: each sums the shards it holds, and the sums are added up."""
+    paths, local = [], []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(items):
+        paths.append("/".join(map(_key_name, path)))
+        local.append(_local_checksum(leaf))
+    sums = np.asarray(local, np.uint32)
+    if jax.process_count() > 1:
+        sums = np.sum(multihost_utils.process_allgather(sums), axis=0, dtype=np.uint32)
+    return dict(zip(paths, map(int, sums)))
+
+
+def _differences(restored) -> str | None:
+    """What of the `restored` items differs from the checksums restored with them (None: nothing)."""
+    stored = restored[CHECKSUMS]  # a damaged file may hold other JSON: then nothing matches
+    saved = stored.get("checksums", {}) if isinstance(stored, dict) else {}
+    arrays = {name: tree for name, tree in restored.items() if name in ("state", "metric_sums")}
+    differ = [path for path, checksum in checksums(arrays).items() if saved.get(path) != checksum]
+    if not differ:
+        return None
+    shown = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+    return f"its data differs from the checksums saved with it ({shown})"
 
 
 def tree_bytes(tree) -> int:
@@ -133,6 +229,7 @@ class Checkpoints:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._checkpoint_bytes = 0
+        self._verified: set[int] = set()  # saved here, or restored with matching checksums
         self._quiet = _DropDiskFullRecords()
         for name in ("absl", "asyncio"):  # Orbax logs through absl; asyncio logs its tasks' failures
             logging.getLogger(name).addFilter(self._quiet)
@@ -145,8 +242,14 @@ class Checkpoints:
         step = self._manager.latest_step()
         return None if step is None else (step, os.path.join(self.directory, str(step)))
 
+    def verified(self, step: int) -> bool:
+        """Whether checkpoint `step` is known to hold what was saved: this object saved it, or restored
+        it and its checksums matched (False for one saved without checksums, by an older jaxcnn)."""
+        return step in self._verified
+
     def save(self, state: TrainState, metrics: Any, position: dict[str, float]) -> None:
-        """Saves at `state.step` (asynchronously; the next save or `close` waits for it).
+        """Saves at `state.step` (asynchronously; the next save or `close` waits for it), with the
+        checksums of its arrays (computed on the host first: about 15 ms for resnet20's state).
 
         Raises:
           CheckpointError: the disk has no room for it (checked first), or filled up while the
@@ -162,15 +265,18 @@ class Checkpoints:
             self._checkpoint_bytes = max(tree_bytes(tree), _directory_bytes(newest[1]) if newest else 0)
             if not _everywhere(shutil.disk_usage(self.directory).free >= self._checkpoint_bytes):
                 raise self._disk_full()
+            sums = checksums({"state": tree, "metric_sums": metrics})
             self._manager.save(
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(tree),
                     metric_sums=ocp.args.StandardSave(metrics),
                     position=ocp.args.JsonSave(position),
+                    **{CHECKSUMS: ocp.args.JsonSave({"algorithm": CHECKSUM_ALGORITHM, "checksums": sums})},
                 ),
                 force=True,
             )
+            self._verified.add(step)
 
     def _disk_full(self) -> CheckpointError:
         free, needed = sizes(shutil.disk_usage(self.directory).free, self._checkpoint_bytes)
@@ -197,51 +303,83 @@ class Checkpoints:
     def restore_latest(self, template: TrainState, template_metrics: Any):
         """The newest readable checkpoint as `(state, metrics, position)`, or None if there is none.
 
-        A checkpoint that fails to load is skipped with a warning naming it. Unless `read_only`, the
-        skipped ones are then moved aside, into `unreadable/STEP-TIME` (kept for a post-mortem, and out
-        of the way of this run's saves of the same steps), each with a warning naming its new path. If
-        none loads, `CheckpointError` names the directory and nothing is moved.
+        A checkpoint that fails to load, or whose arrays differ from the checksums saved with them, is
+        skipped with a warning naming it. Unless `read_only`, the skipped ones are then moved aside, into
+        `unreadable/STEP-TIME` (kept for a post-mortem, and out of the way of this run's saves of the same
+        steps), each with a warning naming its new path. If none loads, `CheckpointError` names the
+        directory and nothing is moved.
         """
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (_state_tree(template), template_metrics))
+        abstract_state, abstract_metrics = jax.tree.map(
+            ocp.utils.to_shape_dtype_struct, (_state_tree(template), template_metrics)
+        )
+        step, restored = self._newest_readable(
+            state=ocp.args.StandardRestore(abstract_state),
+            metric_sums=ocp.args.StandardRestore(abstract_metrics),
+            position=ocp.args.JsonRestore(),
+        )
+        if restored is None:
+            return None
+        return template.replace(**restored["state"]), restored["metric_sums"], dict(restored["position"])
+
+    def read_latest_state(self) -> tuple[int, dict] | None:
+        """`(step, state)` of the newest readable checkpoint (as `restore_latest` finds it), or None if
+        there is none: the train state's fields (`params`, `batch_stats`, `opt_state`, ...) as numpy
+        arrays in dicts and lists, read without a template whatever devices wrote them (what a
+        fine-tuning run or an export takes from another run's checkpoints)."""
+        with warnings.catch_warnings():
+            # read to the host whatever devices wrote it: the saved sharding does not matter here
+            warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
+            step, restored = self._newest_readable(state=ocp.args.StandardRestore())
+        return None if restored is None else (step, jax.tree.map(np.asarray, restored["state"]))
+
+    def _newest_readable(self, **items) -> tuple[int | None, dict | None]:
+        """`(step, items restored with these Orbax args)` of the newest checkpoint that reads and matches
+        its checksums, the unreadable newer ones set aside (unless `read_only`); `(None, None)` if there
+        is no checkpoint. Raises `CheckpointError` if none reads."""
         unreadable = []
         for step in reversed(self.steps()):
-            restored = self._restore(step, *abstract)
+            restored = self._restore(step, items)
             if restored is not None:
                 if not self.read_only:
                     self._set_aside(unreadable)
-                return (
-                    template.replace(**restored["state"]),
-                    restored["metric_sums"],
-                    dict(restored["position"]),
-                )
+                return step, restored
             unreadable.append(step)
         if unreadable:
-            raise CheckpointError(
-                f"none of the checkpoints {sorted(unreadable)} in {self.directory} could be read; "
-                "remove that directory (or use a new --workdir) to start the run afresh"
+            afresh = (
+                "" if self.read_only else "; remove that directory (or use a new --workdir) to start afresh"
             )
-        return None
+            raise CheckpointError(
+                f"none of the checkpoints {sorted(unreadable)} in {self.directory} could be read{afresh}"
+            )
+        return None, None
 
-    def _restore(self, step: int, abstract_state, abstract_metrics):
-        """The checkpoint of `step`, or None (with a warning) if any process fails to read it."""
+    def _restore(self, step: int, items: dict[str, Any]) -> dict | None:
+        """The `items` of checkpoint `step`, or None (with a warning) if any process fails to read it or
+        finds that it differs from its checksums (all processes take part: the checksums are collective)."""
+        path = os.path.join(self.directory, str(step))
+        with_checksums = os.path.isdir(os.path.join(path, CHECKSUMS))
         restored, error = None, None
         try:
             restored = self._manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    metric_sums=ocp.args.StandardRestore(abstract_metrics),
-                    position=ocp.args.JsonRestore(),
+                    **items, **({CHECKSUMS: ocp.args.JsonRestore()} if with_checksums else {})
                 ),
             )
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
             error = f"{type(e).__name__}: {e}"
+        if _everywhere(error is None) and with_checksums:
+            error = _differences(restored)
         if _everywhere(error is None):
+            if with_checksums:
+                self._verified.add(step)
+            else:
+                logging.warning(
+                    "Checkpoint %s has no checksums (an older jaxcnn saved it): not verified", path
+                )
             return restored
         logging.warning(
-            "Skipping unreadable checkpoint %s: %s",
-            os.path.join(self.directory, str(step)),
-            error or "another process could not read it",
+            "Skipping unreadable checkpoint %s: %s", path, error or "another process could not read it"
         )
         return None
 

@@ -12,23 +12,23 @@ all frozen normalise with their running statistics, which stay as loaded (`freez
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import re
-import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
 from jaxcnn import models
 from jaxcnn import nnx_layers as L
 from jaxcnn._validate import Settings, boolean
+from jaxcnn.training.checkpoint import Checkpoints
 
 BACKBONE = "backbone"  # freeze's name for every parameter but the classifier's
 
@@ -68,18 +68,21 @@ def _path(path: tuple) -> str:
 
 
 def newest_checkpoint_state(path: str | os.PathLike) -> dict | None:
-    """The train state (`params`, `batch_stats`, `ema_params`, ..., numpy) of the newest checkpoint of a
-    jaxcnn workdir or of its `checkpoints` directory; None where `path` holds none."""
+    """The train state (`params`, `batch_stats`, `ema_params`, ..., numpy) of the newest readable checkpoint
+    of a jaxcnn workdir or of its `checkpoints` directory, verified by its checksums (a newer one that
+    cannot be read, or differs from its checksums, is skipped with a warning; nothing is moved); None
+    where `path` holds none.
+
+    Raises:
+      CheckpointError: none of the checkpoints there can be read.
+    """
     path = Path(path)
     directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    steps = ocp.utils.checkpoint_steps(directory) if directory.is_dir() else []
-    if not steps:
+    if not directory.is_dir():
         return None
-    with ocp.PyTreeCheckpointer() as checkpointer, warnings.catch_warnings():
-        # read to the host whatever devices wrote it: the saved sharding does not matter here
-        warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
-        state = checkpointer.restore(directory / str(max(steps)) / "state")
-    return jax.tree.map(np.asarray, state)
+    with contextlib.closing(Checkpoints(directory, read_only=True)) as checkpoints:
+        latest = checkpoints.read_latest_state()
+    return None if latest is None else latest[1]
 
 
 def read_weights(init_from: str | os.PathLike, model_name: str) -> dict:

@@ -1,20 +1,36 @@
-"""Checkpoints: round trip, keep-last-N, fallback past a corrupted newest one (moved aside), a full disk."""
+"""Checkpoints: round trip, keep-last-N, fallback past a corrupted newest one (moved aside), checksums of the
+arrays (a flipped bit, a garbled block, checkpoints without them), a full disk."""
 
 import errno
 import logging
 import re
 import shutil
+import struct
 from collections import namedtuple
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcnn import models
-from jaxcnn.training import CheckpointError, Checkpoints, create_train_state, train_step
+from jaxcnn.training import (
+    CheckpointError,
+    Checkpoints,
+    create_train_state,
+    default_config,
+    read_metrics,
+    train_and_evaluate,
+    train_step,
+)
 from jaxcnn.training import checkpoint as checkpoint_lib
+from jaxcnn.training.actions import check_finite
+from jaxcnn.training.finetune import newest_checkpoint_state
 from jaxcnn.training.steps import zero_metrics
 
 
@@ -75,15 +91,37 @@ def _corrupt(step_dir):
             path.write_bytes(b"garbage")
 
 
-def _two_saved_the_second_corrupted(directory):
-    """The states of steps 1 and 2, saved in `directory`; then checkpoint 2 is corrupted."""
+def _data_file(step_dir):
+    """The largest file of the state's array data: an OCDBT data file of zarr chunks, zstd-compressed
+    with no checksum of their own (the B-tree nodes that index them have one)."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip_a_bit(step_dir):
+    path = _data_file(step_dir)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _garble_a_block(step_dir):
+    path = _data_file(step_dir)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 32] = np.random.default_rng(0).bytes(32)
+    path.write_bytes(bytes(data))
+
+
+def _two_saved_the_second_corrupted(directory, damage=_corrupt):
+    """The states of steps 1 and 2, saved in `directory`; then checkpoint 2 is damaged."""
     checkpoints = Checkpoints(directory)
     first = _advance(_state())
     second = _advance(first)
     checkpoints.save(first, zero_metrics(), {})
     checkpoints.save(second, zero_metrics(), {})
     checkpoints.close()
-    _corrupt(directory / "2")
+    damage(directory / "2")
     return first, second
 
 
@@ -94,6 +132,134 @@ def test_corrupted_newest_falls_back_with_a_warning(tmp_path, caplog):
     assert int(restored.step) == 1
     _assert_same(restored.params, first.params)
     assert "Skipping unreadable checkpoint" in caplog.text and str(tmp_path / "2") in caplog.text
+
+
+@pytest.mark.parametrize("damage", [_flip_a_bit, _garble_a_block])
+def test_array_data_that_differs_from_its_checksums_is_moved_aside(tmp_path, caplog, damage):
+    """Orbax decodes these damaged chunks without an error, into other numbers: the checksums tell."""
+    first, _ = _two_saved_the_second_corrupted(tmp_path, damage)
+    checkpoints = Checkpoints(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        restored, _, _ = checkpoints.restore_latest(_state(), zero_metrics())
+    checkpoints.close()
+    assert int(restored.step) == 1 and checkpoints.verified(1)
+    _assert_same(restored.params, first.params)
+    assert (
+        f"Skipping unreadable checkpoint {tmp_path / '2'}: its data differs from the checksums saved with it "
+        "(state/params/"
+    ) in caplog.text
+    assert [p.name.split("-")[0] for p in (tmp_path / "unreadable").iterdir()] == ["2"]
+
+
+def _save_without_checksums(directory, state):
+    """A checkpoint as jaxcnn 0.2 wrote it: state, metric sums and position, no checksums."""
+    manager = ocp.CheckpointManager(directory)
+    fields = ("step", "params", "opt_state", "batch_stats", "rng")
+    manager.save(
+        int(state.step),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave({field: getattr(state, field) for field in fields}),
+            metric_sums=ocp.args.StandardSave(zero_metrics()),
+            position=ocp.args.JsonSave({"step": int(state.step)}),
+        ),
+    )
+    manager.wait_until_finished()
+    manager.close()
+
+
+def test_a_checkpoint_without_checksums_restores_unverified_and_a_nan_says_so(tmp_path, caplog):
+    state = _advance(_state())
+    _save_without_checksums(tmp_path, state)
+    checkpoints = Checkpoints(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        restored, _, position = checkpoints.restore_latest(_state(), zero_metrics())
+    _assert_same(restored.params, state.params)
+    assert position == {"step": 1} and not checkpoints.verified(1)
+    assert (
+        f"Checkpoint {tmp_path / '1'} has no checksums (an older jaxcnn saved it): not verified"
+        in caplog.text
+    )
+    run = SimpleNamespace(checkpoints=checkpoints, step=3, state=restored)
+    unverified = (
+        rf"^the training loss became nan by step 3; the newest checkpoint, step 1, is kept in "
+        rf"{re.escape(str(tmp_path / '1'))}, unverified: an older jaxcnn saved it without checksums, so it "
+        r"may be damaged \(if the run stops here again, move it aside to resume from an earlier one\) "
+    )
+    with pytest.raises(FloatingPointError, match=unverified):
+        check_finite(run, float("nan"))
+    checkpoints.save(_advance(restored), zero_metrics(), {})
+    with pytest.raises(FloatingPointError, match=r"step 2, saved with finite parameters, is kept in"):
+        check_finite(run, float("nan"))
+    checkpoints.close()
+
+
+def _reference_checksum(array: np.ndarray) -> int:
+    """The checksums' definition, word by word: the sum of fmix32(word + C-order word index * 0x9E3779B9)
+    mod 2**32, over 32-bit words (narrower elements widened to one)."""
+
+    def fmix32(h):
+        h ^= h >> 16
+        h = h * 0x85EBCA6B % 2**32
+        h ^= h >> 13
+        h = h * 0xC2B2AE35 % 2**32
+        return h ^ (h >> 16)
+
+    raw, size = np.ascontiguousarray(array).tobytes(), array.dtype.itemsize
+    if size >= 4:
+        words = struct.unpack(f"<{len(raw) // 4}I", raw)
+    else:
+        words = [int.from_bytes(raw[i : i + size], "little") for i in range(0, len(raw), size)]
+    return sum(fmix32((word + i * 0x9E3779B9) % 2**32) for i, word in enumerate(words)) % 2**32
+
+
+def test_checksums_follow_their_definition_whatever_the_sharding():
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((8, 6)).astype(np.float32)
+    mesh = jax.make_mesh((4, 2), ("a", "b"))
+    tree = {
+        "f32": rng.standard_normal((3, 5)).astype(np.float32),
+        "f64": rng.standard_normal(3),  # two words an element
+        "bf16": rng.standard_normal(4).astype(ml_dtypes.bfloat16),
+        "flags": rng.random((2, 3)) > 0.5,
+        "step": np.int8(7),
+        "on_one_device": jnp.asarray(matrix),
+        "sharded": jax.device_put(matrix, NamedSharding(mesh, PartitionSpec("a", "b"))),
+        "replicated": jax.device_put(matrix, NamedSharding(mesh, PartitionSpec())),
+    }
+    expected = {f"item/{name}": _reference_checksum(np.asarray(leaf)) for name, leaf in tree.items()}
+    assert checkpoint_lib.checksums({"item": tree}) == expected
+    assert len({expected["item/sharded"], expected["item/f32"]}) == 2
+
+
+def _digits_config():
+    config = default_config()
+    config.update_from_flattened_dict(
+        {"model": "compact", "model_kwargs": {"features": (4, 8)}, "dataset": "digits", "batch_size": 16,
+         "num_steps": 6, "log_every": 3, "checkpoint_every": 3, "train_examples": 128, "test_examples": 64}
+    )  # fmt: skip
+    return config
+
+
+def _logged(workdir):
+    return [
+        {k: v for k, v in row.items() if k != "examples_per_sec"}
+        for row in read_metrics(workdir / "metrics.jsonl")
+    ]
+
+
+@pytest.mark.slow
+def test_a_run_resumes_past_a_flipped_bit_and_ends_bit_identically(tmp_path):
+    whole = train_and_evaluate(_digits_config(), tmp_path / "whole")
+    workdir = tmp_path / "run"
+    shutil.copytree(tmp_path / "whole", workdir)
+    (workdir / "result.json").unlink()  # unfinished: its final checkpoint is read again
+    _flip_a_bit(workdir / "checkpoints" / "6")
+    rerun = train_and_evaluate(_digits_config(), workdir)
+    assert rerun.resumed_from == 3
+    assert (rerun.test_loss, rerun.test_accuracy) == (whole.test_loss, whole.test_accuracy)
+    assert _logged(workdir) == _logged(tmp_path / "whole")
+    _assert_same(newest_checkpoint_state(workdir), newest_checkpoint_state(tmp_path / "whole"))
+    assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "unreadable").iterdir()] == ["6"]
 
 
 def _files(directory):

@@ -2,6 +2,7 @@
 of the network frozen (no update, BatchNorm statistics fixed), on digits with the small `compact` CNN."""
 
 import logging
+import shutil
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ from flax import nnx
 from jaxcnn import models
 from jaxcnn import nnx_layers as L
 from jaxcnn.training import create_model, default_config, finetune, train_and_evaluate
+from jaxcnn.training.checkpoint import saved_steps
 
 
 def compact(num_classes=10, seed=0):
@@ -106,6 +108,28 @@ def test_head_of_another_shape_is_kept_and_said(tmp_path):
     np.testing.assert_array_equal(
         model.conv1.kernel[...], saved_variables(tmp_path)["params"]["conv1"]["kernel"]
     )
+
+
+def test_init_from_a_workdir_whose_newest_checkpoint_is_damaged_takes_the_one_before(tmp_path, caplog):
+    train_and_evaluate(digits_config(num_steps=4, checkpoint_every=2), tmp_path / "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    shutil.copytree(checkpoints / "2", tmp_path / "alone" / "2")
+    expected = saved_variables(tmp_path / "alone")
+    for path in (checkpoints / "4" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        weights = saved_variables(tmp_path / "run")
+    jax.tree.map(np.testing.assert_array_equal, weights, expected)
+    assert f"Skipping unreadable checkpoint {checkpoints / '4'}" in caplog.text
+    assert saved_steps(checkpoints) == [2, 4]  # another run's checkpoints: nothing is moved
+
+
+def test_an_empty_safetensors_file_is_named(tmp_path):
+    path = tmp_path / "resnet18.safetensors"  # truncated files: tests/models/test_torch_weights.py
+    path.touch()
+    with pytest.raises(ValueError, match=f"^{path} is not a readable .safetensors file: it is empty"):
+        finetune.read_weights(path, "resnet18")
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,9 @@ def test_diverging_loss_stops_without_saving_nan(tmp_path):
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     kept = tmp_path / "checkpoints" / str(saved[-1]) if saved else None
     assert (
-        f"the last good checkpoint, step {saved[-1]}, is kept in {kept}" if saved else "no checkpoint"
+        f"the newest checkpoint, step {saved[-1]}, saved with finite parameters, is kept in {kept}"
+        if saved
+        else "no checkpoint"
     ) in str(error.value)
     for line in read_metrics(tmp_path / "metrics.jsonl"):
         assert np.isfinite(line["loss"])
