@@ -70,6 +70,14 @@ def add_layers(module: nnx.Module, layers: Iterable[tuple[str, nnx.Module]]) -> 
     return tuple(names)
 
 
+def pool_impl(impl: str) -> str:
+    """The lowering of a zoo model's max pools for the model's `impl`, which names its convolutions' (one of
+    `functional.CONV_IMPLS`, checked by each `Conv`): "xla" keeps the pools on `lax.reduce_window` as well
+    (the whole model as plain Flax lowers it), every other value leaves them on "auto" (pooling has
+    lowerings of its own, `functional.MAX_POOL_IMPLS`, none of them a convolution's)."""
+    return "xla" if impl == "xla" else "auto"
+
+
 def conv_before_norm(in_features: int, features: int, kernel: int, stride: int = 1, **kwargs) -> L.Conv:
     """torchvision's convolution before a BatchNorm: no bias, padding `kernel // 2` (so the output is
     `ceil(size / stride)`), `conv_kernel_init`; `kwargs` go to `nnx_layers.Conv` (`rngs`, `dtype`, ...)."""

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape
+from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape, pool_impl
 from jaxcnn.models.registry import register
 
 
@@ -47,7 +47,7 @@ class CompactCNN(ZooModel):
         layers, k, width_in = [], 0, channels
         for stage, width in enumerate(features):
             if stage:
-                layers.append((f"pool{stage}", L.MaxPool(2, impl=impl)))
+                layers.append((f"pool{stage}", L.MaxPool(2, impl=pool_impl(impl))))
             for _ in range(2):
                 k += 1
                 layers += [(f"conv{k}", conv(width_in, width, 3)), (f"bn{k}", norm(width))]

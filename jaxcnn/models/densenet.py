@@ -20,7 +20,14 @@ from flax import nnx
 
 from jaxcnn import nnx_layers as L
 from jaxcnn._validate import integer
-from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape, torch_linear_init
+from jaxcnn.models._common import (
+    ZooModel,
+    add_layers,
+    check_images,
+    image_shape,
+    pool_impl,
+    torch_linear_init,
+)
 from jaxcnn.models.registry import register
 
 # torchvision's: kaiming_normal_ (fan_in, ReLU gain) for the convolutions.
@@ -145,7 +152,8 @@ class DenseNet(ZooModel):
             self.conv0 = conv(self.input_shape[-1], num_init_features, 3, padding=1)
         else:
             self.conv0 = conv(self.input_shape[-1], num_init_features, 7, stride=2, padding=3)
-            self.norm0, self.pool0 = norm(num_init_features), L.MaxPool(3, stride=2, padding=1, impl=impl)
+            self.norm0 = norm(num_init_features)
+            self.pool0 = L.MaxPool(3, stride=2, padding=1, impl=pool_impl(impl))
         layers, features = [], num_init_features
         for i, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape
+from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape, pool_impl
 from jaxcnn.models.registry import register
 
 
@@ -30,7 +30,7 @@ class ConvGroup(nnx.Module):
     """
 
     def __init__(self, in_features: int, features: int, *, conv: Callable, norm: Callable, impl: str):
-        self.conv1, self.pool = conv(in_features, features, 3), L.MaxPool(2, impl=impl)
+        self.conv1, self.pool = conv(in_features, features, 3), L.MaxPool(2, impl=pool_impl(impl))
         self.bn1, self.conv2, self.bn2 = norm(features), conv(features, features, 3), norm(features)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import ZooModel, check_images, image_shape, output_shape
+from jaxcnn.models._common import ZooModel, check_images, image_shape, output_shape, pool_impl
 from jaxcnn.models.registry import register
 
 
@@ -47,9 +47,9 @@ class LeNet5(ZooModel):
         dense = partial(L.Dense, dtype=dtype, rngs=rngs)
         self.activation = activation
         self.conv1 = conv(channels, 6, 5, padding=2)
-        self.pool1 = L.MaxPool(2, impl=impl) if pool == "max" else L.AvgPool(2)
+        self.pool1 = L.MaxPool(2, impl=pool_impl(impl)) if pool == "max" else L.AvgPool(2)
         self.conv2 = conv(6, 16, 5, padding="VALID")
-        self.pool2 = L.MaxPool(2, impl=impl) if pool == "max" else L.AvgPool(2)
+        self.pool2 = L.MaxPool(2, impl=pool_impl(impl)) if pool == "max" else L.AvgPool(2)
         self.flatten = L.Flatten()
         flat = math.prod(output_shape(lambda x: self.feature_maps(x)[-1], input_shape))
         self.fc1, self.fc2, self.fc3 = dense(flat, 120), dense(120, 84), dense(84, num_classes)

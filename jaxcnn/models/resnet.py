@@ -28,6 +28,7 @@ from jaxcnn.models._common import (
     check_images,
     conv_before_norm,
     image_shape,
+    pool_impl,
     torch_linear_init,
 )
 from jaxcnn.models.registry import register
@@ -241,7 +242,7 @@ class ResNet(ResidualNetwork):
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         self.conv1, self.bn1 = conv(channels, widths[0], 7, stride=2), norm(widths[0])
-        self.maxpool = L.MaxPool(3, stride=2, padding=1, impl=impl)
+        self.maxpool = L.MaxPool(3, stride=2, padding=1, impl=pool_impl(impl))
         self._init_stages(
             widths[0], block, stage_sizes, widths, num_classes, dtype=dtype, rngs=rngs,
             conv=conv, norm=norm, zero_init_residual=zero_init_residual, groups=groups,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn.models._common import check_images, image_shape
+from jaxcnn.models._common import check_images, image_shape, pool_impl
 from jaxcnn.models.registry import register
 
 LEVELS = 2  # each halves the image: inputs are multiples of 2**LEVELS
@@ -59,7 +59,7 @@ class UNetSmall(nnx.Module):
         self.up1 = up(widths[1], widths[0])
         self.up1_conv1, self.up1_conv2 = conv(2 * widths[0], widths[0], 3), conv(widths[0], widths[0], 3)
         self.head = L.Conv(widths[0], num_classes, 1, dtype=dtype, impl=impl, rngs=rngs)
-        self.pool = L.MaxPool(2)
+        self.pool = L.MaxPool(2, impl=pool_impl(impl))
 
     @staticmethod
     def _twice(conv1, conv2, x):

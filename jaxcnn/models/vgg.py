@@ -25,6 +25,7 @@ from jaxcnn.models._common import (
     conv_kernel_init,
     dense_kernel_init,
     image_shape,
+    pool_impl,
 )
 from jaxcnn.models.registry import register
 
@@ -81,7 +82,7 @@ class VGG(ZooModel):
         for v in self.config:
             if v == "M":
                 pools += 1
-                layers.append((f"pool{pools}", L.MaxPool(2, impl=impl)))
+                layers.append((f"pool{pools}", L.MaxPool(2, impl=pool_impl(impl))))
                 continue
             convs += 1
             layers.append((f"conv{convs}", conv(channels, v, 3)))

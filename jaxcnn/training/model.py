@@ -24,9 +24,14 @@ class ComputeSettings(Settings):
     Attributes:
       dtype: "float32", or "bfloat16" / "float16" for mixed precision (activations and products in that
         dtype, parameters and logits in float32).
-      impl: how convolutions and max pools are lowered, for models that take `impl` (every zoo model):
-        "auto" (jaxcnn's rule per layer), "xla" (plain `lax` everywhere), or one of
-        `jaxcnn.functional.CONV_IMPLS` for the convolutions.
+      impl: how the convolutions are lowered, for models that take `impl` (every zoo model): one of
+        `jaxcnn.functional.CONV_IMPLS`, "auto" (jaxcnn's rule per layer), "onednn", "xla", "im2col",
+        "im2col_grad" or "tap_grad" (`jaxcnn.functional.conv`'s `impl`). The max pools follow it
+        (`models._common.pool_impl`): "xla" puts them on plain `lax` too (the whole model as plain Flax
+        lowers it), every other value leaves them on "auto".
+
+    Raises:
+      ValueError: a value not listed here, naming the key.
     """
 
     dtype: str = "float32"
