@@ -69,6 +69,7 @@ _USER_ERRORS = (
     FloatingPointError,
     jaxcnn.training.WorkdirError,
     jaxcnn.training.CheckpointError,
+    jaxcnn.training.DataWorkerError,
     jaxcnn.data.DataUnavailableError,
 )
 
@@ -86,16 +87,13 @@ def _config_error(error: Exception) -> str:
     root = error
     while root.__cause__ or root.__context__:
         root = root.__cause__ or root.__context__
-    if isinstance(error, AttributeError) and isinstance(root, KeyError):
-        # ml_collections, for an override of a key the config lacks: a bare key, maybe a suggestion
-        key = str(root.args[0])
+    if isinstance(error, AttributeError | KeyError) and isinstance(root, KeyError):
+        # ml_collections, for an override of a key the config lacks (a leaf: AttributeError; a section:
+        # KeyError): the key, quoted, maybe with its own guess, which knows only the key's level
+        key = re.match(r"'?([^'\n]*)", str(root.args[0]))[1]
         paths = re.findall(r"--config\.([\w.]+)", " ".join(sys.argv))
-        path = next((p for p in paths if p.rsplit(".", 1)[-1] == key), key)
-        described = jaxcnn.training.config.unknown_key(path)
-        suggestion = re.search(r'Did you mean "([^"]+)"', str(error))
-        if suggestion and described == f"config.{path}":  # not a moved key: ml_collections' guess
-            described += f" (did you mean config.{suggestion[1]}?)"
-        return f"config has unknown keys {described}"
+        path = next((p for p in paths if key in p.split(".")), key)
+        return f"config has unknown keys {jaxcnn.training.config.unknown_key(path)}"
     if isinstance(error, flags.Error) and "\n" not in str(error):
         return str(error)
     return f"--config: {type(root).__name__}: {str(root).strip().splitlines()[-1].strip()}"  # the gist
@@ -116,7 +114,10 @@ class PlotLearningCurves(jaxcnn.training.Action):
 
     def end(self, run) -> None:
         if run.is_writer:
-            jaxcnn.visualize.save_learning_curves(run.workdir)
+            try:
+                jaxcnn.visualize.save_learning_curves(run.workdir)
+            except OSError as error:  # a full disk: the result, written next, says so if it matters
+                logging.warning("the learning curves were not drawn: %s", error)
 
 
 def main(argv):

@@ -36,7 +36,7 @@ from jaxcnn.training.optim import (
     create_optimizer,
 )
 from jaxcnn.training.per_example import DPSettings, dp_optimizer, dp_train_step, per_example_grads
-from jaxcnn.training.result import RunResult, TrainingInterrupted
+from jaxcnn.training.result import DataWorkerError, RunResult, TrainingInterrupted
 from jaxcnn.training.state import EMASettings, TrainState, create_train_state
 from jaxcnn.training.steps import LossSettings, cross_entropy_loss, eval_step, predict, train_step
 from jaxcnn.training.workdir import WorkdirError, prepare_workdir
@@ -49,6 +49,7 @@ __all__ = [
     "CheckpointSettings",
     "FinetuneSettings",
     "Checkpoints",
+    "DataWorkerError",
     "ComputeSettings",
     "DPSettings",
     "EMASettings",

@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -285,11 +286,32 @@ class Profile(Action):
             logging.info("profile of steps %d-%d written to %s", self.first + 1, self.last, self.log_dir)
 
 
+def close_all(closers: Sequence[tuple[str, Callable[[], None]]], *, raising: bool = True) -> None:
+    """Calls every `(what, close)` of `closers`, whatever the others raise. The first error is raised
+    at the end if `raising` (no other error is on its way out: the run's own error is the one to report);
+    every other one is logged in a line."""
+    errors = []
+    for what, close in closers:
+        try:
+            close()
+        except Exception as error:  # noqa: BLE001 - reported below: closing goes on
+            errors.append((what, error))
+    for what, error in errors[1:] if raising else errors:
+        logging.warning("closing %s failed: %s: %s", what, type(error).__name__, error)
+    if raising and errors:
+        raise errors[0][1]
+
+
 @contextlib.contextmanager
 def closing(actions: list[Action]):
-    """Calls every action's `close` on leaving, whatever happened (in reverse order)."""
+    """Calls every action's `close` on leaving (in reverse order), whatever happened (`close_all`)."""
+
+    def closers():  # the actions of the end: some may have been added in the block
+        return [(type(action).__name__, action.close) for action in reversed(actions)]
+
     try:
         yield actions
-    finally:
-        for action in reversed(actions):
-            action.close()
+    except BaseException:
+        close_all(closers(), raising=False)
+        raise
+    close_all(closers())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from jaxcnn import data
+from jaxcnn._files import strict_json
 from jaxcnn.parallel import create_strategy
 from jaxcnn.training import actions as actions_lib
 from jaxcnn.training import ensemble as ensemble_lib
@@ -43,7 +43,7 @@ from jaxcnn.training.optim import create_learning_rate_schedule, create_optimize
 from jaxcnn.training.per_example import dp_optimizer, dp_train_step
 from jaxcnn.training.result import RunResult
 from jaxcnn.training.state import TrainState, create_train_state
-from jaxcnn.training.workdir import WorkdirError, lock_workdir, prepare_workdir
+from jaxcnn.training.workdir import WorkdirError, claim_workdir, prepare_workdir, write_file
 
 _AUGMENT_STREAM = 1  # folded into the seed's key: augmentation draws apart from initialisation
 
@@ -154,17 +154,22 @@ class Run:
             class_names=list(self.train_data.class_names),
         )
         if self.is_writer:
-            temporary = self.workdir / "result.json.tmp"
-            temporary.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
-            os.replace(temporary, self.workdir / "result.json")
+            write_file(self.workdir / "result.json", strict_json(dataclasses.asdict(result), indent=2) + "\n")
         return result
 
-    def close(self) -> None:
-        """Stops the batch thread, closes the checkpoints and metric files, and unlocks the workdir."""
-        self.batches.close()
-        self.checkpoints.close()
-        self.writer.close()
-        self.lock.__exit__(None, None, None)
+    def close(self, raising: bool = True) -> None:
+        """Stops the batch thread, closes the checkpoints (waiting for the last save) and metric files, and
+        unlocks the workdir: each whatever the others raise. The first error is raised if `raising`, else
+        logged, as the others are (`actions.close_all`): an error on its way out is the run's to report."""
+        actions_lib.close_all(
+            [
+                ("the batch pipeline", self.batches.close),
+                ("the checkpoints", self.checkpoints.close),
+                ("the metric files", self.writer.close),
+                ("the workdir's lock", lambda: self.lock.__exit__(None, None, None)),
+            ],
+            raising=raising,
+        )
 
 
 def _on_process_0(workdir: Path, action):
@@ -245,7 +250,10 @@ def build_run(
     workdir = Path(workdir)
     with contextlib.ExitStack() as undo:  # closes what was opened if building fails part way
         # kept for `run.close()`; the other processes hold none (a nullcontext, which enters as None)
-        lock = _on_process_0(workdir, lambda: lock_workdir(workdir)) or contextlib.nullcontext()
+        lock = (
+            _on_process_0(workdir, lambda: claim_workdir(workdir, overwrite=config.overwrite))
+            or contextlib.nullcontext()
+        )
         undo.enter_context(lock)
         strategy = create_strategy(config.parallel)
         strategy.check_batch_size(config.batch_size)
@@ -280,6 +288,7 @@ def build_run(
                 checkpoint_bytes=tree_bytes(state),
                 checkpoints_to_keep=sections["checkpoints"].keep,
                 overwrite=config.overwrite,
+                total_steps=total_steps,
             ),
         )
         # Restored straight into the strategy's checkpoint layout: with several processes, arrays must be
@@ -302,12 +311,7 @@ def build_run(
                     position["total_steps"],
                     position["step"],
                 )
-        start_step = int(strategy.host_value(state.step))
-        if start_step > total_steps:
-            raise ValueError(
-                f"{workdir} holds this run at step {start_step}, past the {total_steps} steps configured "
-                "now; a run can be made longer, not shorter"
-            )
+        start_step = int(strategy.host_value(state.step))  # <= total_steps: prepare_workdir checked
         writer = undo.enter_context(
             contextlib.closing(
                 MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)

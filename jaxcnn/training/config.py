@@ -27,6 +27,7 @@ how long it goes on, not what it computes); `num_epochs` and `num_steps` may gro
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,8 @@ def _mapping(value, name: str):
     return value
 
 
+MAX_SEED = 2**32 - 1  # a seed fits the uint32 that random generators take (JAX's keys overflow at 2**63)
+
 KEYS: dict[str, Key] = {
     "model": Key(
         "lenet5", lambda v, n: choice(v, n, models.available()), "a name of jaxcnn.models.available()"
@@ -84,7 +87,11 @@ KEYS: dict[str, Key] = {
     "num_steps": Key(0, _count(0), "> 0: the run's length in steps, overriding num_epochs", True),
     "optimizer": Key("momentum", lambda v, n: choice(v, n, OPTIMIZERS.names()), "a name of optim.OPTIMIZERS"),
     "learning_rate": Key(0.05, lambda v, n: number(v, n, minimum=0.0), "the peak of the schedule"),
-    "seed": Key(0, _count(0), "initialisation, dropout, batch order and augmentation all derive from it"),
+    "seed": Key(
+        0,
+        lambda v, n: integer(v, n, minimum=0, maximum=MAX_SEED),
+        "initialisation, dropout, batch order and augmentation all derive from it",
+    ),
     "log_every": Key(100, _count(1), "steps between lines of training metrics", True),
     "checkpoint_every": Key(500, _count(1), "steps between checkpoints (and one at the end)", True),
     "parallel": Key(
@@ -171,8 +178,15 @@ def read_sections(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def unknown_key(key: str) -> str:
-    """`config.KEY` for a key the config lacks, with its new name if it is one of jaxcnn 0.1 that moved."""
-    return f"config.{key}" + (f" (now config.{MOVED[key]})" if key in MOVED else "")
+    """`config.KEY` for a dotted key the config lacks, with its new name if it is one of jaxcnn 0.1 that
+    moved, else the existing key it is closest to, if one is close (a typo)."""
+    if key in MOVED:
+        return f"config.{key} (now config.{MOVED[key]})"
+    if key.split(".")[0] == "model_kwargs":  # the model's own arguments: any name may be meant
+        return f"config.{key}"
+    known = [name for name, _ in _leaves(default_config())]
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"config.{key}" + (f" (did you mean config.{close[0]}?)" if close else "")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -11,36 +11,58 @@ and writes nothing. A larger `num_epochs` / `num_steps` on the same workdir exte
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import ml_collections
 
 from jaxcnn.training.actions import Action, closing
 from jaxcnn.training.build import Run, build_run
 from jaxcnn.training.config import validate_config
-from jaxcnn.training.result import RunResult
+from jaxcnn.training.result import DataWorkerError, RunResult
 from jaxcnn.training.workdir import finished_result
+
+_WORKER_DIED = "Worker process was terminated unexpectedly"  # Grain's message (0.2.18)
 
 
 def train(run: Run) -> RunResult:
     """Steps `run` from `run.step` to `run.total_steps`, each step followed by every action of
     `run.actions` (log, evaluate, checkpoint, ...), then reports the result. Closes the run, whatever
-    happens."""
+    happens: an error while closing is raised only if the run had none (that one is reported).
+
+    Raises:
+      DataWorkerError: a data worker process died; a checkpoint of the step reached was saved first.
+    """
     try:
         with closing(run.actions):
             for _ in range(run.step, run.total_steps):
-                run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, next(run.batches))
+                run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, _next_batch(run))
                 run.step += 1
                 for action in run.actions:
                     action(run)
             for action in run.actions:
                 action.end(run)
-            return run.result()
-    finally:
-        run.close()
+            result = run.result()
+    except BaseException:
+        run.close(raising=False)
+        raise
+    run.close()
+    return result
+
+
+def _next_batch(run: Run):
+    """The next batch; if a data worker process died (Grain raises a RuntimeError saying so), the state,
+    which is fine, is saved first: the same command resumes from it."""
+    try:
+        return next(run.batches)
+    except RuntimeError as error:
+        if _WORKER_DIED not in str(error):
+            raise
+        with run.pause():
+            run.save_checkpoint(unless_saved=True)
+        raise DataWorkerError(run.step, str(run.workdir), str(error).split(".")[0]) from error
 
 
 def train_and_evaluate(
@@ -58,14 +80,15 @@ def train_and_evaluate(
       WorkdirError: the workdir is in use by another run, unwritable, too full, or holds another config's run.
       CheckpointError: no checkpoint in the workdir can be read, or the disk is too full for one.
       DataUnavailableError: the dataset cannot be had (the message says how to get it).
+      DataWorkerError: a data worker process died (a checkpoint of the step reached was saved).
       FloatingPointError: the loss or the parameters became non-finite (no checkpoint of them is saved).
       TrainingInterrupted: a signal stopped the run after a checkpoint (with `handle_signals`).
     """
     validate_config(config)
-    stored = finished_result(Path(workdir), config)
+    stored = finished_result(workdir, config)
     if stored is not None:
         logging.info("%s holds this run, finished: its result is reported, nothing is rewritten", workdir)
-        return RunResult(**{**stored, "workdir": str(workdir)})  # where it is now, if it was moved
+        return dataclasses.replace(stored, workdir=str(workdir))  # where it is now, if it was moved
     run = build_run(config, workdir, handle_signals=handle_signals)
     run.actions.extend(actions)
     return train(run)

@@ -8,6 +8,9 @@ import math
 import os
 from pathlib import Path
 
+from jaxcnn._files import strict_json
+from jaxcnn.training.workdir import write_file, writing
+
 
 class MetricWriter:
     """Writes `{"step", "split", ...}` lines to `workdir/metrics.jsonl` and the same scalars as
@@ -26,25 +29,32 @@ class MetricWriter:
         kept = (
             [line for line in read_metrics(self.path) if line["step"] <= resume_step] if resume_step else []
         )
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_file(self.path, "".join(strict_json(line) + "\n" for line in kept))
         from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
 
-        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step or None)
+        self._tensorboard_dir = Path(workdir) / "tensorboard"
+        with writing(self._tensorboard_dir):
+            self._tensorboard = SummaryWriter(str(self._tensorboard_dir), purge_step=resume_step or None)
 
-    def write(self, step: int, split: str, **values: float) -> None:
+    def write(self, step: int, split: str, **values: float | None) -> None:
+        """A row of `values` at `step` (a value that is None or not finite is `null`).
+
+        Raises:
+          WorkdirError: the file system refused the write (a full disk, one turned read-only).
+        """
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        with writing(self.path), self.path.open("a") as f:
+            f.write(strict_json({"step": step, "split": split, **values}) + "\n")
         for name, value in values.items():
             if value is not None:  # None: not measured (a window whose every step was skipped has no loss)
                 self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
+        """Flushes the TensorBoard events. Raises WorkdirError as `write`."""
         if self._tensorboard is not None:
-            self._tensorboard.close()
+            with writing(self._tensorboard_dir):
+                self._tensorboard.close()
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -75,7 +85,8 @@ def _row(line: str) -> dict | None:
         row = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return row if isinstance(row, dict) and {"step", "split"} <= row.keys() else None
+    is_row = isinstance(row, dict) and isinstance(row.get("step"), int) and isinstance(row.get("split"), str)
+    return row if is_row else None
 
 
 def logged_training(rows: list[dict]) -> dict:

@@ -137,6 +137,14 @@ def test_a_bad_flag_value_is_a_clear_error(tmp_path):
         ),
         ("--config.model_kwargs.width=2", "config has unknown keys config.model_kwargs.width"),
         (
+            "--config.optimm.momentum=0.5",
+            "config has unknown keys config.optimm.momentum (did you mean config.optim.momentum?)",
+        ),
+        (
+            "--config.optim.warmpu_steps=5",
+            "config has unknown keys config.optim.warmpu_steps (did you mean config.optim.warmup_steps?)",
+        ),
+        (
             "--config=experiments/configs/no_such_file.py",
             "--config: OSError: [Errno 2] No such file or directory: 'experiments/configs/no_such_file.py'",
         ),
@@ -172,4 +180,47 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert (
         stderr.splitlines()[-1] == "SIGINT: stopped outside training; run the same command again to continue"
+    )
+
+
+# The script with a full disk: Orbax's save, and TensorBoard's flush as the run closes, raise ENOSPC.
+_DISK_FULL = """
+import errno, runpy, sys
+import orbax.checkpoint, tensorboardX
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+orbax.checkpoint.CheckpointManager.save = disk_full
+tensorboardX.SummaryWriter.close = disk_full
+sys.argv[0] = "experiments/train.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_workdir_not_jaxcnn_s_an_empty_one_and_a_full_disk_are_one_line_each(tmp_path):
+    project = tmp_path / "myproject"
+    (project / "plots").mkdir(parents=True)
+    (project / "config.json").write_text('{"name": "my project"}')
+    (project / "plots" / "figure.png").write_text("fig")
+    _assert_one_error_line(
+        _run(project),
+        f"workdir {project} is not empty and holds no jaxcnn run (config.json, plots); pick a new or empty "
+        "--workdir, or pass --config.overwrite=True to run there (it replaces only the files jaxcnn writes)",
+    )
+    assert (project / "plots" / "figure.png").read_text() == "fig"
+    _assert_one_error_line(
+        _run(""), "--workdir is empty; name a directory of the run's own, e.g. runs/lenet5"
+    )
+
+    full = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL, f"--workdir={tmp_path / 'full'}", *ARGS],
+        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    error, hint = full.stderr.splitlines()[-2:]
+    assert error.startswith(f"error: not enough space on the disk of {tmp_path / 'full' / 'checkpoints'}")
+    assert (
+        error.endswith("(it resumes from the start)") and hint == "(set JAXCNN_TRACEBACK=1 for the traceback)"
     )

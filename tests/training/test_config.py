@@ -13,7 +13,7 @@ from jaxcnn.training import (
     train_and_evaluate,
     validate_config,
 )
-from jaxcnn.training.config import MOVED, SECTIONS
+from jaxcnn.training.config import MOVED, SECTIONS, unknown_key
 
 DESIGN_KEYS = {
     "model",
@@ -54,6 +54,19 @@ def test_a_key_of_jaxcnn_0_1_is_told_where_it_moved():
         assert field in default_config()[section]
 
 
+@pytest.mark.parametrize(
+    "key, described",
+    [
+        ("optim.warmpu_steps", "config.optim.warmpu_steps (did you mean config.optim.warmup_steps?)"),
+        ("optimm.momentum", "config.optimm.momentum (did you mean config.optim.momentum?)"),
+        ("warmup_steps", "config.warmup_steps (now config.optim.warmup_steps)"),
+        ("model_kwargs.width", "config.model_kwargs.width"),  # any name may be the model's
+    ],
+)
+def test_an_unknown_key_is_shown_with_the_full_path_of_the_key_it_is_closest_to(key, described):
+    assert unknown_key(key) == described
+
+
 def test_every_section_holds_its_owners_defaults():
     """A section's keys and defaults are its settings class's fields: one place for each."""
     config = default_config()
@@ -83,6 +96,7 @@ def test_every_section_holds_its_owners_defaults():
         ("ensemble.size", 0, "config.ensemble.size"),
         ("optim.accumulate_steps", 0, "config.optim.accumulate_steps"),
         ("profile.steps", -1, "config.profile.steps"),
+        ("seed", 99999999999999999999, r"config.seed must be an int >= 0 and <= 4294967295"),
     ],
 )
 def test_bad_values_name_the_key(key, value, match):

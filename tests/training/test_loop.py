@@ -1,6 +1,7 @@
 """The training loop end to end on small data: accuracy, resume, determinism, and failures."""
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -17,13 +18,17 @@ import pytest
 
 from jaxcnn import models
 from jaxcnn.training import (
+    CheckpointError,
     Checkpoints,
+    DataWorkerError,
     TrainingInterrupted,
     WorkdirError,
+    build_run,
     create_train_state,
     default_config,
     initial_state,
     read_metrics,
+    train,
     train_and_evaluate,
     train_step,
 )
@@ -309,8 +314,10 @@ def test_a_finished_run_is_extended_by_a_longer_config(finished_run, tmp_path, c
     steps = [line["step"] for line in read_metrics(workdir / "metrics.jsonl") if line["split"] == "train"]
     assert steps == [4, 8, 12, 16, 18]
     assert json.loads((workdir / "result.json").read_text())["steps"] == 18
-    with pytest.raises(ValueError, match="at step 18, past the 12 steps configured now"):
+    before = _files(workdir)
+    with pytest.raises(WorkdirError, match="at step 18, past the 12 steps configured now"):
         train_and_evaluate(config, workdir)  # shorter again: refused, nothing lost
+    assert _files(workdir) == before
 
 
 def test_gradient_accumulation_and_a_profile_of_a_few_steps(tmp_path):
@@ -320,3 +327,101 @@ def test_gradient_accumulation_and_a_profile_of_a_few_steps(tmp_path):
     assert result.steps == 6 and math.isfinite(result.train_loss)
     traces = list((tmp_path / "tensorboard" / "plugins" / "profile").rglob("*.xplane.pb"))
     assert traces and traces[0].stat().st_size > 0
+
+
+def test_a_finished_run_rerun_with_resumable_keys_changed_rewrites_nothing(finished_run, tmp_path):
+    config, workdir, result = _copy(finished_run, tmp_path)
+    before = _files(workdir)
+    changed = digits_config(num_steps=12, log_every=3, checkpoint_every=5, **{"data.workers": 2})
+    assert train_and_evaluate(changed, workdir) == dataclasses.replace(result, workdir=str(workdir))
+    assert _files(workdir) == before
+
+
+def test_a_damaged_result_json_is_rebuilt_from_the_final_checkpoint(finished_run, tmp_path, caplog):
+    config, workdir, result = _copy(finished_run, tmp_path)
+    (workdir / "result.json").write_text('{"steps": 12}')
+    with caplog.at_level(logging.WARNING):
+        rebuilt = train_and_evaluate(config, workdir)
+    assert "result.json cannot be read (fields missing" in caplog.text
+    assert (rebuilt.test_accuracy, rebuilt.steps) == (result.test_accuracy, 12)
+    assert json.loads((workdir / "result.json").read_text())["test_loss"] == result.test_loss
+
+
+class _DyingAt:
+    """Batches whose data worker is killed before the batch of step `step`: Grain's error."""
+
+    def __init__(self, step, batches):
+        self.step, self.batches, self.served = step, batches, 0
+
+    def __next__(self):
+        if self.served == self.step:
+            raise RuntimeError(
+                "Worker process was terminated unexpectedly with exit code -9. Search the logs"
+            )
+        self.served += 1
+        return next(self.batches)
+
+    def close(self):
+        self.batches.close()
+
+
+def test_a_dead_data_worker_stops_the_run_after_a_checkpoint_and_it_resumes(finished_run, tmp_path):
+    config, whole, _ = finished_run
+    run = build_run(config, tmp_path, handle_signals=False)
+    run.batches = _DyingAt(7, run.batches)
+    with pytest.raises(
+        DataWorkerError,
+        match=rf"^a data worker process died at step 7 \(Worker process was terminated unexpectedly with "
+        rf"exit code -9\); checkpoint saved in {tmp_path}; run the same command again to resume$",
+    ):
+        train(run)
+    assert Checkpoints(tmp_path / "checkpoints").steps()[-1] == 7
+    assert train_and_evaluate(config, tmp_path).resumed_from == 7
+    assert _logged(tmp_path) == _logged(whole)
+
+
+def test_errors_while_closing_leave_the_runs_own_error_to_report(tmp_path, monkeypatch, caplog):
+    """A full disk: the checkpoint's CheckpointError is raised, not the TensorBoard flush's OSError after it,
+    and every part of the run is closed (the workdir unlocked)."""
+    run = build_run(digits_config(num_steps=4, checkpoint_every=2), tmp_path, handle_signals=False)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(
+        run.checkpoints, "save", lambda *a: (_ for _ in ()).throw(CheckpointError("disk full"))
+    )
+    monkeypatch.setattr(run.writer._tensorboard, "close", disk_full)
+    monkeypatch.setattr(run.batches, "close", disk_full)
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointError, match="^disk full$"):
+        train(run)
+    assert "closing the metric files failed: WorkdirError: cannot write" in caplog.text
+    assert "closing the batch pipeline failed: OSError" in caplog.text
+    assert (tmp_path / ".lock").read_text() == ""  # released
+    # No error of its own: the first error while closing is the run's, the others are logged.
+    run = build_run(
+        digits_config(num_steps=4, checkpoint_every=2, overwrite=True), tmp_path, handle_signals=False
+    )
+    monkeypatch.setattr(run.writer._tensorboard, "close", disk_full)
+    with pytest.raises(
+        WorkdirError, match=rf"^cannot write {tmp_path}/tensorboard \(No space left on device\)"
+    ):
+        train(run)
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_a_final_window_of_skipped_steps_is_reported_as_not_measured(tmp_path):
+    config = digits_config(
+        num_steps=4, optimizer="sgd", learning_rate=1e30, log_every=2, **{"optim.skip_nonfinite_steps": 1000}
+    )
+    result = train_and_evaluate(config, tmp_path)
+    assert result.train_loss is None and "loss n/a" in result.describe()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    stored = json.loads((tmp_path / "result.json").read_text(), parse_constant=refuse)  # strict JSON
+    assert stored["train_loss"] is None
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=refuse)
+    assert "loss n/a" in train_and_evaluate(config, tmp_path).describe()  # the stored result, again

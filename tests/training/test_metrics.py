@@ -1,12 +1,14 @@
 """metrics.jsonl writing, reading (tolerant of damaged lines) and truncation on resume."""
 
+import errno
 import json
 import logging
 import math
+import pathlib
 
 import pytest
 
-from jaxcnn.training import MetricWriter, read_metrics
+from jaxcnn.training import MetricWriter, WorkdirError, read_metrics
 from jaxcnn.training.metrics import logged_training
 
 
@@ -58,8 +60,13 @@ def test_torn_last_line_is_dropped_and_logged(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "damage",
-    [lambda line: line[:9], lambda line: "\x00" * 8, lambda line: "[1, 2]"],
-    ids=["cut", "zeroed", "not_a_row"],
+    [
+        lambda line: line[:9],
+        lambda line: "\x00" * 8,
+        lambda line: "[1, 2]",
+        lambda line: '{"step": "20", "split": "train"}',
+    ],
+    ids=["cut", "zeroed", "not_a_row", "step_not_a_number"],
 )
 def test_a_bad_line_in_the_middle_costs_only_itself(tmp_path, caplog, damage):
     path = _write_rows(tmp_path, (10, 20, 30, 40))
@@ -97,6 +104,24 @@ def test_a_value_not_measured_is_null_in_the_file_and_absent_from_tensorboard(tm
     assert read_metrics(tmp_path / "metrics.jsonl") == [
         {"step": 5, "split": "train", "loss": None, "accuracy": None, "skipped_steps": 5}
     ]
+
+
+def test_non_finite_values_are_null_and_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    writer = MetricWriter(tmp_path)
+    writer.write(5, "test", loss=math.nan, accuracy=0.1)
+    assert (
+        tmp_path / "metrics.jsonl"
+    ).read_text() == '{"step": 5, "split": "test", "loss": null, "accuracy": 0.1}\n'
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "open", disk_full)
+    with pytest.raises(
+        WorkdirError, match=rf"^cannot write {tmp_path}/metrics.jsonl \(No space left on device\)"
+    ):
+        writer.write(6, "test", loss=0.5, accuracy=0.1)
+    writer.close()
 
 
 def test_logged_training_is_the_last_window_and_the_throughput_of_all():
