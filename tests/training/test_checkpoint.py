@@ -91,26 +91,39 @@ def _corrupt(step_dir):
             path.write_bytes(b"garbage")
 
 
-def _data_file(step_dir):
-    """The largest file of the state's array data: an OCDBT data file of zarr chunks, zstd-compressed
-    with no checksum of their own (the B-tree nodes that index them have one)."""
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    return max(files, key=lambda p: p.stat().st_size)
+def _damage_the_largest_chunk(step_dir, damage):
+    """Applies `damage` to the middle of the largest zarr chunk of the state's arrays: a zstd frame (no
+    checksum) in an OCDBT data file, not one of OCDBT's B-tree nodes (whose header, with a checksum,
+    starts 14 bytes before their frame)."""
+    chunks = []
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            data = path.read_bytes()
+            starts = [match.start() for match in re.finditer(re.escape(ZSTD_FRAME), data)]
+            for start, end in zip(starts, [*starts[1:], len(data)]):
+                if start < 14 or data[start - 14 : start - 10] != OCDBT_NODE:
+                    chunks.append((end - start, path, start))
+    size, path, start = max(chunks)
+    data = bytearray(path.read_bytes())
+    damage(data, start + size // 2)
+    path.write_bytes(bytes(data))
+
+
+ZSTD_FRAME, OCDBT_NODE = bytes.fromhex("28b52ffd"), bytes.fromhex("0cdb20de")  # their magic numbers
 
 
 def _flip_a_bit(step_dir):
-    path = _data_file(step_dir)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 4] ^= 1
-    path.write_bytes(bytes(data))
+    def flip(data, at):
+        data[at] ^= 1
+
+    _damage_the_largest_chunk(step_dir, flip)
 
 
 def _garble_a_block(step_dir):
-    path = _data_file(step_dir)
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 32] = np.random.default_rng(0).bytes(32)
-    path.write_bytes(bytes(data))
+    def garble(data, at):
+        data[at : at + 32] = np.random.default_rng(0).bytes(32)
+
+    _damage_the_largest_chunk(step_dir, garble)
 
 
 def _two_saved_the_second_corrupted(directory, damage=_corrupt):
@@ -146,7 +159,7 @@ def test_array_data_that_differs_from_its_checksums_is_moved_aside(tmp_path, cap
     _assert_same(restored.params, first.params)
     assert (
         f"Skipping unreadable checkpoint {tmp_path / '2'}: its data differs from the checksums saved with it "
-        "(state/params/"
+        "(state/"
     ) in caplog.text
     assert [p.name.split("-")[0] for p in (tmp_path / "unreadable").iterdir()] == ["2"]
 
