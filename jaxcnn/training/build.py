@@ -43,7 +43,7 @@ from jaxcnn.training.optim import create_learning_rate_schedule, create_optimize
 from jaxcnn.training.per_example import dp_optimizer, dp_train_step
 from jaxcnn.training.result import RunResult
 from jaxcnn.training.state import TrainState, create_train_state
-from jaxcnn.training.workdir import WorkdirError, claim_workdir, prepare_workdir, write_file
+from jaxcnn.training.workdir import WorkdirError, claim_workdir, prepare_workdir, write_file, writing
 
 _AUGMENT_STREAM = 1  # folded into the seed's key: augmentation draws apart from initialisation
 
@@ -123,7 +123,8 @@ class Run:
             "seconds": self.seconds(),
         }
         host = self.strategy.host_state
-        self.checkpoints.save(host(self.state), host(self.metric_sums), position)
+        with writing(self.checkpoints.directory):  # a file system turned read-only, say
+            self.checkpoints.save(host(self.state), host(self.metric_sums), position)
         self.saved_step = self.step
 
     def result(self) -> RunResult:
@@ -157,6 +158,11 @@ class Run:
             write_file(self.workdir / "result.json", strict_json(dataclasses.asdict(result), indent=2) + "\n")
         return result
 
+    def _close_checkpoints(self) -> None:
+        """Waits for the last save, which may fail on the file system as `save_checkpoint` does."""
+        with writing(self.checkpoints.directory):
+            self.checkpoints.close()
+
     def close(self, raising: bool = True) -> None:
         """Stops the batch thread, closes the checkpoints (waiting for the last save) and metric files, and
         unlocks the workdir: each whatever the others raise. The first error is raised if `raising`, else
@@ -164,7 +170,7 @@ class Run:
         actions_lib.close_all(
             [
                 ("the batch pipeline", self.batches.close),
-                ("the checkpoints", self.checkpoints.close),
+                ("the checkpoints", self._close_checkpoints),
                 ("the metric files", self.writer.close),
                 ("the workdir's lock", lambda: self.lock.__exit__(None, None, None)),
             ],

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxcnn import models
@@ -380,17 +381,22 @@ def test_a_dead_data_worker_stops_the_run_after_a_checkpoint_and_it_resumes(fini
     assert _logged(tmp_path) == _logged(whole)
 
 
+def _raising(error):
+    """A function that raises `error`, whatever it is passed."""
+
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
 def test_errors_while_closing_leave_the_runs_own_error_to_report(tmp_path, monkeypatch, caplog):
     """A full disk: the checkpoint's CheckpointError is raised, not the TensorBoard flush's OSError after it,
     and every part of the run is closed (the workdir unlocked)."""
     run = build_run(digits_config(num_steps=4, checkpoint_every=2), tmp_path, handle_signals=False)
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(
-        run.checkpoints, "save", lambda *a: (_ for _ in ()).throw(CheckpointError("disk full"))
-    )
+    disk_full = _raising(OSError(errno.ENOSPC, "No space left on device"))
+    monkeypatch.setattr(run.checkpoints, "save", _raising(CheckpointError("disk full")))
     monkeypatch.setattr(run.writer._tensorboard, "close", disk_full)
     monkeypatch.setattr(run.batches, "close", disk_full)
     with caplog.at_level(logging.WARNING), pytest.raises(CheckpointError, match="^disk full$"):
@@ -408,6 +414,14 @@ def test_errors_while_closing_leave_the_runs_own_error_to_report(tmp_path, monke
     ):
         train(run)
     assert (tmp_path / ".lock").read_text() == ""
+    # A file system turned read-only under the checkpoints: one error naming them.
+    run = build_run(digits_config(num_steps=4, checkpoint_every=2), tmp_path / "ro", handle_signals=False)
+    read_only = OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(ocp.CheckpointManager, "save", _raising(read_only))
+    with pytest.raises(
+        WorkdirError, match=rf"^cannot write {tmp_path}/ro/checkpoints \(Read-only file system\)"
+    ):
+        train(run)
 
 
 def test_a_final_window_of_skipped_steps_is_reported_as_not_measured(tmp_path):
