@@ -47,7 +47,8 @@ class MetricWriter:
         with writing(self.path), self.path.open("a") as f:
             f.write(strict_json({"step": step, "split": split, **values}) + "\n")
         for name, value in values.items():
-            if value is not None:  # None: not measured (a window whose every step was skipped has no loss)
+            # None: not measured (a window whose every step was skipped has no loss); NaN: overflowed
+            if value is not None and math.isfinite(value):
                 self._tensorboard.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:

@@ -108,10 +108,12 @@ def test_a_value_not_measured_is_null_in_the_file_and_absent_from_tensorboard(tm
 
 def test_non_finite_values_are_null_and_a_full_disk_names_the_file(tmp_path, monkeypatch):
     writer = MetricWriter(tmp_path)
+    scalars = []
+    monkeypatch.setattr(writer._tensorboard, "add_scalar", lambda tag, value, step: scalars.append(tag))
     writer.write(5, "test", loss=math.nan, accuracy=0.1)
-    assert (
-        tmp_path / "metrics.jsonl"
-    ).read_text() == '{"step": 5, "split": "test", "loss": null, "accuracy": 0.1}\n'
+    written = (tmp_path / "metrics.jsonl").read_text()
+    assert written == '{"step": 5, "split": "test", "loss": null, "accuracy": 0.1}\n'
+    assert scalars == ["test/accuracy"]  # a NaN is not drawn either
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
