@@ -2,6 +2,7 @@
 # Sets up .venv at the repository root with jaxcnn installed (editable).
 #   bash setup.sh        the library, and Fashion-MNIST for offline use (Debian's dataset-fashion-mnist)
 #   bash setup.sh dev    the library and what the tests and notebooks need
+#   bash setup.sh export the tool environment .venv-export for ONNX export (after one of the above)
 # Re-running it is cheap: pip skips what is already installed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -11,6 +12,24 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
     echo "jaxcnn needs Python >= 3.10; set PYTHON=/path/to/python3.x and run again" >&2
     exit 1
 fi
+
+# ONNX export (jaxcnn.export.onnx) converts with jax2onnx, which pins orbax-checkpoint<0.11.37 while jaxcnn
+# needs >=0.12: it gets an environment of its own, with .venv's jax and flax, what jaxcnn.export imports,
+# and jaxcnn's source on its path (training, which needs Orbax, never runs there).
+if [ "${1:-}" = export ]; then
+    if [ ! -x .venv/bin/python ]; then
+        echo "run 'bash setup.sh' (or 'bash setup.sh dev') first: the tool environment takes .venv's jax" >&2
+        exit 1
+    fi
+    pins=$(.venv/bin/python -c 'import flax, jax; print(f"jax=={jax.__version__} jaxlib=={jax.__version__} flax=={flax.__version__}")')
+    [ -x .venv-export/bin/python ] || .venv/bin/python -m venv .venv-export
+    # shellcheck disable=SC2086
+    .venv-export/bin/python -m pip install --quiet --disable-pip-version-check $pins "jax2onnx==0.17.1" \
+        "onnx>=1.17" "onnxruntime>=1.20" "grain>=0.2.18" "ml_collections>=1.0" "pillow>=10" "flatbuffers>=24"
+    .venv-export/bin/python -c 'import site, sys; print(sys.argv[1], file=open(site.getsitepackages()[0] + "/jaxcnn-source.pth", "w"))' "$PWD"
+    exit 0
+fi
+
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${1:+[$1]}"
 

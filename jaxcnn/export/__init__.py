@@ -9,8 +9,18 @@ Every export lowers convolutions and pools through plain `lax` (`portable`), wha
 was built or trained with: jaxcnn's oneDNN custom call runs only where jaxcnn's extension is loaded.
 """
 
+from jaxcnn.export.onnx import export_onnx
 from jaxcnn.export.predict import Prediction, Predictor
-from jaxcnn.export.servable import Servable, ServingInfo, from_checkpoint, from_model, from_workdir, portable
+from jaxcnn.export.servable import (
+    Servable,
+    ServingInfo,
+    ZooRecipe,
+    from_checkpoint,
+    from_model,
+    from_workdir,
+    from_zoo,
+    portable,
+)
 from jaxcnn.export.stablehlo import export_stablehlo, load_stablehlo, metadata_path
 
 __all__ = [
@@ -18,10 +28,13 @@ __all__ = [
     "Predictor",
     "Servable",
     "ServingInfo",
+    "ZooRecipe",
+    "export_onnx",
     "export_stablehlo",
     "from_checkpoint",
     "from_model",
     "from_workdir",
+    "from_zoo",
     "load_stablehlo",
     "metadata_path",
     "portable",

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from jaxcnn import models
@@ -37,7 +38,7 @@ class ServingInfo:
       mean, std: per-channel normalization of the training images on the [0, 1] scale:
         the model takes `(pixels / 255 - mean) / std` (empty: unknown, the model takes what it was given).
       model: the registered model name ("" for a model not built by name).
-      dtype: "float32" or "bfloat16", the artifact's input and weights.
+      dtype: "float32" or "bfloat16", the artifact's input and weights; "int8" for a quantized ONNX one.
       raw_images: the artifact takes uint8 pixels and normalizes them itself.
       batch: the artifact's fixed batch size, or None for any (a symbolic dimension).
       format: "stablehlo" or "onnx".
@@ -67,11 +68,24 @@ class ServingInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class ZooRecipe:
+    """How to build a zoo model again in another process: `models.create_nnx(name, num_classes=...,
+    input_shape=..., **kwargs)`, then its `variables` loaded (`models.load_linen_variables`)."""
+
+    name: str
+    num_classes: int
+    kwargs: Mapping[str, Any]
+    variables: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class Servable:
-    """A model in eval mode with every layer lowered portably (`portable`), and its `ServingInfo`."""
+    """A model in eval mode with every layer lowered portably (`portable`), its `ServingInfo`, and for a zoo
+    model built by name (`from_zoo`) the recipe that builds it again."""
 
     model: nnx.Module
     info: ServingInfo
+    recipe: ZooRecipe | None = None
 
     def forward(self, dtype: str = "float32", raw_images: bool = False):
         """`f(images) -> logits` (float32) of the model with its weights in `dtype`: images `(N, H, W, C)` in
@@ -203,16 +217,52 @@ def from_checkpoint(
         if not class_names:
             raise ValueError("from_checkpoint needs num_classes or class_names")
         num_classes = len(class_names)
+    variables = _eval_weights(_checkpoint_state(checkpoint))
+    return from_zoo(
+        model_name,
+        variables,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        class_names=class_names,
+        mean=mean,
+        std=std,
+        **model_kwargs,
+    )
+
+
+def from_zoo(
+    model_name: str,
+    variables: Mapping[str, Any],
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    class_names: Sequence[str] = (),
+    mean: Sequence[float] = (),
+    std: Sequence[float] = (),
+    **model_kwargs,
+) -> Servable:
+    """The registered zoo model `model_name` (built with `num_classes` and `model_kwargs`) with `variables`
+    (`{"params": ..., "batch_stats": ...}`), with the recipe that builds it again (for a converter that
+    runs in its own environment).
+
+    Raises:
+      ValueError: an unknown or Linen model, or variables that do not fit it (every mismatch listed).
+    """
     integer(num_classes, "num_classes", minimum=1)
     if not models.is_nnx(model_name):
         raise ValueError(f"model_name {model_name!r} is a Linen module: export needs a zoo (NNX) model")
     shape = _shape(input_shape)
-    state = _checkpoint_state(checkpoint)
     build = lambda: models.create_nnx(
         model_name, num_classes=num_classes, input_shape=shape, rngs=nnx.Rngs(0), **model_kwargs
     )
-    model = models.load_linen_variables(_abstract_nnx_model(build), _eval_weights(state))
-    return from_model(model, input_shape=shape, class_names=class_names, mean=mean, std=std, name=model_name)
+    model = models.load_linen_variables(_abstract_nnx_model(build), variables)
+    servable = from_model(
+        model, input_shape=shape, class_names=class_names, mean=mean, std=std, name=model_name
+    )
+    variables = jax.tree.map(np.asarray, dict(variables))
+    return dataclasses.replace(
+        servable, recipe=ZooRecipe(model_name, num_classes, dict(model_kwargs), variables)
+    )
 
 
 def from_workdir(workdir: str | os.PathLike) -> Servable:

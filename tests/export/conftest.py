@@ -38,7 +38,7 @@ def random_weights(model: nnx.Module, seed: int = 0) -> nnx.Module:
             return jax.random.split(jax.random.key(seed), leaf.shape)
         if not jnp.issubdtype(leaf.dtype, jnp.floating):  # their counts
             return jnp.zeros(leaf.shape, leaf.dtype)
-        name = str(getattr(path[-1], "key", path[-1]))
+        name = next(key.key for key in reversed(path) if hasattr(key, "key"))  # the Variable's, before .value
         if name in ("scale", "var"):
             return jnp.asarray(rng.random(leaf.shape, np.float32) + np.float32(0.5), leaf.dtype)
         std = 1 / math.sqrt(math.prod(leaf.shape[:-1])) if name == "kernel" else 0.1
