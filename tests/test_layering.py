@@ -23,6 +23,7 @@ LAYERS = {
     "jaxcnn.summary": 5,
     "jaxcnn.training": 5,
     "jaxcnn.visualize": 6,
+    "jaxcnn.export": 6,
     "jaxcnn.cli": 7,
     "jaxcnn.__main__": 8,
     "jaxcnn": 9,  # the package's __init__: the public surface
