@@ -2,7 +2,7 @@
 layout, writable, room for checkpoints, the same config), and the stored result of a finished run.
 
 A directory is jaxcnn's when a run marked it (`MARKER`, written when a run first takes it, naming the
-jaxcnn version), or when it holds a run of a jaxcnn that wrote no marker (before 0.2.1): a `config.json`
+jaxcnn version), or when it holds the run of an earlier jaxcnn, which wrote no marker: a `config.json`
 holding jaxcnn's keys, next to a `checkpoints/` directory or a `result.json`. Any other directory that is
 not empty (a lone `.lock` aside: a run refused before it wrote anything) is refused unless
 `config.overwrite`, and even then a run removes only what jaxcnn writes there (`_discard_run`).
@@ -34,11 +34,19 @@ LENGTH_KEYS = ("num_epochs", "num_steps")  # may grow between segments: the run 
 LOCK_FILE = ".lock"
 MARKER = ".jaxcnn"  # {"jaxcnn": version, "created": time}: this directory is a jaxcnn run's
 FILES = ("config.json", "metrics.jsonl", "result.json", MARKER)  # what jaxcnn keeps in a workdir as files
-# What a run writes besides config.json; a discarded run loses what jaxcnn wrote of it (`_discard_run`).
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "result.json", "tensorboard", "plots")
-DIRECTORIES = ("checkpoints", "tensorboard", "plots")
+DIRECTORIES = ("checkpoints", "tensorboard", "plots")  # what jaxcnn keeps in a workdir as directories
 # The files jaxcnn draws into plots/: experiments/train.py's curves, experiments/visualize.py's pictures.
 PLOT_FILES = ("curves.png", "filters.png", "feature_maps.png", "confusion_matrix.png", "misclassified.png")
+# What a run writes besides config.json (patterns under the workdir): a discarded run loses these and
+# nothing else; a user's own files in tensorboard/ or plots/ stay.
+RUN_OUTPUTS = (
+    "checkpoints",
+    "metrics.jsonl",
+    "result.json",
+    "tensorboard/events.out.tfevents.*",  # tensorboardX's
+    "tensorboard/plugins/profile",  # jax.profiler's (config.profile)
+    *(f"plots/{name}" for name in PLOT_FILES),
+)
 _EARLIER_RUN_KEYS = {"model", "dataset", "batch_size", "seed"}  # in every jaxcnn config.json
 
 
@@ -301,19 +309,17 @@ def _differences(old: dict, new: dict, ignored: set[str]) -> list[str]:
 
 
 def _discard_run(workdir: Path) -> None:
-    """Removes what jaxcnn wrote of a run (`RUN_OUTPUTS`), nothing else: in tensorboard/ only its event
-    files and profiles, in plots/ only `PLOT_FILES`; the folders go if that empties them."""
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-    for name in ("metrics.jsonl", "result.json"):
-        (workdir / name).unlink(missing_ok=True)
-    tensorboard, plots = workdir / "tensorboard", workdir / "plots"
-    shutil.rmtree(tensorboard / "plugins" / "profile", ignore_errors=True)
-    written = [*tensorboard.glob("events.out.tfevents.*"), *(plots / name for name in PLOT_FILES)]
-    for path in written:
-        path.unlink(missing_ok=True)
-    for directory in (tensorboard / "plugins", tensorboard, plots):
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
+    """Removes what jaxcnn wrote of a run (`RUN_OUTPUTS`), nothing else; tensorboard/ and plots/ go if
+    that empties them."""
+    for pattern in RUN_OUTPUTS:
+        for path in workdir.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    for directory in ("tensorboard/plugins", "tensorboard", "plots"):
+        if (workdir / directory).is_dir() and not any((workdir / directory).iterdir()):
+            (workdir / directory).rmdir()
 
 
 def prepare_workdir(

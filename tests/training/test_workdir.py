@@ -131,6 +131,8 @@ def test_a_directory_that_is_no_jaxcnn_run_is_refused_and_overwrite_removes_only
     (project / "tensorboard").mkdir()
     (project / "tensorboard" / "events.out.tfevents.1.host").write_text("events")
     (project / "tensorboard" / "notes.txt").write_text("mine")
+    (project / "tensorboard" / "plugins" / "profile" / "run").mkdir(parents=True)
+    (project / "tensorboard" / "plugins" / "profile" / "run" / "host.xplane.pb").write_text("trace")
     (project / "metrics.jsonl").write_text("")
     with workdir_lib.claim_workdir(project, overwrite=True):
         assert json.loads((project / workdir_lib.MARKER).read_text())["jaxcnn"] == jaxcnn.__version__
