@@ -4,6 +4,7 @@ python -m jaxcnn models
 python -m jaxcnn summary resnet18 --input-shape 224,224,3 --num-classes 1000
 python -m jaxcnn summary mobilenet_v2 --input-shape 160,160,3 --arg width_multiplier=0.5
 python -m jaxcnn export runs/lenet5 --format stablehlo --out lenet5.stablehlo --raw-images
+python -m jaxcnn export runs/lenet5 --format onnx --out lenet5.onnx   (after: bash setup.sh export)
 python -m jaxcnn predict runs/lenet5 shoe.png photos/ --top 3
 """
 
@@ -84,6 +85,7 @@ def _add_export(commands) -> None:
         action="store_true",
         help="take uint8 pixels, normalized in the artifact as in training",
     )
+    export.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC", help="ONNX's input layout")
 
 
 def _add_predict(commands) -> None:
@@ -104,7 +106,10 @@ def _export(args) -> int:
 
     servable = export.from_workdir(args.workdir)
     options = {"batch": args.batch, "dtype": args.dtype, "raw_images": args.raw_images}
-    export.export_stablehlo(servable, args.out, **options)
+    if args.format == "onnx":
+        export.export_onnx(servable, args.out, layout=args.layout, **options)
+    else:
+        export.export_stablehlo(servable, args.out, **options)
     print(f"wrote {args.out} and {export.metadata_path(args.out)}")
     return 0
 

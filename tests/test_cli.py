@@ -141,3 +141,32 @@ def test_export_and_predict_errors_exit_2_with_the_message(tmp_path, capsys, arg
     assert cli.main([arg.format(tmp=tmp_path) for arg in argv]) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # a short training run, then jax2onnx in its tool environment
+def test_export_onnx_from_the_workdir_gives_the_runs_probabilities(digits_run, tmp_path, capsys):
+    from jaxcnn.export.onnx import converter_available
+
+    ort = pytest.importorskip("onnxruntime")
+    if not converter_available():
+        pytest.skip("no jax2onnx here nor in the tool environment: bash setup.sh export")
+    workdir, _, test = digits_run
+    artifact = tmp_path / "digits.onnx"
+    argv = [
+        "export",
+        str(workdir),
+        "--format",
+        "onnx",
+        "--out",
+        str(artifact),
+        "--raw-images",
+        "--layout",
+        "NCHW",
+    ]
+    assert cli.main(argv) == 0
+    session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"images": test.images.transpose(0, 3, 1, 2)})[0]
+    from jaxcnn import export
+
+    expected = export.from_workdir(workdir).forward(raw_images=True)(test.images)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
