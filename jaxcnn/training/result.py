@@ -71,8 +71,9 @@ class RunResult:
         if not required <= stored.keys() <= fields.keys():
             missing, unknown = sorted(required - stored.keys()), sorted(stored.keys() - fields.keys())
             raise ValueError(f"fields missing: {missing}, unknown: {unknown}")
+        hints = typing.get_type_hints(cls)
         for name, value in stored.items():
-            hint = typing.get_type_hints(cls)[name]
+            hint = hints[name]
             kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
             kinds = tuple(typing.get_origin(kind) or kind for kind in kinds)  # list[str] -> list
             if not isinstance(value, kinds + ((int,) if float in kinds else ())) or isinstance(value, bool):
