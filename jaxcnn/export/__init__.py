@@ -1,8 +1,9 @@
-"""A trained model leaves jaxcnn: StableHLO artifacts (`jax.export`) that JAX alone runs, with a metadata file
-beside them.
+"""A trained model leaves jaxcnn: StableHLO artifacts (`jax.export`) that JAX alone runs, and ONNX ones
+(jax2onnx; int8 by onnxruntime's quantization), each with a metadata file beside it.
 
     servable = jaxcnn.export.from_workdir("runs/lenet5")      # or from_model(...), from_checkpoint(...)
     jaxcnn.export.export_stablehlo(servable, "lenet5.stablehlo", raw_images=True)
+    jaxcnn.export.export_onnx(servable, "lenet5.onnx")                   # after: bash setup.sh export
     jaxcnn.export.Predictor.load("lenet5.stablehlo").predict_files(["photos/"])   # or the workdir
 
 Every export lowers convolutions and pools through plain `lax` (`portable`), whatever `impl` the model
@@ -11,6 +12,7 @@ was built or trained with: jaxcnn's oneDNN custom call runs only where jaxcnn's 
 
 from jaxcnn.export.onnx import export_onnx
 from jaxcnn.export.predict import Prediction, Predictor
+from jaxcnn.export.quantize import quantize_onnx
 from jaxcnn.export.servable import (
     Servable,
     ServingInfo,
@@ -38,4 +40,5 @@ __all__ = [
     "load_stablehlo",
     "metadata_path",
     "portable",
+    "quantize_onnx",
 ]

@@ -118,6 +118,10 @@ def _channels_first_max_pools(graph) -> None:
             nodes.remove(node)
     del graph.node[:]
     graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]  # the Unsqueezes' axes go
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def convert(servable: Servable, info: ServingInfo, opset: int) -> bytes:
