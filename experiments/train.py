@@ -6,11 +6,12 @@
 Running the same command again resumes from the newest checkpoint in the workdir, or reports the
 result of a finished run; SIGTERM or Ctrl-C saves a checkpoint first. A larger `--config.num_epochs`
 (or `num_steps`) on the same workdir extends the run. A second run in a workdir in
-use is refused. Errors of the flags, the config or the workdir are one line (JAXCNN_TRACEBACK=1 adds
-the traceback). Under a cluster's launcher (`srun`, `mpirun`, a Kubernetes JobSet, a TPU pod) every
-process joins the job's group by itself (`--distributed=auto`, the default; `off` runs one process);
-elsewhere, multi-process runs (one process per host, or several on one machine) add
-`--coordinator_address HOST:PORT --num_processes N --process_id I`. The first log line says how the
+use is refused, as is a directory that holds files but no jaxcnn run. Errors of the flags, the config
+or the workdir, a full disk and a data worker that died (after a checkpoint) are one line
+(JAXCNN_TRACEBACK=1 adds the traceback). Under a cluster's launcher (`srun`, `mpirun`, a Kubernetes
+JobSet, a TPU pod) every process joins the job's group by itself (`--distributed=auto`, the default;
+`off` runs one process); elsewhere, multi-process runs (one process per host, or several on one machine)
+add `--coordinator_address HOST:PORT --num_processes N --process_id I`. The first log line says how the
 group was formed.
 """
 
