@@ -4,8 +4,9 @@ layout, writable, room for checkpoints, the same config), and the stored result 
 A directory is jaxcnn's when a run marked it (`MARKER`, written when a run first takes it, naming the
 jaxcnn version), or when it holds the run of an earlier jaxcnn, which wrote no marker: a `config.json`
 holding jaxcnn's keys, next to a `checkpoints/` directory or a `result.json`. Any other directory that is
-not empty (a lone `.lock` aside: a run refused before it wrote anything) is refused unless
-`config.overwrite`, and even then a run removes only what jaxcnn writes there (`_discard_run`).
+not empty (but for what jaxcnn writes before a run: a lock, experiments/launch_local.py's logs) is
+refused unless `config.overwrite`, and even then a run removes only what jaxcnn writes there
+(`_discard_run`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ RUN_OUTPUTS = (
     *(f"plots/{name}" for name in PLOT_FILES),
 )
 _EARLIER_RUN_KEYS = {"model", "dataset", "batch_size", "seed"}  # in every jaxcnn config.json
+# What jaxcnn may write before a run takes a directory: the lock of a run refused before it wrote
+# anything, the logs of experiments/launch_local.py's processes (opened as they start).
+_BEFORE_A_RUN = {LOCK_FILE, "processes"}
 
 
 class WorkdirError(RuntimeError):
@@ -170,7 +174,7 @@ def _foreign_files(workdir: Path) -> list[str]:
     """What a directory that is not a jaxcnn run's holds ([] if it is one, empty, or absent)."""
     if not workdir.is_dir() or _is_jaxcnn_run(workdir):
         return []
-    return sorted(path.name for path in workdir.iterdir() if path.name != LOCK_FILE)
+    return sorted(path.name for path in workdir.iterdir() if path.name not in _BEFORE_A_RUN)
 
 
 def _check_layout(workdir: Path) -> None:

@@ -159,6 +159,14 @@ def test_the_root_the_home_directory_and_an_empty_path_are_refused(tmp_path):
             workdir_lib.finished_result(path, default_config())
 
 
+def test_what_jaxcnn_writes_before_a_run_leaves_a_directory_free(tmp_path):
+    (tmp_path / ".lock").write_text("")  # a run refused before it wrote anything
+    (tmp_path / "processes").mkdir()  # experiments/launch_local.py's logs, opened as the group starts
+    (tmp_path / "processes" / "process_1.log").write_text("")
+    with workdir_lib.claim_workdir(tmp_path):
+        assert (tmp_path / workdir_lib.MARKER).exists()
+
+
 def test_a_run_of_an_earlier_jaxcnn_without_marker_is_recognised(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "config.json").write_text(default_config().to_json())
