@@ -7,10 +7,10 @@ setting: scripts and notebooks call `jaxcnn.configure_cpu()` first (XLA's thread
 """
 
 from jaxcnn import functional, layers, models, nnx_layers
+from jaxcnn._version import __version__
 from jaxcnn.runtime import configure_cpu
 from jaxcnn.summary import Summary, summary
 
-__version__ = "0.2.0"
 __all__ = [
     "Summary",
     "configure_cpu",

@@ -12,6 +12,7 @@ LAYERS = {
     "jaxcnn._validate": 0,
     "jaxcnn._registry": 0,
     "jaxcnn._files": 0,
+    "jaxcnn._version": 0,
     "jaxcnn.runtime": 0,
     "jaxcnn.functional": 1,
     "jaxcnn.data": 1,

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxcnn import __version__
 from jaxcnn._files import strict_json, write_atomically
+from jaxcnn._version import __version__
 from jaxcnn.training.checkpoint import replaceable_bytes, saved_steps, sizes
 from jaxcnn.training.config import resumable_keys
 from jaxcnn.training.result import RunResult
