@@ -305,7 +305,8 @@ class DataSettings(Settings):
       color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
       holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
       bad_images: for "folder": an image that cannot be read or decoded is "skip"ped (named and counted
-        in the log; see `data.folder`) or "raise"s an `UnreadableImageError`.
+        in the log; see `data.folder`) or "raise"s an `UnreadableImageError`. The batches are the same
+        either way (a skipped image is masked out), so it may change on resume.
       workers: processes that gather (and read and decode) the training batches (Grain's `mp_prefetch`);
         0 = the main process. The batches are the same for any number, so it may change on resume.
     """
@@ -315,7 +316,7 @@ class DataSettings(Settings):
     image_size: int = 0
     color: str = "auto"
     holdout: float = 0.0
-    bad_images: str = "skip"
+    bad_images: str = dataclasses.field(default="skip", metadata={"resumable": True})
     workers: int = dataclasses.field(default=0, metadata={"resumable": True})
 
     def __post_init__(self):

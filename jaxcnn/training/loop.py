@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from jaxcnn.data import UnreadableImageError
 from jaxcnn.training.actions import Action, closing
 from jaxcnn.training.build import Run, build_run
 from jaxcnn.training.config import validate_config
@@ -34,6 +35,7 @@ def train(run: Run) -> RunResult:
 
     Raises:
       DataWorkerError: a data worker process died; a checkpoint of the step reached was saved first.
+      UnreadableImageError: an image did not decode (`data.bad_images="raise"`); likewise saved first.
     """
     try:
         with closing(run.actions):
@@ -53,16 +55,27 @@ def train(run: Run) -> RunResult:
 
 
 def _next_batch(run: Run):
-    """The next batch; if a data worker process died (Grain raises a RuntimeError saying so), the state,
-    which is fine, is saved first: the same command resumes from it."""
+    """The next batch. If the data fails (a data worker process died: Grain raises a RuntimeError saying
+    so; an image that does not decode with `data.bad_images="raise"`), the state, which is fine, is saved
+    first, so that the run resumes from where it stopped."""
     try:
         return next(run.batches)
+    except UnreadableImageError as error:
+        _save(run)
+        raise UnreadableImageError(
+            f"{error}; checkpoint saved at step {run.step} in {run.workdir}: fix or remove the file, or "
+            "resume with --config.data.bad_images=skip"
+        ) from error
     except RuntimeError as error:
         if _WORKER_DIED not in str(error):
             raise
-        with run.pause():
-            run.save_checkpoint(unless_saved=True)
+        _save(run)
         raise DataWorkerError(run.step, str(run.workdir), str(error).split(".")[0]) from error
+
+
+def _save(run: Run) -> None:
+    with run.pause():
+        run.save_checkpoint(unless_saved=True)
 
 
 def train_and_evaluate(
@@ -81,6 +94,7 @@ def train_and_evaluate(
       CheckpointError: no checkpoint in the workdir can be read, or the disk is too full for one.
       DataUnavailableError: the dataset cannot be had (the message says how to get it).
       DataWorkerError: a data worker process died (a checkpoint of the step reached was saved).
+      UnreadableImageError: an image did not decode with `data.bad_images="raise"` (likewise saved).
       FloatingPointError: the loss or the parameters became non-finite (no checkpoint of them is saved).
       TrainingInterrupted: a signal stopped the run after a checkpoint (with `handle_signals`).
     """

@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxcnn import models
+from jaxcnn.data import UnreadableImageError
 from jaxcnn.training import (
     CheckpointError,
     Checkpoints,
@@ -349,16 +350,18 @@ def test_a_damaged_result_json_is_rebuilt_from_the_final_checkpoint(finished_run
 
 
 class _DyingAt:
-    """Batches whose data worker is killed before the batch of step `step`: Grain's error."""
+    """Batches that raise `error` (default: Grain's, for a killed data worker) before the batch of step
+    `step`."""
 
-    def __init__(self, step, batches):
+    def __init__(self, step, batches, error=None):
         self.step, self.batches, self.served = step, batches, 0
+        self.error = error or RuntimeError(
+            "Worker process was terminated unexpectedly with exit code -9. Search the logs"
+        )
 
     def __next__(self):
         if self.served == self.step:
-            raise RuntimeError(
-                "Worker process was terminated unexpectedly with exit code -9. Search the logs"
-            )
+            raise self.error
         self.served += 1
         return next(self.batches)
 
@@ -378,6 +381,25 @@ def test_a_dead_data_worker_stops_the_run_after_a_checkpoint_and_it_resumes(fini
         train(run)
     assert Checkpoints(tmp_path / "checkpoints").steps()[-1] == 7
     assert train_and_evaluate(config, tmp_path).resumed_from == 7
+    assert _logged(tmp_path) == _logged(whole)
+
+
+def test_an_undecodable_image_under_raise_stops_the_run_after_a_checkpoint_and_it_resumes(
+    finished_run, tmp_path
+):
+    config, whole, _ = finished_run
+    raising = config.copy_and_resolve_references()
+    raising.data.bad_images = "raise"
+    run = build_run(raising, tmp_path, handle_signals=False)
+    run.batches = _DyingAt(6, run.batches, UnreadableImageError("cannot decode train/cat/1.png"))
+    with pytest.raises(
+        UnreadableImageError,
+        match=rf"^cannot decode train/cat/1.png; checkpoint saved at step 6 in {tmp_path}: fix or remove "
+        r"the file, or resume with --config.data.bad_images=skip$",
+    ):
+        train(run)
+    assert Checkpoints(tmp_path / "checkpoints").steps()[-1] == 6
+    assert train_and_evaluate(config, tmp_path).resumed_from == 6  # bad_images="skip": a resumable key
     assert _logged(tmp_path) == _logged(whole)
 
 
