@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn._validate import is_number
+from jaxcnn._validate import integer, is_number
 from jaxcnn.models._common import (
     ZooModel,
     add_layers,
@@ -111,12 +111,14 @@ class InvertedResidual(nnx.Module):
 class MobileNetV2(ZooModel):
     """`(N, H, W, C)` -> logits `(N, num_classes)`.
 
-    A 3x3/2 stem to 32 channels, 17 inverted residual blocks (`INVERTED_RESIDUAL_SETTING`), a
+    A 3x3/2 stem to 32 channels, 17 inverted residual blocks (`inverted_residual_setting`), a
     1x1 head to 1280 channels, global average pooling, dropout and a dense classifier.
 
     Args:
       width_multiplier: scales every width (the paper's alpha), rounded to multiples of 8 by
         `make_divisible`; the head keeps 1280 channels unless the multiplier exceeds 1.
+      inverted_residual_setting: the stages, as torchvision's argument of that name: one
+        `(expand_ratio t, channels c, repeats n, first stride s)` per stage; the paper's by default.
       dropout: rate before the classifier (0.2 as torchvision's).
 
     Any input of at least 1x1 pixels (every window is padded); 224x224 in the paper, where it
@@ -132,6 +134,7 @@ class MobileNetV2(ZooModel):
         *,
         input_shape: Sequence[int] = (224, 224, 3),
         width_multiplier: float = 1.0,
+        inverted_residual_setting: Sequence[Sequence[int]] = INVERTED_RESIDUAL_SETTING,
         dropout: float = 0.2,
         axis_name: str | None = None,
         dtype: Any = None,
@@ -141,6 +144,19 @@ class MobileNetV2(ZooModel):
         alpha = width_multiplier
         if not (is_number(alpha) and alpha > 0):
             raise ValueError(f"width_multiplier must be a positive number, got {alpha!r}")
+        stages = inverted_residual_setting
+        if not (
+            isinstance(stages, Sequence)
+            and stages
+            and all(isinstance(stage, Sequence) and len(stage) == 4 for stage in stages)
+        ):
+            raise ValueError(
+                "inverted_residual_setting must be a non-empty sequence of (t, c, n, s) stages, got "
+                f"{stages!r}"
+            )
+        for stage in stages:
+            for value, name in zip(stage, ("expand ratio t", "channels c", "repeats n", "stride s")):
+                integer(value, f"inverted_residual_setting's {name}", minimum=1)
         self.input_shape = image_shape(input_shape, "MobileNetV2")
         channels = self.input_shape[-1]
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
@@ -149,7 +165,7 @@ class MobileNetV2(ZooModel):
         width = make_divisible(32 * alpha)
         self.stem = conv_bn(channels, width, stride=2)
         blocks, strides = [], [("stem", 2)]
-        for expand_ratio, stage_width, repeats, stride in INVERTED_RESIDUAL_SETTING:
+        for expand_ratio, stage_width, repeats, stride in stages:
             for i in range(repeats):
                 out = make_divisible(stage_width * alpha)
                 block = InvertedResidual(

@@ -51,6 +51,32 @@ def test_width_multiplier(alpha, stem, last_block, head):
     assert params["head"]["conv"]["kernel"].shape[-1] == head
 
 
+def test_inverted_residual_setting_as_torchvision():
+    from torch_reference import mobilenet_v2
+
+    setting = ((1, 8, 1, 1), (6, 16, 2, 2), (4, 24, 1, 1))
+    torch_model = mobilenet_v2(num_classes=10, width_mult=0.5, inverted_residual_setting=setting)
+    expected = sum(p.numel() for p in torch_model.parameters())
+    model = models.create("mobilenet_v2", width_multiplier=0.5, inverted_residual_setting=setting)
+    assert Z.param_count(model, (1, 32, 32, 3)) == expected
+    params = Z.variable_shapes(model, (1, 32, 32, 3))["params"]
+    assert {name for name in params if name.startswith("block")} == {"block1", "block2", "block3", "block4"}
+
+
+@pytest.mark.parametrize(
+    "setting, error, message",
+    [
+        ((), ValueError, "non-empty sequence of \\(t, c, n, s\\) stages"),
+        (((1, 16, 1),), ValueError, "non-empty sequence of \\(t, c, n, s\\) stages"),
+        (((1, 16, 0, 1),), ValueError, "inverted_residual_setting's repeats n must be"),
+        (((1, 16, 1, 1.5),), TypeError, "inverted_residual_setting's stride s must be"),
+    ],
+)
+def test_bad_inverted_residual_setting_is_named(setting, error, message):
+    with pytest.raises(error, match=message):
+        Z.variable_shapes(models.create("mobilenet_v2", inverted_residual_setting=setting), (1, 32, 32, 3))
+
+
 @pytest.mark.parametrize("alpha", [0, -1.0, "1", True])
 def test_bad_width_multiplier_is_named(alpha):
     with pytest.raises(ValueError, match="width_multiplier must be a positive number"):

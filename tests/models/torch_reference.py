@@ -237,10 +237,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2):
+    def __init__(
+        self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2,
+        inverted_residual_setting=None,
+    ):  # fmt: skip
         super().__init__()
-        setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2]]
-        setting.append([6, 320, 1, 1])
+        setting = inverted_residual_setting or [
+            [1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+            [6, 320, 1, 1],
+        ]  # fmt: skip
         input_channel = _make_divisible(32 * width_mult, 8)
         self.last_channel = _make_divisible(1280 * max(1.0, width_mult), 8)
         features: list[nn.Module] = [Conv2dNormActivation(3, input_channel, stride=2)]

@@ -29,7 +29,7 @@ FAMILIES = {
     "resnet18": {"stage_sizes": (1, 1, 1, 1), "widths": (4, 8, 8, 8)},
     "densenet121": {"block_config": (1, 1), "growth_rate": 4, "num_init_features": 8, "bn_size": 2},
     "vgg11": {"config": (4, "M", 8, "M")},
-    "mobilenet_v2": {"width_multiplier": 0.25},
+    "mobilenet_v2": {"width_multiplier": 0.25, "inverted_residual_setting": ((1, 8, 1, 1), (6, 8, 2, 2))},
     "efficientnet_b0": {
         "setting": ((1, 3, 1, 8, 1), (6, 3, 2, 8, 1)),
         "stem_features": 8,
