@@ -1,4 +1,5 @@
-"""A registry: names to things of one kind (models, datasets, optimizers, schedules, parallel strategies).
+"""A registry: names to things of one kind (models, datasets, optimizers, schedules, parallel strategies,
+torchvision families).
 
     OPTIMIZERS = Registry("optimizer")
 
@@ -15,40 +16,53 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-def _origin(entry) -> tuple[str, str]:
-    target = entry.func if isinstance(entry, functools.partial) else entry
-    return getattr(target, "__module__", ""), getattr(target, "__qualname__", repr(target))
+def _origin(entry) -> str:
+    """Where `entry` was defined, e.g. "jaxcnn.models.lenet.LeNet5": the same for the new objects of a re-run
+    notebook cell. A partial's is its function's; a tuple's (a NamedTuple of settings) lists its items'."""
+    if isinstance(entry, functools.partial):
+        return _origin(entry.func)
+    if isinstance(entry, tuple):
+        return f"({', '.join(map(_origin, entry))})"
+    if hasattr(entry, "__qualname__"):
+        return f"{getattr(entry, '__module__', '')}.{entry.__qualname__}"
+    return repr(entry)
 
 
 class Registry(Generic[T]):
-    """Names to entries of one `kind` (used in messages: "unknown optimizer 'sgdd'")."""
+    """Names to entries of one `kind` (used in messages: "unknown optimizer 'sgdd'"): callables, or instances
+    of `entry_type` where it is given."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, entry_type: type | None = None):
         self.kind = kind
+        self.entry_type = entry_type
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T | None = None, *, overwrite: bool = False):
-        """Adds `entry` under `name`, as a decorator (`@registry.register("name")`) or a call.
+        """Adds `entry` under `name`, as a decorator (`@registry.register("name")`) or a call; returns it.
 
-        Registering a taken name raises, unless `overwrite=True` or it is the same definition again (a
-        re-run notebook cell).
+        Raises:
+          TypeError: `name` is not a non-empty string, or `entry` is not callable (not an `entry_type`).
+          ValueError: `name` is taken, unless `overwrite=True` or it is the same definition again (a re-run
+            notebook cell); the message says where the registered one was defined.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty string, got {name!r}")
 
         def add(entry: T) -> T:
-            if not callable(entry):
+            if self.entry_type is None and not callable(entry):
                 raise TypeError(f"the {self.kind} {name!r} must be callable, got {type(entry).__name__}")
+            if self.entry_type is not None and not isinstance(entry, self.entry_type):
+                wanted = self.entry_type.__name__
+                raise TypeError(f"the {self.kind} {name!r} must be a {wanted}, got {type(entry).__name__}")
             previous = self._entries.get(name)
             if previous is not None and not overwrite and _origin(previous) != _origin(entry):
                 raise ValueError(
-                    f"{self.kind} name {name!r} is already registered ({'.'.join(_origin(previous))}); "
+                    f"{self.kind} name {name!r} is already registered ({_origin(previous)}); "
                     "pick another name or pass overwrite=True"
                 )
             if previous is not None:
@@ -57,6 +71,13 @@ class Registry(Generic[T]):
             return entry
 
         return add if entry is None else add(entry)
+
+    def unregister(self, name: str) -> T:
+        """Removes `name` (e.g. a notebook's or a test's own entry) and returns its entry; ValueError listing
+        the registered names if there is none."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
@@ -70,6 +91,3 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
-
-
-Factory = Callable[..., T]

@@ -2,22 +2,9 @@
 `create(name)` the same architecture as a Flax Linen module; `available()`, `@register(name)`,
 and `load_torch_state_dict` / `save_torch_state_dict` for torchvision weights in and out."""
 
-from jaxcnn.models import (  # noqa: F401
-    allconv,
-    cifar_resnet,
-    compact,
-    convnext,
-    densenet,
-    efficientnet,
-    fastcnn,
-    lenet,
-    mobilenet,
-    resnet,
-    simple_cnn,
-    unet,
-    vgg,
-    wide_resnet,
-)
+import importlib
+import pkgutil
+
 from jaxcnn.models._common import FeatureInfo, ZooModel, feature_info
 from jaxcnn.models.allconv import AllConvNet
 from jaxcnn.models.bridge import LinenModel, linen_variables, load_linen_variables
@@ -37,6 +24,10 @@ from jaxcnn.models.torch_weights import load_torch_state_dict, save_torch_state_
 from jaxcnn.models.unet import UNetSmall
 from jaxcnn.models.vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
 from jaxcnn.models.wide_resnet import WideBasicBlock, WideResNet
+
+# Every module of the package is imported, so each model registers itself without a list to keep.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "VGG",

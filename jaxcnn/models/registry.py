@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -13,22 +12,18 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.core import FrozenDict
 
+from jaxcnn._registry import Registry
 from jaxcnn._validate import integer
 from jaxcnn.models._common import check_out_indices
 from jaxcnn.models.bridge import LinenModel
 
 Factory = Callable[..., nnx.Module | nn.Module]
-_MODELS: dict[str, Factory] = {}
+MODELS: Registry[Factory] = Registry("model")
 _BUILT_BY_THE_REGISTRY = {"num_classes", "input_shape", "rngs", "parent", "name"}
 
 
 def _target(factory: Factory):
     return factory.func if isinstance(factory, functools.partial) else factory
-
-
-def _origin(factory: Factory) -> tuple[str, str]:
-    target = _target(factory)
-    return getattr(target, "__module__", ""), getattr(target, "__qualname__", repr(target))
 
 
 def _builds_nnx(factory: Factory) -> bool:
@@ -38,7 +33,7 @@ def _builds_nnx(factory: Factory) -> bool:
 
 def is_nnx(name: str) -> bool:
     """Whether the registered model `name` is a Flax NNX module (every zoo model) rather than a Linen one."""
-    return _builds_nnx(_factory(name))
+    return _builds_nnx(MODELS.get(name))
 
 
 def register(name: str, factory: Factory | None = None, *, overwrite: bool = False):
@@ -52,38 +47,19 @@ def register(name: str, factory: Factory | None = None, *, overwrite: bool = Fal
 
     The factory is an NNX Module class taking `num_classes`, `input_shape` (one image's `(H, W, C)`,
     with a default) and `rngs`, or a Linen Module class taking `num_classes`, or a `functools.partial` of
-    either. Registering a taken name raises, unless `overwrite=True` or it is the same definition again
-    (a re-run notebook cell).
+    either.
+
+    Raises:
+      TypeError: `name` is not a non-empty string, or the factory is not callable.
+      ValueError: `name` is taken, unless `overwrite=True` or it is the same definition again (a re-run
+        notebook cell).
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty string, got {name!r}")
-
-    def add(factory: Factory) -> Factory:
-        if not callable(factory):
-            raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
-        previous = _MODELS.get(name)
-        if previous is not None and not overwrite and _origin(previous) != _origin(factory):
-            raise ValueError(
-                f"model name {name!r} is already registered ({'.'.join(_origin(previous))}); "
-                "pick another name or pass overwrite=True"
-            )
-        if previous is not None:
-            logging.info("Replacing registered model %r", name)
-        _MODELS[name] = factory
-        return factory
-
-    return add if factory is None else add(factory)
+    return MODELS.register(name, factory, overwrite=overwrite)
 
 
 def available() -> list[str]:
     """Names accepted by `create` and `create_nnx`, sorted."""
-    return sorted(_MODELS)
-
-
-def _factory(name: str) -> Factory:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model name {name!r}; available: {', '.join(available())}")
-    return _MODELS[name]
+    return MODELS.names()
 
 
 def _accepted_arguments(factory: Factory) -> set[str]:
@@ -98,11 +74,11 @@ def _accepted_arguments(factory: Factory) -> set[str]:
 
 def arguments(name: str) -> set[str]:
     """The keyword arguments `create(name, ...)` accepts besides `num_classes`."""
-    return _accepted_arguments(_factory(name))
+    return _accepted_arguments(MODELS.get(name))
 
 
 def _checked(name: str, num_classes, kwargs) -> Factory:
-    factory = _factory(name)
+    factory = MODELS.get(name)
     integer(num_classes, "num_classes", minimum=1)
     unknown = sorted(set(kwargs) - _accepted_arguments(factory))
     if unknown:

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from jaxcnn._files import write_atomically
+from jaxcnn._registry import Registry
 from jaxcnn.models.bridge import LinenModel, linen_variables
 from jaxcnn.models.convnext import ConvNeXt
 from jaxcnn.models.densenet import DenseNet
@@ -54,6 +55,41 @@ _LEAF_NAMES = {
 }
 
 
+class TorchvisionFamily(NamedTuple):
+    """How the zoo class `model` (and its subclasses) maps to its torchvision twin."""
+
+    model: type
+    namer: Namer
+    classifier: str  # the last layer's weight: its rows are the classes
+    first_conv: str  # the first convolution's weight: its columns are the input channels
+
+
+# Families by the name of their class; `load_torch_state_dict` and `save_torch_state_dict` take their models.
+TORCHVISION_FAMILIES: Registry[TorchvisionFamily] = Registry(
+    "torchvision family", entry_type=TorchvisionFamily
+)
+
+
+def torchvision_family(model: type, *, classifier: str, first_conv: str, overwrite: bool = False):
+    """Registers the decorated namer as the map of `model`'s modules (and its subclasses') to torchvision's:
+
+        @torchvision_family(MyNet, classifier="fc.weight", first_conv="conv1.weight")
+        def my_net_names(model, paths):  # the built model, its module paths ("stage1", "conv") -> names
+            return {path: ".".join(path) for path in paths}  # -> "stage1.conv"
+
+    Raises:
+      ValueError: a family of the same class name is registered, unless `overwrite=True` (see `Registry`).
+    """
+
+    def add(namer: Namer) -> Namer:
+        entry = TorchvisionFamily(model, namer, classifier, first_conv)
+        TORCHVISION_FAMILIES.register(model.__name__, entry, overwrite=overwrite)
+        return namer
+
+    return add
+
+
+@torchvision_family(ResNet, classifier="fc.weight", first_conv="conv1.weight")
 def _resnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # conv1, bn1, fc; layer2_0/conv1 -> layer2.0.conv1; downsample_conv/_bn -> downsample.0/.1
     parts = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
@@ -61,6 +97,7 @@ def _resnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return {path: ".".join(map(rename, path)) for path in paths}
 
 
+@torchvision_family(VGG, classifier="classifier.6.weight", first_conv="features.0.weight")
 def _vgg_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # torchvision's `features` is one Sequential of conv, [bn,] relu and pool modules.
     names, index, convs = {("fc1",): "classifier.0", ("fc2",): "classifier.3", ("fc3",): "classifier.6"}, 0, 0
@@ -75,6 +112,7 @@ def _vgg_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return names
 
 
+@torchvision_family(MobileNetV2, classifier="classifier.1.weight", first_conv="features.0.0.weight")
 def _mobilenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # features.0 = stem, features.i = block{i} (conv = Sequential of [expand,] depthwise, project
     # conv, project bn), features.{blocks + 1} = head; Conv2dNormActivation = (conv, bn).
@@ -95,11 +133,13 @@ def _mobilenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return names
 
 
+@torchvision_family(UNetSmall, classifier="head.weight", first_conv="down1_conv1.weight")
 def _unet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # UNetSmall's attributes are the module names of its PyTorch twin (written in the tests).
     return {path: ".".join(path) for path in paths}
 
 
+@torchvision_family(DenseNet, classifier="classifier.weight", first_conv="features.conv0.weight")
 def _densenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # every module but the classifier sits in torchvision's `features`, nested as in jaxcnn
     return {path: ".".join(path if path[0] == "classifier" else ("features", *path)) for path in paths}
@@ -109,6 +149,7 @@ def _conv_bn(part: str) -> str:
     return {"conv": "0", "bn": "1"}.get(part, part)  # Conv2dNormActivation = (conv, bn); SE's fc1, fc2
 
 
+@torchvision_family(EfficientNet, classifier="classifier.1.weight", first_conv="features.0.0.weight")
 def _efficientnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # features.0 = stem, features.s.j = stage{s}_{j} (block = Sequential of [expand,] depthwise, se,
     # project), features.{stages + 1} = head, classifier = (dropout, linear).
@@ -129,6 +170,7 @@ def _efficientnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]
     return names
 
 
+@torchvision_family(ConvNeXt, classifier="classifier.2.weight", first_conv="features.0.0.weight")
 def _convnext_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # features.0 = stem (conv, norm); features.{2s-1}.j = stage{s}_{j} (block = dwconv, permute, norm,
     # pwconv1, GELU, pwconv2, permute; layer_scale on the block); features.{2s} = downsample{s} (norm,
@@ -149,21 +191,18 @@ def _convnext_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return names
 
 
-class _Family(NamedTuple):
-    namer: Namer
-    classifier: str  # the last layer's weight: its rows are the classes
-    first_conv: str  # the first convolution's weight: its columns are the input channels
-
-
-_FAMILIES: dict[type, _Family] = {
-    ResNet: _Family(_resnet_names, "fc.weight", "conv1.weight"),
-    VGG: _Family(_vgg_names, "classifier.6.weight", "features.0.weight"),
-    MobileNetV2: _Family(_mobilenet_names, "classifier.1.weight", "features.0.0.weight"),
-    DenseNet: _Family(_densenet_names, "classifier.weight", "features.conv0.weight"),
-    EfficientNet: _Family(_efficientnet_names, "classifier.1.weight", "features.0.0.weight"),
-    ConvNeXt: _Family(_convnext_names, "classifier.2.weight", "features.0.0.weight"),
-    UNetSmall: _Family(_unet_names, "head.weight", "down1_conv1.weight"),
-}
+def _family(model_name: str, architecture: nnx.Module, caller: str) -> TorchvisionFamily:
+    """The family of `architecture`'s class or of its nearest base; ValueError naming the registered ones."""
+    by_class = {
+        family.model: family for family in map(TORCHVISION_FAMILIES.get, TORCHVISION_FAMILIES.names())
+    }
+    family = next((by_class[cls] for cls in type(architecture).__mro__ if cls in by_class), None)
+    if family is None:
+        raise ValueError(
+            f"model_name {model_name!r} ({type(architecture).__name__}) has no torchvision counterpart; "
+            f"{caller} supports {', '.join(TORCHVISION_FAMILIES.names())} models"
+        )
+    return family
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -248,7 +287,7 @@ def load_torch_state_dict(
       model_name: a registered ResNet (resnet18, resnet34, resnet50, resnet101, resnet152,
         resnext50_32x4d, wide_resnet50_2), VGG (vgg11, vgg16, and `_bn`), MobileNetV2 (mobilenet_v2),
         DenseNet (densenet121), EfficientNet (efficientnet_b0), ConvNeXt (convnext_tiny) or U-Net
-        (unet_small: the names of its attributes) model.
+        (unet_small: the names of its attributes) model, or one of a family added by `torchvision_family`.
       state_dict: torchvision's names (`layer1.0.conv1.weight`, `features.0.weight`, ...) to
         torch tensors or numpy arrays, or the path of a `.safetensors` file holding them.
         `num_batches_tracked` entries are ignored.
@@ -270,12 +309,7 @@ def load_torch_state_dict(
     model = create(model_name, **create_kwargs)
     probe_shape = (32, 32, 3)  # any size the families accept: their weights do not depend on it
     architecture = model.abstract_nnx_model(probe_shape) if isinstance(model, LinenModel) else model
-    family = next((f for cls, f in _FAMILIES.items() if isinstance(architecture, cls)), None)
-    if family is None:
-        raise ValueError(
-            f"model_name {model_name!r} ({type(architecture).__name__}) has no torchvision counterpart; "
-            f"load_torch_state_dict supports {', '.join(cls.__name__ for cls in _FAMILIES)} models"
-        )
+    family = _family(model_name, architecture, "load_torch_state_dict")
     if "num_classes" not in create_kwargs and family.classifier in state_dict:
         num_classes = int(np.shape(state_dict[family.classifier])[0])
         model = create(model_name, num_classes=num_classes, **create_kwargs)
@@ -360,12 +394,7 @@ def save_torch_state_dict(
     given = {key: np.asarray(leaf) for key, leaf in traverse_util.flatten_dict(dict(variables)).items()}
     model = create(model_name, **create_kwargs)
     architecture = model.abstract_nnx_model((32, 32, 3)) if isinstance(model, LinenModel) else model
-    family = next((f for cls, f in _FAMILIES.items() if isinstance(architecture, cls)), None)
-    if family is None:
-        raise ValueError(
-            f"model_name {model_name!r} ({type(architecture).__name__}) has no torchvision counterpart; "
-            f"save_torch_state_dict supports {', '.join(cls.__name__ for cls in _FAMILIES)} models"
-        )
+    family = _family(model_name, architecture, "save_torch_state_dict")
     expected = _variable_shapes(model, 3)
     names = family.namer(architecture, sorted({key[1:-1] for key in expected}))
     torch_names = {key: f"{names[key[1:-1]]}.{_LEAF_NAMES[key[0], key[-1]]}" for key in expected}

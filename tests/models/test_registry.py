@@ -1,6 +1,11 @@
 """The registry: create, available, register, and their errors."""
 
 import functools
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -27,7 +32,7 @@ class TinyNet(nn.Module):
 def registered_tiny():
     models.register("tiny_for_tests", TinyNet)
     yield "tiny_for_tests"
-    models.registry._MODELS.pop("tiny_for_tests", None)
+    models.registry.MODELS.unregister("tiny_for_tests")
 
 
 def test_available_lists_the_foundation_models():
@@ -69,7 +74,7 @@ def test_register_as_decorator_and_partial(registered_tiny):
         assert models.create("tiny_wide_for_tests").width == 8
         assert "tiny_wide_for_tests" in models.available()
     finally:
-        models.registry._MODELS.pop("tiny_wide_for_tests")
+        models.registry.MODELS.unregister("tiny_wide_for_tests")
     assert isinstance(factory, functools.partial)
 
 
@@ -106,7 +111,7 @@ class TinyNNXNet(nnx.Module):
 def registered_tiny_nnx():
     models.register("tiny_nnx_for_tests")(TinyNNXNet)
     yield "tiny_nnx_for_tests"
-    models.registry._MODELS.pop("tiny_nnx_for_tests", None)
+    models.registry.MODELS.unregister("tiny_nnx_for_tests")
 
 
 def test_create_nnx_builds_the_zoo_model_initialised():
@@ -146,3 +151,67 @@ def test_a_registered_linen_model_is_wrapped_for_nnx(registered_tiny):
     np.testing.assert_array_equal(model(x, train=False), expected)
     with pytest.raises(ValueError, match="is a Linen module: create_nnx needs its input_shape"):
         models.create_nnx(registered_tiny, rngs=nnx.Rngs(0))
+
+
+# After `import jaxcnn.models` alone: each registered model's name and the class it builds.
+_REGISTERED_BY_THE_PACKAGE = """
+import json
+import jaxcnn.models
+from jaxcnn.models.registry import MODELS, _target
+print(json.dumps({n: f"{_target(MODELS.get(n)).__module__}.{_target(MODELS.get(n)).__qualname__}"
+                  for n in MODELS.names()}))
+"""
+
+
+def _zoo_classes(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_zoo_classes(sub))]
+
+
+def test_every_model_a_module_of_models_defines_is_available():
+    """`import jaxcnn.models` registers every model of its modules (a new module needs no list entry)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _REGISTERED_BY_THE_PACKAGE], capture_output=True, text=True, check=True
+    )
+    registered = json.loads(run.stdout)
+    for path in Path(models.__file__).parent.glob(
+        "*.py"
+    ):  # each on its own, as a test or a user might import it
+        if path.stem != "__init__":
+            importlib.import_module(f"jaxcnn.models.{path.stem}")
+    by_the_modules = {
+        name: factory
+        for name, factory in ((n, models.registry.MODELS.get(n)) for n in models.available())
+        if models.registry._target(factory).__module__.startswith("jaxcnn.models.")
+    }
+    assert sorted(set(by_the_modules) - set(registered)) == []
+    zoo = [c for c in _zoo_classes(models.ZooModel) if c.__module__.startswith("jaxcnn.models.")]
+    leaves = [c for c in zoo if not set(c.__subclasses__()) & set(zoo)]  # not bases such as ResidualNetwork
+    assert sorted({f"{c.__module__}.{c.__qualname__}" for c in leaves} - set(registered.values())) == []
+
+
+def test_a_users_torchvision_family_saves_and_loads_its_models(registered_tiny_nnx):
+    families = models.torch_weights.TORCHVISION_FAMILIES
+    with pytest.raises(
+        ValueError, match="has no torchvision counterpart; load_torch_state_dict supports Conv"
+    ):
+        models.load_torch_state_dict(registered_tiny_nnx, {})
+
+    @models.torch_weights.torchvision_family(TinyNNXNet, classifier="fc.weight", first_conv="conv.weight")
+    def tiny_names(model, paths):  # TinyNNXNet's twin names its modules as it does
+        return {path: ".".join(path) for path in paths}
+
+    try:
+        model = models.create_nnx(registered_tiny_nnx, num_classes=3, width=2, rngs=nnx.Rngs(0))
+        state_dict = models.save_torch_state_dict(registered_tiny_nnx, model, width=2)
+        assert sorted(state_dict) == ["conv.bias", "conv.weight", "fc.bias", "fc.weight"]
+        kernel, dense = np.asarray(model.conv.kernel[...]), np.asarray(model.fc.kernel[...])
+        np.testing.assert_array_equal(state_dict["conv.weight"], kernel.transpose(3, 2, 0, 1))  # HWIO -> OIHW
+        np.testing.assert_array_equal(state_dict["fc.weight"], dense.T)  # (in, out) -> (out, in)
+        variables = models.load_torch_state_dict(registered_tiny_nnx, state_dict, width=2)
+        jax.tree.map(np.testing.assert_array_equal, variables, models.linen_variables(model))
+        with pytest.raises(
+            ValueError, match="save_torch_state_dict supports .*ResNet, TinyNNXNet, UNetSmall"
+        ):
+            models.save_torch_state_dict("lenet5", {})
+    finally:
+        families.unregister("TinyNNXNet")
