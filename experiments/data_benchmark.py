@@ -30,7 +30,7 @@ from jaxcnn.training import build_run, default_config
 def loop_steps(run, steps: int) -> None:
     """`steps` steps of the training loop's body, batches from the pipeline included."""
     for _ in range(steps):
-        run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, next(run.batches))
+        run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, next(run.batches))
         run.step += 1
         for action in run.actions:
             action(run)
@@ -40,7 +40,7 @@ def bare_steps(run, batch, steps: int) -> None:
     """`steps` compiled steps on one batch already on the device (the step donates the state: the run goes
     on from the one these steps leave)."""
     for _ in range(steps):
-        run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, batch)
+        run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, batch)
 
 
 def timed(run, steps_fn) -> tuple[float, float]:

@@ -116,7 +116,7 @@ class PlotLearningCurves(jaxcnn.training.Action):
     def end(self, run) -> None:
         if run.is_writer:
             try:
-                jaxcnn.visualize.save_learning_curves(run.workdir)
+                jaxcnn.visualize.save_learning_curves(run.spec.workdir)
             except OSError as error:  # a full disk: the result, written next, says so if it matters
                 logging.warning("the learning curves were not drawn: %s", error)
 

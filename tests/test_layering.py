@@ -119,3 +119,12 @@ def test_no_module_imports_itself_through_others():
     graph = {_module_name(path): _imports(path, at_runtime=True) for path in MODULES}
     circle = _circle(graph)
     assert circle is None, " -> ".join(circle)
+
+
+def test_no_module_of_training_imports_itself_even_for_type_checkers():
+    """Inside training/ not even a type checker's import closes a circle (the run, its actions and the
+    build once did: actions -> build -> workdir -> config -> actions): each module reads from the bottom
+    up, `run` below the actions and the build."""
+    training = {_module_name(path): _imports(path) for path in MODULES if path.parent.name == "training"}
+    circle = _circle({module: imported & training.keys() for module, imported in training.items()})
+    assert circle is None, " -> ".join(circle)

@@ -1,6 +1,7 @@
 """The periodic work of a training run, one small action each: log, evaluate, checkpoint, show progress,
-stop on a signal, profile. The loop (`training.loop.train`) calls every action of the run after each step
-(`run.step` steps done); an action decides whether the step is its own (`due`).
+stop on a signal (and profile: `training.profiling`, beside its config section). The loop
+(`training.loop.train`) calls every action of the run after each step (`run.step` steps done); an action
+decides whether the step is its own (`due`).
 
 `training.build_run` makes the actions the config asks for; a script adds its own by appending an `Action`
 to `run.actions` (`experiments/train.py` adds the plot of the learning curves).
@@ -9,29 +10,20 @@ to `run.actions` (`experiments/train.py` adds the plot of the learning curves).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from jaxcnn._validate import Settings, integer
 from jaxcnn.training import steps
 from jaxcnn.training.evaluation import evaluate
 from jaxcnn.training.result import TrainingInterrupted
-
-if TYPE_CHECKING:
-    from jaxcnn.training.build import Run
+from jaxcnn.training.run import Run, check_finite, close_all
 
 
 class Action:
@@ -49,40 +41,7 @@ class Action:
 
 def due(run: Run, every: int) -> bool:
     """Whether `run.step` is one of every `every` steps, or the run's last."""
-    return run.step % every == 0 or run.step == run.total_steps
-
-
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
-
-
-def check_finite(run: Run, loss: float | None = None) -> None:
-    """FloatingPointError if the window's `loss` (None: not measured) or the parameters are not finite,
-    naming the newest checkpoint and what vouches for it (or saying that there is none): saved by this
-    run (its parameters checked finite first) or restored with matching checksums; one restored without
-    checksums may be what went wrong."""
-    newest = run.checkpoints.newest()
-    kept = "no checkpoint has been saved yet"
-    if newest is not None and run.checkpoints.verified(newest[0]):
-        kept = (
-            f"the newest checkpoint, step {newest[0]}, saved with finite parameters, is kept in {newest[1]}"
-        )
-    elif newest is not None:
-        kept = (
-            f"the newest checkpoint, step {newest[0]}, is kept in {newest[1]}, unverified: an older jaxcnn "
-            "saved it without checksums, so it may be damaged (if the run stops here again, move it aside "
-            "to resume from an earlier one)"
-        )
-    if loss is not None and not math.isfinite(loss):
-        raise FloatingPointError(
-            f"the training loss became {loss} by step {run.step}; {kept} "
-            "(config.optim.skip_nonfinite_steps skips such steps instead)"
-        )
-    if not bool(_all_finite(run.state.params)):  # computed where the parameters are: one value comes back
-        raise FloatingPointError(
-            f"the parameters became non-finite by step {run.step}; they were not saved, and {kept}"
-        )
+    return run.step % every == 0 or run.step == run.spec.total_steps
 
 
 class LogMetrics(Action):
@@ -107,24 +66,25 @@ class LogMetrics(Action):
             self.window_steps += 1
         if not due(run, self.every):
             return
-        sums = run.strategy.host_value(run.metric_sums)  # waits for the window's last step
+        sums = run.spec.strategy.host_value(run.metric_sums)  # waits for the window's last step
         elapsed = time.perf_counter() - self.window_start - (run.paused_seconds - self.paused)
         summary = steps.summarize(sums)
         check_finite(run, summary["loss"])
-        speed = self.window_steps * run.batch_size / elapsed if self.window_steps else None  # none timed
+        speed = self.window_steps * run.spec.batch_size / elapsed if self.window_steps else None  # none timed
         self.steps_timed += self.window_steps
         self.seconds_timed += elapsed
         if self.seconds_timed:
-            run.examples_per_sec = self.steps_timed * run.batch_size / self.seconds_timed
+            run.examples_per_sec = self.steps_timed * run.spec.batch_size / self.seconds_timed
         run.train_summary = {**summary, "examples_per_sec": speed}
         extra = {"skipped_steps": int(sums["skipped"])} if "skipped" in sums else {}
-        learning_rate = run.learning_rate(run.step - 1)  # that of the window's last update
+        learning_rate = run.spec.learning_rate(run.step - 1)  # that of the window's last update
         run.writer.write(
             run.step, "train", **summary, examples_per_sec=speed, learning_rate=learning_rate, **extra
         )
         if summary["loss"] is None:
             logging.warning("step %d: every step since the last log line was skipped (non-finite)", run.step)
-        run.metric_sums = run.strategy.put_state(jax.tree.map(np.zeros_like, sums))  # `sums` is on the host
+        zeros = jax.tree.map(np.zeros_like, sums)  # `sums` is on the host
+        run.metric_sums = run.spec.strategy.put_state(zeros)
         self.window_start, self.window_steps, self.paused = time.perf_counter(), 0, run.paused_seconds
 
 
@@ -137,9 +97,10 @@ class Evaluate(Action):
     def __call__(self, run: Run) -> None:
         if not due(run, self.every):
             return
+        spec = run.spec
         with run.pause():
             run.test_summary = evaluate(
-                run.eval_fn, run.state, run.test_data, run.eval_batch_size, run.strategy
+                spec.eval_fn, run.state, spec.test_data, spec.eval_batch_size, spec.strategy
             )
         run.writer.write(run.step, "test", **run.test_summary)
         logging.info(
@@ -169,9 +130,9 @@ class ProgressBar(Action):
 
     def __init__(self, run: Run):
         self.bar = tqdm(
-            total=run.total_steps,
+            total=run.spec.total_steps,
             initial=run.step,
-            desc=run.label,
+            desc=run.spec.label,
             unit="step",
             disable=None if run.is_writer else True,  # None: only on a terminal
             dynamic_ncols=True,
@@ -192,7 +153,7 @@ class ProgressBar(Action):
             logging.info(
                 "step %d/%d: loss %.4f, accuracy %.2f%%, %s examples/s",
                 run.step,
-                run.total_steps,
+                run.spec.total_steps,
                 summary["loss"],
                 100 * summary["accuracy"],
                 speed,
@@ -226,7 +187,7 @@ class StopOnSignal(Action):
     def __call__(self, run: Run) -> None:
         if self.preemption_service and multihost_utils.reached_preemption_sync_point(run.step):
             self._stop(run, signal.SIGTERM)
-        if run.step == run.total_steps or (jax.process_count() > 1 and run.step % self.log_every):
+        if run.step == run.spec.total_steps or (jax.process_count() > 1 and run.step % self.log_every):
             return
         signum = self.received[0] if self.received else 0
         if jax.process_count() > 1:  # if any process received a signal, all stop
@@ -237,69 +198,11 @@ class StopOnSignal(Action):
     @staticmethod
     def _stop(run: Run, signum: int) -> None:
         run.save_checkpoint(unless_saved=True)
-        raise TrainingInterrupted(run.step, signum, str(run.workdir))
+        raise TrainingInterrupted(run.step, signum, str(run.spec.workdir))
 
     def close(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProfileSettings(Settings):
-    """`config.profile`: a `jax.profiler` trace of `steps` steps (0 = none) from step `start_step` on
-    (after the first steps, which compile), written for TensorBoard's profile plugin under
-    `WORKDIR/tensorboard/plugins/profile/`."""
-
-    start_step: int = dataclasses.field(default=10, metadata={"resumable": True})
-    steps: int = dataclasses.field(default=0, metadata={"resumable": True})
-
-    def __post_init__(self):
-        integer(self.start_step, "start_step", minimum=0)
-        integer(self.steps, "steps", minimum=0)
-
-
-class Profile(Action):
-    """Traces steps `start_step + 1` .. `start_step + steps` with `jax.profiler` into `log_dir`."""
-
-    def __init__(self, settings: ProfileSettings, log_dir: Path):
-        self.first, self.last, self.log_dir = (
-            settings.start_step,
-            settings.start_step + settings.steps,
-            log_dir,
-        )
-        self.tracing = False
-
-    def __call__(self, run: Run) -> None:
-        if run.step == self.first and not self.tracing:
-            jax.block_until_ready(run.state)
-            jax.profiler.start_trace(str(self.log_dir))
-            self.tracing = True
-        elif run.step >= self.last and self.tracing:
-            self.close(run.state)
-
-    def close(self, state=None) -> None:
-        if self.tracing:
-            if state is not None:
-                jax.block_until_ready(state)
-            jax.profiler.stop_trace()
-            self.tracing = False
-            logging.info("profile of steps %d-%d written to %s", self.first + 1, self.last, self.log_dir)
-
-
-def close_all(closers: Sequence[tuple[str, Callable[[], None]]], *, raising: bool = True) -> None:
-    """Calls every `(what, close)` of `closers`, whatever the others raise. The first error is raised
-    at the end if `raising` (no other error is on its way out: the run's own error is the one to report);
-    every other one is logged in a line."""
-    errors = []
-    for what, close in closers:
-        try:
-            close()
-        except Exception as error:  # noqa: BLE001 - reported below: closing goes on
-            errors.append((what, error))
-    for what, error in errors[1:] if raising else errors:
-        logging.warning("closing %s failed: %s: %s", what, type(error).__name__, error)
-    if raising and errors:
-        raise errors[0][1]
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ defaults, checks and documentation:
 | `dp`          | `training.per_example.DPSettings`      | DP-SGD                                            |
 | `ensemble`    | `training.ensemble.EnsembleSettings`   | vmapped ensembles                                 |
 | `checkpoints` | `training.checkpoint.CheckpointSettings` | how many checkpoints are kept                   |
-| `profile`     | `training.actions.ProfileSettings`     | a `jax.profiler` trace of a few steps             |
+| `profile`     | `training.profiling.ProfileSettings`   | a `jax.profiler` trace of a few steps             |
 | `finetune`    | `training.finetune.FinetuneSettings`   | start from trained weights, freeze some of them   |
 
 `jaxcnn.training.build_run` is the only code that reads a config: it hands each section to its owner.
@@ -37,7 +37,6 @@ import ml_collections
 from jaxcnn import data, models
 from jaxcnn._validate import boolean, choice, integer, number
 from jaxcnn.parallel import STRATEGIES
-from jaxcnn.training.actions import ProfileSettings
 from jaxcnn.training.checkpoint import CheckpointSettings
 from jaxcnn.training.ensemble import EnsembleSettings
 from jaxcnn.training.evaluation import EvalSettings
@@ -45,6 +44,7 @@ from jaxcnn.training.finetune import FinetuneSettings
 from jaxcnn.training.model import ComputeSettings
 from jaxcnn.training.optim import OPTIMIZERS, OptimizerSettings
 from jaxcnn.training.per_example import DPSettings
+from jaxcnn.training.profiling import ProfileSettings
 from jaxcnn.training.state import EMASettings
 from jaxcnn.training.steps import LossSettings
 
@@ -189,9 +189,9 @@ def unknown_key(key: str) -> str:
     return f"config.{key}" + (f" (did you mean config.{close[0]}?)" if close else "")
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
+def validate_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Checks every key's type and range and the keys that constrain each other; a ValueError or
-    TypeError naming `config.KEY` and the value."""
+    TypeError naming `config.KEY` and the value. Returns the sections it read (`read_sections`)."""
     expected = set(KEYS) | set(SECTIONS)
     missing, unknown = sorted(expected - set(config)), sorted(set(config) - expected)
     if unknown:
@@ -226,3 +226,4 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError("config.finetune needs config.ensemble.size 1 (ensembles start from seeds)")
         if not models.is_nnx(config.model):
             raise ValueError(f"config.finetune needs a zoo model (NNX), not {config.model!r}")
+    return sections

@@ -20,16 +20,17 @@ import ml_collections
 
 from jaxcnn.data import UnreadableImageError
 from jaxcnn.training.actions import Action, closing
-from jaxcnn.training.build import Run, build_run
+from jaxcnn.training.build import build_run
 from jaxcnn.training.config import validate_config
 from jaxcnn.training.result import DataWorkerError, RunResult
+from jaxcnn.training.run import Run
 from jaxcnn.training.workdir import finished_result
 
 _WORKER_DIED = "Worker process was terminated unexpectedly"  # Grain's message (0.2.18)
 
 
 def train(run: Run) -> RunResult:
-    """Steps `run` from `run.step` to `run.total_steps`, each step followed by every action of
+    """Steps `run` from `run.step` to `run.spec.total_steps`, each step followed by every action of
     `run.actions` (log, evaluate, checkpoint, ...), then reports the result. Closes the run, whatever
     happens: an error while closing is raised only if the run had none (that one is reported).
 
@@ -39,8 +40,8 @@ def train(run: Run) -> RunResult:
     """
     try:
         with closing(run.actions):
-            for _ in range(run.step, run.total_steps):
-                run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, _next_batch(run))
+            for _ in range(run.step, run.spec.total_steps):
+                run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, _next_batch(run))
                 run.step += 1
                 for action in run.actions:
                     action(run)
@@ -63,14 +64,14 @@ def _next_batch(run: Run):
     except UnreadableImageError as error:
         _save(run)
         raise UnreadableImageError(
-            f"{error}; checkpoint saved at step {run.step} in {run.workdir}: fix or remove the file, or "
-            "resume with --config.data.bad_images=skip"
+            f"{error}; checkpoint saved at step {run.step} in {run.spec.workdir}: fix or remove the file, "
+            "or resume with --config.data.bad_images=skip"
         ) from error
     except RuntimeError as error:
         if _WORKER_DIED not in str(error):
             raise
         _save(run)
-        raise DataWorkerError(run.step, str(run.workdir), str(error).split(".")[0]) from error
+        raise DataWorkerError(run.step, str(run.spec.workdir), str(error).split(".")[0]) from error
 
 
 def _save(run: Run) -> None:

@@ -29,8 +29,8 @@ from jaxcnn.training import (
     train_step,
 )
 from jaxcnn.training import checkpoint as checkpoint_lib
-from jaxcnn.training.actions import check_finite
 from jaxcnn.training.finetune import newest_checkpoint_state
+from jaxcnn.training.run import check_finite
 from jaxcnn.training.steps import zero_metrics
 
 

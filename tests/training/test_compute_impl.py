@@ -59,7 +59,7 @@ def test_every_impl_trains_every_family(tmp_path, model, impl):
     try:
         before = jax.device_get(run.state.params)
         for _ in range(STEPS):
-            run.state, run.metric_sums = run.train_fn(run.state, run.metric_sums, next(run.batches))
+            run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, next(run.batches))
         sums = jax.device_get(run.metric_sums)
         after = jax.device_get(run.state.params)
     finally:
