@@ -108,6 +108,8 @@ def _block_checksum(block: np.ndarray, index: tuple[slice, ...], shape: tuple[in
 def _local_checksum(leaf) -> int:
     """This process's part of `leaf`'s checksum: the shards it holds that no other device's copy
     duplicates (a numpy array, the same on every process, counts on process 0)."""
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)  # a typed key (DP-SGD's noise) has no numpy form: its words do
     if isinstance(leaf, jax.Array):
         blocks = [(shard.data, shard.index) for shard in leaf.addressable_shards if shard.replica_id == 0]
     else:

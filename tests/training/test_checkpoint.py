@@ -238,8 +238,10 @@ def test_checksums_follow_their_definition_whatever_the_sharding():
         "on_one_device": jnp.asarray(matrix),
         "sharded": jax.device_put(matrix, NamedSharding(mesh, PartitionSpec("a", "b"))),
         "replicated": jax.device_put(matrix, NamedSharding(mesh, PartitionSpec())),
+        "key": jax.random.key(3),  # a typed key (DP-SGD's noise state): checksummed as its words
     }
-    expected = {f"item/{name}": _reference_checksum(np.asarray(leaf)) for name, leaf in tree.items()}
+    words = {**tree, "key": jax.random.key_data(tree["key"])}
+    expected = {f"item/{name}": _reference_checksum(np.asarray(leaf)) for name, leaf in words.items()}
     assert checkpoint_lib.checksums({"item": tree}) == expected
     assert len({expected["item/sharded"], expected["item/f32"]}) == 2
 
