@@ -352,31 +352,10 @@ def prepare_workdir(
     workdir = Path(workdir)
     _check_writable(workdir)
     new = _flat(json.loads(config.to_json()))
-    described = None  # why the run there is not this one's
-    try:
-        old = _recorded(workdir)
-    except (OSError, ValueError) as error:
-        old, described = None, f"workdir {workdir}: {_unreadable(workdir / 'config.json', error)}"
-    resumable = resumable_keys() if resumable is None else resumable
-    differences = [] if old is None else _differences(old, new, resumable)
-    if differences:
-        described = f"workdir {workdir} holds a run with another config ({'; '.join(differences)})"
-    discard = described is not None
-    if discard:
-        valuable = saved_steps(workdir / "checkpoints") or (workdir / "result.json").exists()
-        if valuable and not overwrite:
-            raise WorkdirError(
-                f"{described}. Use a new --workdir, or pass --config.overwrite=True to discard that run"
-            )
-    else:
-        saved = saved_steps(workdir / "checkpoints")
-        if total_steps is not None and saved and saved[-1] > total_steps:
-            raise WorkdirError(
-                f"{workdir} holds this run at step {saved[-1]}, past the {total_steps} steps configured now; "
-                "a run can be made longer, not shorter"
-            )
+    old, described = _other_run(workdir, new, resumable_keys() if resumable is None else resumable)
+    _refuse_unless_continued(workdir, described, overwrite, total_steps)
     _check_free_space(workdir, checkpoint_bytes, checkpoints_to_keep)
-    if discard:
+    if described is not None:
         reason = "config.overwrite" if overwrite else "it saved no checkpoint and no result"
         logging.warning("%s: discarding it (%s) and its record", described, reason)
         _discard_run(workdir)
@@ -386,6 +365,37 @@ def prepare_workdir(
         (workdir / "result.json").unlink(missing_ok=True)
     write_file(workdir / "config.json", json.dumps(json.loads(config.to_json()), indent=2) + "\n")
     return workdir
+
+
+def _other_run(workdir: Path, new: dict, resumable: set[str]) -> tuple[dict | None, str | None]:
+    """The flat config recorded in `workdir` (None: none, or unreadable) and why the run there is not the
+    run of the flat config `new` (None: it is, or there is none)."""
+    try:
+        old = _recorded(workdir)
+    except (OSError, ValueError) as error:
+        return None, f"workdir {workdir}: {_unreadable(workdir / 'config.json', error)}"
+    differences = [] if old is None else _differences(old, new, resumable)
+    if differences:
+        return old, f"workdir {workdir} holds a run with another config ({'; '.join(differences)})"
+    return old, None
+
+
+def _refuse_unless_continued(
+    workdir: Path, described: str | None, overwrite: bool, total_steps: int | None
+) -> None:
+    """Refuses (WorkdirError) another run's workdir that holds something of value (a checkpoint, a
+    result) unless `overwrite`, and this run's when it was saved past `total_steps`."""
+    saved = saved_steps(workdir / "checkpoints")
+    if described is not None:
+        if (saved or (workdir / "result.json").exists()) and not overwrite:
+            raise WorkdirError(
+                f"{described}. Use a new --workdir, or pass --config.overwrite=True to discard that run"
+            )
+    elif total_steps is not None and saved and saved[-1] > total_steps:
+        raise WorkdirError(
+            f"{workdir} holds this run at step {saved[-1]}, past the {total_steps} steps configured now; "
+            "a run can be made longer, not shorter"
+        )
 
 
 def finished_result(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> RunResult | None:
