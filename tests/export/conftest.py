@@ -14,14 +14,15 @@ from flax import nnx
 from jaxcnn import models
 
 # Each zoo model at its smallest input (or a small one): the export does not depend on the size.
-# The slow ones hold tens of millions of weights or a hundred layers.
+# The slow ones hold tens of millions of weights or a hundred layers. vgg16 and vgg16_bn are vgg11's code
+# with more layers and 138M weights, whose export alone takes gigabytes (tests/models checks their shapes).
 ZOO = {
     "allconv": (16, 16, 3), "compact": (8, 8, 1), "convnext_tiny": (32, 32, 3), "densenet121": (32, 32, 3),
     "densenet_bc_100_12": (8, 8, 3), "efficientnet_b0": (8, 8, 3), "fastcnn": (16, 16, 3),
     "lenet5": (16, 16, 1), "mobilenet_v2": (8, 8, 3), "resnet101": (8, 8, 3), "resnet152": (8, 8, 3),
     "resnet18": (8, 8, 3), "resnet20": (8, 8, 3), "resnet34": (8, 8, 3), "resnet50": (8, 8, 3),
     "resnet56": (8, 8, 3), "resnext50_32x4d": (8, 8, 3), "simple_cnn": (8, 8, 1), "unet_small": (8, 8, 1),
-    "vgg11": (32, 32, 3), "vgg11_bn": (32, 32, 3), "vgg16": (32, 32, 3), "vgg16_bn": (32, 32, 3),
+    "vgg11": (32, 32, 3), "vgg11_bn": (32, 32, 3),
     "wide_resnet50_2": (8, 8, 3), "wrn16_4": (8, 8, 3), "wrn28_10": (8, 8, 3), "wrn40_4": (8, 8, 3),
 }  # fmt: skip
 FAST = {"compact", "fastcnn", "lenet5", "resnet20", "simple_cnn", "unet_small"}
