@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ZOO, zoo_model
+from conftest import MODEL_KWARGS, ZOO, zoo_model
 
 from jaxcnn import export, models
 from jaxcnn.export.onnx import converter_available
@@ -19,14 +19,14 @@ needs_converter = pytest.mark.skipif(
 TOLERANCE = {"lenet5": 1e-5, "resnet18": 1e-5}
 # jax2onnx 0.17.1 has no ONNX for the transposed convolution's layout (lhs dilation, flipped kernel).
 NO_ONNX_FORM = {"unet_small": "Unsupported conv layouts"}
-# 133M weights (the 25088 x 4096 Linear) held by two processes and onnxruntime: a 23 GiB machine shared by
-# several test runs killed this test (vgg11_bn converted by hand: 3.8e-7).
-TOO_LARGE_HERE = {name: "133M weights: gigabytes in two processes" for name in ("vgg11", "vgg11_bn")}
 
 
 def zoo_servable(name, **info):
     model = zoo_model(name)
-    return export.from_zoo(name, models.linen_variables(model), input_shape=ZOO[name], num_classes=10, **info)
+    return export.from_zoo(
+        name, models.linen_variables(model), input_shape=ZOO[name], num_classes=10,
+        **MODEL_KWARGS.get(name, {}), **info,
+    )  # fmt: skip
 
 
 def run(path, x):
@@ -38,8 +38,6 @@ def run(path, x):
 @pytest.mark.slow  # each conversion runs jax2onnx in its own environment: 10-60 s
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_zoo_model_gives_its_eval_logits_under_onnxruntime(name, tmp_path):
-    if name in TOO_LARGE_HERE:
-        pytest.skip(TOO_LARGE_HERE[name])
     servable, shape = zoo_servable(name), ZOO[name]
     path = tmp_path / "m.onnx"
     if name in NO_ONNX_FORM:
