@@ -7,7 +7,8 @@ Running the same command again resumes from the newest checkpoint in the workdir
 result of a finished run; SIGTERM or Ctrl-C saves a checkpoint first. A larger `--config.num_epochs`
 (or `num_steps`) on the same workdir extends the run. A second run in a workdir in
 use is refused, as is a directory that holds files but no jaxcnn run. Errors of the flags, the config
-or the workdir, a full disk and a data worker that died (after a checkpoint) are one line
+or the workdir, a full disk, a data worker that died (after a checkpoint) and, in a process group, a peer
+that died are one line
 (JAXCNN_TRACEBACK=1 adds the traceback). Under a cluster's launcher (`srun`, `mpirun`, a Kubernetes
 JobSet, a TPU pod) every process joins the job's group by itself (`--distributed=auto`, the default;
 `off` runs one process); elsewhere, multi-process runs (one process per host, or several on one machine)
@@ -37,6 +38,7 @@ signal.signal(signal.SIGINT, _interrupted)
 import logging
 import re
 import sys
+import traceback
 from typing import NoReturn
 
 import jax
@@ -81,6 +83,23 @@ def _fail(error: BaseException, message: str) -> NoReturn:
         raise error
     print(f"error: {message}\n(set JAXCNN_TRACEBACK=1 for the traceback)", file=sys.stderr)
     sys.exit(1)
+
+
+def _group_lost(error: BaseException) -> NoReturn:
+    """A collective of a process group failed: a peer is gone (killed, its host lost). No checkpoint can be
+    saved now (a save needs every process), and exiting the usual way would wait in
+    `jax.distributed.shutdown` for the dead peer until its heartbeat times out, then abort in C++: so one
+    line, and out at once (the workdir's lock goes with the process)."""
+    if os.environ.get("JAXCNN_TRACEBACK"):
+        traceback.print_exception(error)
+    reason = str(error).strip().splitlines()[0]
+    print(
+        f"error: a collective of the process group failed ({reason}): another process has stopped; start "
+        "the whole group again and it resumes from the newest checkpoint",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(1)
 
 
 def _config_error(error: Exception) -> str:
@@ -141,6 +160,10 @@ def main(argv):
         sys.exit(128 + stop.signum)
     except _USER_ERRORS as error:
         _fail(error, str(error))
+    except jax.errors.JaxRuntimeError as error:
+        if jax.process_count() == 1:
+            raise
+        _group_lost(error)
     if jaxcnn.parallel.is_main_process():
         print(result.describe())
 

@@ -109,27 +109,59 @@ def test_two_processes_under_simulated_open_mpi_join_by_themselves_and_follow_th
         _assert_same_curve(_losses(tmp_path / "group", split), _losses(single, split))
 
 
-@pytest.mark.slow
-def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint_and_resumes(tmp_path):
-    """SIGTERM reaches one process only (as when one host is preempted): both save the same step and
-    exit; the group started again resumes from it and ends where an uninterrupted run ends."""
-    workdir, port = tmp_path / "group", launch_local.free_port()
-    long_run = {"num_steps": 10**5, "checkpoint_every": 10**5}  # stopped by the signal, not by its length
-    args = [f"--config.{key}={value}" for key, value in {**OVERRIDES, **long_run}.items()]
-    processes = []
+def _start_training_group(workdir, overrides):
+    """Two processes of a simulated SLURM group training `OVERRIDES` + `overrides` with `parallel="data"`,
+    returned once the first training loss is logged (stderr piped)."""
+    args = [f"--config.{key}={value}" for key, value in {**OVERRIDES, **overrides}.items()]
+    port, processes = launch_local.free_port(), []
     for index in range(2):
         variables, _ = launch_local.group_args("slurm", index, 2, port)
         env = {**launch_local.process_env(2), **variables}
         command = [sys.executable, "experiments/train.py", f"--config={CONFIG}", f"--workdir={workdir}",
                    "--config.parallel=data", *args]  # fmt: skip
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + 240
+    while not (workdir / "metrics.jsonl").exists() or not _losses(workdir, "train"):  # training
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            for p in processes:
+                p.kill()
+            raise AssertionError([p.communicate()[1][-2000:] for p in processes])
+        time.sleep(0.2)
+    return processes
+
+
+@pytest.mark.slow
+def test_a_peer_killed_ends_the_survivor_at_once_in_one_line(tmp_path):
+    """kill -9 of one process (a lost host): the other's next collective fails; it says so in one line and
+    exits at once, not after waiting for the dead peer's heartbeat in jax.distributed's shutdown (~1 min,
+    then a C++ abort); its lock goes with it, and the group started again resumes."""
+    workdir = tmp_path / "group"
+    processes = _start_training_group(workdir, {"num_steps": 10**5, "checkpoint_every": LOG_EVERY})
     try:
-        deadline = time.monotonic() + 240
-        while not (workdir / "metrics.jsonl").exists() or not _losses(workdir, "train"):  # training
-            assert time.monotonic() < deadline and all(p.poll() is None for p in processes), [
-                p.stderr.read()[-2000:] for p in processes if p.poll() is not None
-            ]
-            time.sleep(0.2)
+        processes[1].kill()
+        killed = time.monotonic()
+        _, error = processes[0].communicate(timeout=120)
+        seconds = time.monotonic() - killed
+    finally:
+        for p in processes:
+            p.kill()
+    assert processes[0].returncode == 1, error[-3000:]
+    assert seconds < 30, (seconds, error[-3000:])
+    last = error.strip().splitlines()[-1]
+    assert last.startswith("error: a collective of the process group failed (") and last.endswith(
+        "another process has stopped; start the whole group again and it resumes from the newest checkpoint"
+    ), error[-3000:]
+    assert "Traceback" not in error
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_of_a_slurm_group_stops_both_at_one_checkpoint_and_resumes(tmp_path):
+    """SIGTERM reaches one process only (as when one host is preempted): both save the same step and
+    exit; the group started again resumes from it and ends where an uninterrupted run ends."""
+    workdir = tmp_path / "group"
+    long_run = {"num_steps": 10**5, "checkpoint_every": 10**5}  # stopped by the signal, not by its length
+    processes = _start_training_group(workdir, long_run)
+    try:
         processes[1].send_signal(signal.SIGTERM)
         errors = [p.communicate(timeout=120)[1] for p in processes]
     finally:
