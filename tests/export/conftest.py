@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxcnn import models
@@ -50,6 +52,15 @@ def random_weights(model: nnx.Module, seed: int = 0) -> nnx.Module:
 
     graphdef, state = nnx.split(model)
     return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+
+
+@pytest.fixture(autouse=True)
+def _free_compiled_models():
+    """Each export compiles a model with its weights as constants: dropped after each test (with them, one
+    process of the suite grew past 13 GB over these tests, and the test machine has 24 GB for two)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @functools.lru_cache(maxsize=2)  # a model's StableHLO and ONNX tests run one after another; big ones stay few
