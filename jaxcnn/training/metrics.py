@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 from jaxcnn._files import strict_json
@@ -30,11 +31,11 @@ class MetricWriter:
             [line for line in read_metrics(self.path) if line["step"] <= resume_step] if resume_step else []
         )
         write_file(self.path, "".join(strict_json(line) + "\n" for line in kept))
-        from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
-
         self._tensorboard_dir = Path(workdir) / "tensorboard"
         with writing(self._tensorboard_dir):
-            self._tensorboard = SummaryWriter(str(self._tensorboard_dir), purge_step=resume_step or None)
+            self._tensorboard = _summary_writer_class()(
+                str(self._tensorboard_dir), purge_step=resume_step or None
+            )
 
     def write(self, step: int, split: str, **values: float | None) -> None:
         """A row of `values` at `step` (a value that is None or not finite is `null`).
@@ -56,6 +57,25 @@ class MetricWriter:
         if self._tensorboard is not None:
             with writing(self._tensorboard_dir):
                 self._tensorboard.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's `SummaryWriter`, imported here (only process 0 needs it) without PyTorch.
+
+    tensorboardX's writer imports torch when it can, only for its type hints (a torch tensor is
+    still converted by its type's name): ~3 s of every training process's start where torch is
+    installed. While it imports, a `None` in `sys.modules` makes `import torch` raise the
+    ImportError tensorboardX expects; a torch already imported is left as it is.
+    """
+    blocking = "torch" not in sys.modules
+    if blocking:
+        sys.modules["torch"] = None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if blocking:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

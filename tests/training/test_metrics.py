@@ -5,6 +5,8 @@ import json
 import logging
 import math
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -141,3 +143,16 @@ def test_logged_training_is_the_last_window_and_the_throughput_of_all():
         "examples_per_sec": 11 / (4 / 100 + 7 / 300),
     }
     assert all(math.isnan(value) for value in logged_training([]).values())
+
+
+def test_tensorboard_is_written_without_importing_torch(tmp_path):
+    # tensorboardX's writer imports torch if it can (~3 s of each training process's start, for type hints)
+    script = (
+        "import sys; from jaxcnn.training.metrics import MetricWriter\n"
+        f"writer = MetricWriter({str(tmp_path)!r}); writer.write(1, 'train', loss=0.5); writer.close()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import torch  # and it still can be, afterwards\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    assert b"train/loss" in events.read_bytes()
