@@ -1,7 +1,8 @@
 """Argument checks shared by every part of jaxcnn: one message per kind of mistake, naming the argument.
 
 Each check returns the value normalised (an int, a float, a tuple) or raises before anything reaches XLA:
-`TypeError` for a value of the wrong kind, `ValueError` for one out of range.
+`TypeError` for a value of the wrong kind, `ValueError` for one out of range. They take `value: Any`:
+whatever a user or a config wrote, which they are there to check.
 """
 
 from __future__ import annotations
@@ -9,26 +10,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> bool:
     """An integer that is not a bool (`True` is an int in Python, never a size here)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def is_number(value) -> bool:
+def is_number(value: object) -> bool:
     """A real number that is not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _bounds(minimum=None, maximum=None, below=None) -> str:
+def _bounds(minimum: float | None = None, maximum: float | None = None, below: float | None = None) -> str:
     """The wanted range for a message, e.g. " >= 0 and < 1"."""
     limits = [f"{op} {v}" for op, v in ((">=", minimum), ("<=", maximum), ("<", below)) if v is not None]
     return " " + " and ".join(limits) if limits else ""
 
 
-def _outside(value, minimum=None, maximum=None, below=None) -> bool:
+def _outside(
+    value: Any, minimum: float | None = None, maximum: float | None = None, below: float | None = None
+) -> bool:
     return (
         (minimum is not None and value < minimum)
         or (maximum is not None and value > maximum)
@@ -36,7 +40,7 @@ def _outside(value, minimum=None, maximum=None, below=None) -> bool:
     )
 
 
-def integer(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """`value` as an int in `[minimum, maximum]` (either bound optional)."""
     wanted = "an int" + _bounds(minimum, maximum)
     if not is_int(value):
@@ -47,7 +51,7 @@ def integer(value, name: str, *, minimum: int | None = None, maximum: int | None
 
 
 def number(
-    value,
+    value: Any,
     name: str,
     *,
     minimum: float | None = None,
@@ -66,22 +70,23 @@ def number(
     return float(value)
 
 
-def boolean(value, name: str) -> bool:
+def boolean(value: Any, name: str) -> bool:
     """`value`, which must be True or False (not 0/1, not a string)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return value
 
 
-def choice(value, name: str, choices: Iterable[str]) -> str:
+def choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """`value`, which must be one of `choices`."""
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
+    chosen: str = value
+    return chosen
 
 
-def int_tuple(value, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+def int_tuple(value: Any, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
     """An int or one int per spatial dim, each >= `minimum`, as a tuple of length `ndim`."""
     if is_int(value):
         values = (value,) * ndim
@@ -103,7 +108,7 @@ def int_tuple(value, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ..
     return tuple(int(v) for v in values)
 
 
-def shape(value, name: str, *, length: int | None = None, minimum: int = 1) -> tuple[int, ...]:
+def shape(value: Any, name: str, *, length: int | None = None, minimum: int = 1) -> tuple[int, ...]:
     """A shape: a tuple (or list) of ints >= `minimum`, of `length` entries when given."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(map(is_int, value)):
         raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
@@ -112,6 +117,9 @@ def shape(value, name: str, *, length: int | None = None, minimum: int = 1) -> t
     if length is not None and len(value) != length:
         raise ValueError(f"{name} must have {length} entries, got {value!r}")
     return tuple(int(d) for d in value)
+
+
+_Settings = TypeVar("_Settings", bound="Settings")
 
 
 class Settings:
@@ -123,8 +131,11 @@ class Settings:
     with the section's: "config.augment.crop_padding must be an int >= 0, got -1".
     """
 
+    if TYPE_CHECKING:  # every subclass is a dataclass: `dataclasses.fields(cls)` below reads this
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     @classmethod
-    def from_config(cls, section, name: str):
+    def from_config(cls: type[_Settings], section: Mapping[str, Any], name: str) -> _Settings:
         """The settings of `config.<name>` (a mapping of this class's fields)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(section) - known)

@@ -4,6 +4,11 @@ Layouts are channels-last: inputs `(*batch, *spatial, C)` with 1, 2 or 3 spatial
 of batch dims (none, one `N`, or several: Flax's convention), kernels `(*window, C_in // groups, C_out)`.
 Every op checks its arguments in Python and raises a `ValueError`/`TypeError` naming the argument before
 anything reaches XLA.
+
+Types and shapes: annotations give the type (arrays in as `jax.typing.ArrayLike`, out as `jax.Array`);
+each docstring's Args and Returns give the shape, one convention everywhere: a tuple of named dims as
+jaxtyping names them, `*name` for any number of dims (`*batch`, `*spatial`), `...` for dims left unnamed,
+a product or quotient where one dim follows from others (`C_in // groups`, `prod(window) * C`).
 """
 
 from jaxcnn.functional._cpu_paths import CONV_IMPLS, MAX_POOL_IMPLS

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxcnn._validate import integer, is_int
 
 Pairs = tuple[tuple[int, int], ...]
+# The forms the ops' signatures take (each value is still checked at run time, whatever its type):
+Size = int | Sequence[int]  # window, stride, dilation: one int for every spatial dim, or one per dim
+Padding = str | int | Sequence[int | Sequence[int]]  # "VALID", "SAME", an int, or one int or pair per dim
+_Out = TypeVar("_Out")
 
 
-def _as_array(value, name: str) -> jax.Array:
+def _as_array(value: Any, name: str) -> jax.Array:
     if not hasattr(value, "shape") or not hasattr(value, "dtype"):
         try:
             value = jnp.asarray(value)
@@ -26,27 +32,29 @@ def _as_array(value, name: str) -> jax.Array:
     return jnp.asarray(value)
 
 
-def as_float_array(value, name: str) -> jax.Array:
+def as_float_array(value: Any, name: str) -> jax.Array:
     """`value` as a JAX array with a floating dtype; TypeError naming `name` otherwise."""
-    value = _as_array(value, name)
-    if not jnp.issubdtype(value.dtype, jnp.floating):
+    array = _as_array(value, name)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
         raise TypeError(
-            f"{name} must have a floating dtype (float32, bfloat16, ...), got {value.dtype}; "
+            f"{name} must have a floating dtype (float32, bfloat16, ...), got {array.dtype}; "
             f"convert it first, e.g. {name}.astype(jnp.float32)"
         )
-    return value
+    return array
 
 
-def as_real_array(value, name: str) -> jax.Array:
+def as_real_array(value: Any, name: str) -> jax.Array:
     """`value` as a JAX array with a floating or integer dtype (not bool); TypeError naming `name`
     otherwise. For the ops that only compare values (max and min pooling)."""
-    value = _as_array(value, name)
-    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
-        raise TypeError(f"{name} must have a floating or integer dtype, got {value.dtype}")
-    return value
+    array = _as_array(value, name)
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise TypeError(f"{name} must have a floating or integer dtype, got {array.dtype}")
+    return array
 
 
-def spatial_rank(spatial_dims=None, hint=None, hint_name: str = "window", *, ndim: int) -> int:
+def spatial_rank(
+    spatial_dims: int | None = None, hint: Any = None, hint_name: str = "window", *, ndim: int
+) -> int:
     """How many spatial dims an op without a kernel sees in `x` (`ndim` axes, `(*batch, *spatial, C)`).
 
     `spatial_dims` when given; else the length of `hint` when it is a tuple (a pooling window, an adaptive
@@ -79,7 +87,14 @@ def batch_shape(x_shape: Sequence[int], spatial_dims: int, name: str = "x") -> t
     return tuple(x_shape[: len(x_shape) - spatial_dims - 1])
 
 
-def spatial_input(x, spatial_dims=None, hint=None, hint_name="window", *, integers=False):
+def spatial_input(
+    x: ArrayLike,
+    spatial_dims: int | None = None,
+    hint: Any = None,
+    hint_name: str = "window",
+    *,
+    integers: bool = False,
+) -> tuple[jax.Array, int]:
     """`(x, spatial rank)` of an op without a kernel (pooling, patches): `x` `(*batch, *spatial, C)` as an
     array of a floating (or, with `integers`, also an integer) dtype, its rank from `spatial_rank`."""
     x = as_real_array(x, "x") if integers else as_float_array(x, "x")
@@ -88,13 +103,14 @@ def spatial_input(x, spatial_dims=None, hint=None, hint_name="window", *, intege
     return x, ndim
 
 
-def over_batch(fn: Callable, x: jax.Array, spatial_dims: int, name: str = "x"):
+def over_batch(fn: Callable[[jax.Array], _Out], x: jax.Array, spatial_dims: int, name: str = "x") -> _Out:
     """`fn` of `x` `(*batch, *spatial, C)` seen as one batch `(B, *spatial, C)`, B = prod(batch), with
     the leading dims restored on every output (`(B, ...)` -> `(*batch, ...)`): how every op takes an
     unbatched input or several batch dims (Flax's convention), one reshape each way."""
     lead = batch_shape(x.shape, spatial_dims, name)
     y = fn(x.reshape(math.prod(lead), *x.shape[len(lead) :]))
-    return jax.tree.map(lambda y: y.reshape(*lead, *y.shape[1:]), y)
+    restored: _Out = jax.tree.map(lambda y: y.reshape(*lead, *y.shape[1:]), y)
+    return restored
 
 
 def same_pads(size: int, window: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -103,7 +119,7 @@ def same_pads(size: int, window: int, stride: int, dilation: int) -> tuple[int, 
     return total // 2, total - total // 2
 
 
-def _pair(value, name: str) -> tuple[int, int]:
+def _pair(value: Any, name: str) -> tuple[int, int]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(f"{name} must be a (low, high) pair of ints, got {value!r}")
     if len(value) != 2:
@@ -117,7 +133,7 @@ def _pair(value, name: str) -> tuple[int, int]:
 
 
 def padding_pairs(
-    padding,
+    padding: Padding,
     sizes: Sequence[int],
     window: Sequence[int],
     stride: Sequence[int],

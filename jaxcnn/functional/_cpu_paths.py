@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike, DTypeLike
 
 from jaxcnn.functional import _onednn
+from jaxcnn.functional._args import Pairs
 from jaxcnn.functional._xla_conv import xla_conv
 from jaxcnn.runtime import xla_cpu_convolutions_threaded
 
@@ -37,10 +39,16 @@ MAX_POOL_IMPLS = ("auto", "xla", "reshape")
 IM2COL_MAX_CHANNELS = 8
 IM2COL_MAX_PATCH_FLOATS = 4 * 2**20
 TAP_GRAD_MIN_CHANNEL_PRODUCT = 512
+_Conv = Callable[[jax.Array, jax.Array], jax.Array]  # (x, kernel) -> y
 
 
 def conv_impl(
-    impl: str, kernel_shape: Sequence[int], groups: int, batch: int, out_sizes: Sequence[int], dtype
+    impl: str,
+    kernel_shape: Sequence[int],
+    groups: int,
+    batch: int,
+    out_sizes: Sequence[int],
+    dtype: DTypeLike,
 ) -> str:
     """The lowering for a convolution with kernel `(*window, C_in // groups, C_out)` and this output size.
 
@@ -66,7 +74,7 @@ def conv_impl(
     return xla_conv_impl(kernel_shape, groups, batch, out_sizes, xla_cpu_convolutions_threaded())
 
 
-def onednn_dtypes() -> tuple[np.dtype, ...]:
+def onednn_dtypes() -> tuple[np.dtype[np.generic], ...]:
     """The dtypes convolutions run in on oneDNN: float32, and bfloat16 where the CPU has its arithmetic."""
     return (
         (np.dtype(np.float32), np.dtype(jnp.bfloat16))
@@ -95,7 +103,7 @@ def xla_conv_impl(
     return "im2col" if cached and c_out <= patch_length else "im2col_grad"
 
 
-def max_pool_impl(impl: str, window: Sequence[int], stride: Sequence[int], pads) -> str:
+def max_pool_impl(impl: str, window: Sequence[int], stride: Sequence[int], pads: Pairs) -> str:
     """The lowering, "xla" or "reshape", for a max pool; "reshape" needs `stride == window` and no padding
     (elsewhere it is "xla": forcing cannot change what the window geometry allows).
 
@@ -113,7 +121,14 @@ def max_pool_impl(impl: str, window: Sequence[int], stride: Sequence[int], pads)
     return "reshape" if jax.default_backend() == "cpu" else "xla"
 
 
-def _window_slices(x, window, stride, dilation, out_sizes, spatial_axis):
+def _window_slices(
+    x: jax.Array,
+    window: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    out_sizes: Sequence[int],
+    spatial_axis: int,
+) -> list[jax.Array]:
     """One strided slice of `x` per window position (row-major), spatial dims from `spatial_axis` on."""
     lead, trail = x.shape[:spatial_axis], x.shape[spatial_axis + len(window) :]
     slices = []
@@ -131,7 +146,14 @@ def _window_slices(x, window, stride, dilation, out_sizes, spatial_axis):
     return slices
 
 
-def patches(x, window, stride, pads, dilation, out_sizes):
+def patches(
+    x: jax.Array,
+    window: Sequence[int],
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    out_sizes: Sequence[int],
+) -> jax.Array:
     """`(N, *spatial, C)` -> `(N, *out_sizes, prod(window) * C)`, window position major, channel minor.
 
     Built from one strided slice per window position (its gradient is pads and adds, no convolution).
@@ -141,7 +163,16 @@ def patches(x, window, stride, pads, dilation, out_sizes):
     return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
 
 
-def im2col_conv(x, kernel, stride, pads, dilation, groups, out_sizes, precision):
+def im2col_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    groups: int,
+    out_sizes: Sequence[int],
+    precision: lax.PrecisionLike,
+) -> jax.Array:
     """Cross-correlation as one matrix product of patches and kernel (one per group).
 
     `x` `(N, *spatial, C_in)`, `kernel` `(*window, C_in // groups, C_out)` -> `(N, *out_sizes, C_out)`.
@@ -172,7 +203,15 @@ def im2col_conv(x, kernel, stride, pads, dilation, groups, out_sizes, precision)
     return jnp.moveaxis(y, 0, -2).reshape(*lead, c_out)
 
 
-def _tap_sum(x, kernel, stride, pads, dilation, out_sizes, precision):
+def _tap_sum(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    out_sizes: Sequence[int],
+    precision: lax.PrecisionLike,
+) -> jax.Array:
     """The (ungrouped) convolution as a sum over window positions of `slice(x) @ kernel[position]`.
 
     Slow as a forward pass; written for its transpose wrt `kernel`: per window position one 2-D GEMM
@@ -181,20 +220,38 @@ def _tap_sum(x, kernel, stride, pads, dilation, out_sizes, precision):
     *window, c_in, c_out = kernel.shape
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     taps = kernel.reshape(-1, c_in, c_out)
-    y = None
-    for tap, piece in enumerate(_window_slices(padded, window, stride, dilation, out_sizes, 1)):
-        term = lax.dot_general(piece.reshape(-1, c_in), taps[tap], (((1,), (0,)), ((), ())), precision)
-        y = term if y is None else y + term
+    pieces = _window_slices(padded, window, stride, dilation, out_sizes, 1)
+    terms = [
+        lax.dot_general(piece.reshape(-1, c_in), taps[tap], (((1,), (0,)), ((), ())), precision)
+        for tap, piece in enumerate(pieces)
+    ]
+    y: jax.Array = functools.reduce(jnp.add, terms)
     return y.reshape(x.shape[0], *out_sizes, c_out)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision):
+def tap_grad_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    out_sizes: Sequence[int],
+    precision: lax.PrecisionLike,
+) -> jax.Array:
     """XLA's (ungrouped) convolution and input gradient, with the kernel gradient of `_tap_sum`."""
     return xla_conv(x, kernel, stride, pads, dilation, 1, precision)
 
 
-def _tap_grad_conv_jvp(stride, pads, dilation, out_sizes, precision, primals, tangents):
+def _tap_grad_conv_jvp(
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    out_sizes: Sequence[int],
+    precision: lax.PrecisionLike,
+    primals: tuple[jax.Array, jax.Array],
+    tangents: tuple[jax.Array | SymbolicZero, jax.Array | SymbolicZero],
+) -> tuple[jax.Array, jax.Array]:
     (x, kernel), (dx, dkernel) = primals, tangents
     y = xla_conv(x, kernel, stride, pads, dilation, 1, precision)
     terms = []
@@ -208,18 +265,20 @@ def _tap_grad_conv_jvp(stride, pads, dilation, out_sizes, precision, primals, ta
 tap_grad_conv.defjvp(_tap_grad_conv_jvp, symbolic_zeros=True)
 
 
-def forward_then(forward, differentiable):
+def forward_then(forward: _Conv, differentiable: _Conv) -> _Conv:
     """`forward(x, kernel)` when not differentiated; under any derivative, `differentiable`'s value and
     derivatives. Both compute the same function (up to float rounding), so the faster one serves each."""
 
     @jax.custom_jvp
-    def fn(x, kernel):
+    def fn(x: jax.Array, kernel: jax.Array) -> jax.Array:
         return forward(x, kernel)
 
-    def jvp(primals, tangents):
+    def jvp(
+        primals: tuple[jax.Array, ...], tangents: tuple[jax.Array | SymbolicZero, ...]
+    ) -> tuple[jax.Array, jax.Array]:
         moving = [i for i, t in enumerate(tangents) if not isinstance(t, SymbolicZero)]
 
-        def of_moving(*args):
+        def of_moving(*args: jax.Array) -> jax.Array:
             full = list(primals)
             for i, a in zip(moving, args):
                 full[i] = a
@@ -234,23 +293,35 @@ def forward_then(forward, differentiable):
     return fn
 
 
-def cross_correlate(x, kernel, stride, pads, dilation, groups, out_sizes, precision, impl):
+def cross_correlate(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    groups: int,
+    out_sizes: Sequence[int],
+    precision: lax.PrecisionLike,
+    impl: str,
+) -> jax.Array:
     """The convolution of `jaxcnn.functional.conv` (no bias) on the lowering `conv_impl` picks for `impl`."""
     impl = conv_impl(impl, kernel.shape, groups, x.shape[0], out_sizes, x.dtype)
     if impl == "onednn":
         return _onednn.conv(x, kernel, stride, pads, dilation, groups, out_sizes)
     if impl == "tap_grad":
         return tap_grad_conv(x, kernel, stride, pads, dilation, out_sizes, precision)
+    xla: _Conv
     xla = lambda x, kernel: xla_conv(x, kernel, stride, pads, dilation, groups, precision)
     if impl == "xla":
         return xla(x, kernel)
+    im2col: _Conv
     im2col = lambda x, kernel: im2col_conv(x, kernel, stride, pads, dilation, groups, out_sizes, precision)
     if impl == "im2col":
         return im2col(x, kernel)
     return forward_then(xla, im2col)(x, kernel)
 
 
-def _window_view(x, window):
+def _window_view(x: jax.Array, window: Sequence[int]) -> jax.Array:
     """`(N, *spatial, C)` cropped to whole windows -> `(N, *out, C, prod(window))` (a transposed copy)."""
     ndim = len(window)
     out = tuple(s // w for s, w in zip(x.shape[1:-1], window))
@@ -262,7 +333,7 @@ def _window_view(x, window):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def reshape_max_pool(x, window: tuple[int, ...]):
+def reshape_max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     """Max pool with `stride == window` and no padding: `(N, *spatial, C)` -> `(N, *spatial // window, C)`.
 
     The derivative takes the first maximum of each window in row-major order, as `reduce_window`'s
@@ -273,7 +344,9 @@ def reshape_max_pool(x, window: tuple[int, ...]):
 
 
 @reshape_max_pool.defjvp
-def _reshape_max_pool_jvp(window, primals, tangents):
+def _reshape_max_pool_jvp(
+    window: tuple[int, ...], primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
     (x,), (dx,) = primals, tangents
     view = _window_view(x, window)
     first = jnp.argmax(view, axis=-1)[..., None] == jnp.arange(view.shape[-1])
@@ -281,7 +354,7 @@ def _reshape_max_pool_jvp(window, primals, tangents):
     return view.max(-1), picked.sum(-1)
 
 
-def channel_sum(x):
+def channel_sum(x: jax.Array) -> jax.Array:
     """`(..., C)` -> `(C,)`: the sum over every axis but the last. On CPU, a product with a row of ones:
     XLA's CPU reduction over the leading axes of an `(M, C)` array runs on one thread, its dot on every
     core (BatchNorm's statistics and gradients, 128x32x32x16, forward and backward: 7.9 ms -> 4.8 ms)."""
@@ -291,7 +364,7 @@ def channel_sum(x):
     return jnp.ones(rows.shape[:1], rows.dtype) @ rows
 
 
-def broadcast_channels(v, shape):
+def broadcast_channels(v: ArrayLike, shape: Sequence[int]) -> jax.Array:
     """`(C,)` -> `shape` = `(..., C)`. On CPU, the product of a column of ones and `v` as a row (XLA
     compiles it as the broadcast it is), so that its transpose, the gradient wrt `v`, is `channel_sum`'s
     matrix-vector product instead of a single-threaded reduction."""

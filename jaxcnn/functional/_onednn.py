@@ -28,8 +28,9 @@ import math
 import os
 import platform
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,9 +39,10 @@ from jax._src import dispatch
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxcnn.functional._args import Pairs
 from jaxcnn.functional._xla_conv import xla_conv
 
 TARGET = "jaxcnn_onednn_conv"
@@ -102,12 +104,21 @@ def _load() -> str | None:
     return None
 
 
-def conv(x, w, stride, pads, dilation, groups, out_sizes):
+def conv(
+    x: jax.Array,
+    w: jax.Array,
+    stride: Sequence[int],
+    pads: Pairs,
+    dilation: Sequence[int],
+    groups: int,
+    out_sizes: Sequence[int],
+) -> jax.Array:
     """The forward convolution `(N, *spatial, C)`, `(*window, C // groups, O)` -> `(N, *out_sizes, O)`."""
     shape = (x.shape[0], *out_sizes, w.shape[-1])
-    return onednn_conv_p.bind(
+    y: jax.Array = onednn_conv_p.bind(
         x, w, computes="y", shape=shape, stride=stride, padding=pads, dilation=dilation, groups=groups
     )
+    return y
 
 
 def _operand_slots(computes: str) -> tuple[str, str]:
@@ -119,19 +130,38 @@ onednn_conv_p = Primitive("onednn_conv")
 onednn_conv_p.def_impl(functools.partial(dispatch.apply_primitive, onednn_conv_p))
 
 
-@onednn_conv_p.def_abstract_eval
-def _abstract_eval(a, b, *, computes, shape, **geometry):
+def _abstract_eval(
+    a: jax.core.ShapedArray,
+    b: jax.core.ShapedArray,
+    *,
+    computes: str,
+    shape: tuple[int, ...],
+    **geometry: Any,
+) -> jax.core.ShapedArray:
     return jax.core.ShapedArray(shape, jnp.result_type(a.dtype, b.dtype))
 
 
-def _transpose(position, cotangent, a, b, *, computes, shape, **geometry):
+onednn_conv_p.def_abstract_eval(_abstract_eval)
+
+
+def _transpose(
+    position: int,
+    cotangent: jax.Array,
+    a: Any,
+    b: Any,
+    *,
+    computes: str,
+    shape: tuple[int, ...],
+    **geometry: Any,
+) -> jax.Array:
     """The operand at `position` (being differentiated), computed from the other and the cotangent."""
     arrays = dict(zip(_operand_slots(computes), (a, b)))
     wanted = _operand_slots(computes)[position]
     wanted_shape = arrays.pop(wanted).aval.shape
     arrays[computes] = cotangent
     operands = [arrays[slot] for slot in _operand_slots(wanted)]
-    return onednn_conv_p.bind(*operands, computes=wanted, shape=wanted_shape, **geometry)
+    result: jax.Array = onednn_conv_p.bind(*operands, computes=wanted, shape=wanted_shape, **geometry)
+    return result
 
 
 ad.defbilinear(onednn_conv_p, functools.partial(_transpose, 0), functools.partial(_transpose, 1))
@@ -141,7 +171,7 @@ ad.defbilinear(onednn_conv_p, functools.partial(_transpose, 0), functools.partia
 # and how many outer blocks that axis has (the groups where channels are group-major), the mapped axis
 # going between the blocks and the rest. Both operands mapped: one group per mapped index. One: the batch
 # when it is x or y and x or y is computed, else the channel axis it shares with the result.
-def _fold_plan(mapped: str, computes: str, groups: int):
+def _fold_plan(mapped: str, computes: str, groups: int) -> tuple[dict[str, tuple[int, int]], bool]:
     if len(mapped) == 2:
         return {"x": (-1, 1), "w": (-1, 1), "y": (-1, 1)}, True
     if {mapped, computes} == {"x", "y"}:
@@ -151,7 +181,7 @@ def _fold_plan(mapped: str, computes: str, groups: int):
     return {"y": (-1, groups), "w": (-1, groups)}, False  # the output channels, shared by w and y
 
 
-def _fold(a, axis: int, outer: int):
+def _fold(a: jax.Array, axis: int, outer: int) -> jax.Array:
     """`(B, *dims)` -> `dims` with B merged into `dims[axis]` as (outer, B, dims[axis] // outer)."""
     size, dims = a.shape[0], list(a.shape[1:])
     axis %= len(dims)
@@ -160,7 +190,7 @@ def _fold(a, axis: int, outer: int):
     return jnp.moveaxis(split, 0, axis + 1).reshape(dims)
 
 
-def _unfold(a, axis: int, outer: int, size: int):
+def _unfold(a: jax.Array, axis: int, outer: int, size: int) -> jax.Array:
     """The inverse of `_fold`: B back out of `a.shape[axis]` to the front."""
     dims = list(a.shape)
     axis %= len(dims)
@@ -169,7 +199,15 @@ def _unfold(a, axis: int, outer: int, size: int):
     return jnp.moveaxis(split, axis + 1, 0).reshape(size, *dims)
 
 
-def _batch(args, dims, *, computes, shape, groups, **geometry):
+def _batch(
+    args: Sequence[jax.Array],
+    dims: Sequence[int | None],
+    *,
+    computes: str,
+    shape: tuple[int, ...],
+    groups: int,
+    **geometry: Any,
+) -> tuple[jax.Array, int]:
     slots = _operand_slots(computes)
     mapped = "".join(s for s, d in zip(slots, dims) if d is not None)
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
@@ -193,13 +231,26 @@ def _batch(args, dims, *, computes, shape, groups, **geometry):
 batching.primitive_batchers[onednn_conv_p] = _batch
 
 
-def _xla(a, b, *, computes, shape, stride, padding, dilation, groups):
+def _xla(
+    a: jax.Array,
+    b: jax.Array,
+    *,
+    computes: str,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: Pairs,
+    dilation: tuple[int, ...],
+    groups: int,
+) -> jax.Array:
     """The same array computed by XLA's convolution and its transposes (every platform but CPU)."""
+    forward: Callable[[jax.Array, jax.Array], jax.Array]
     forward = lambda x, w: xla_conv(x, w, stride, padding, dilation, groups, None)
     if computes == "y":
         return forward(a, b)
     known, cotangent = a, b  # x is computed from (w, y), w from (x, y)
+    linear: Callable[[jax.Array], jax.Array]
     linear = (lambda x: forward(x, known)) if computes == "x" else (lambda w: forward(known, w))
+    result: jax.Array  # linear_transpose's function returns a tuple of Any
     (result,) = jax.linear_transpose(linear, jax.ShapeDtypeStruct(shape, cotangent.dtype))(cotangent)
     return result
 
@@ -215,11 +266,12 @@ class _Call(NamedTuple):
     groups: int
 
 
-def _ffi_call(a, b, call: _Call):
+def _ffi_call(a: jax.Array, b: jax.Array, call: _Call) -> jax.Array:
     """The handler on (local) operands."""
     low, high = zip(*call.padding)
+    as_attr: Callable[[Sequence[int]], np.ndarray[Any, np.dtype[np.int64]]]
     as_attr = lambda values: np.asarray(values, np.int64)
-    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(call.shape, a.dtype))(
+    y: jax.Array = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(call.shape, a.dtype))(
         a,
         b,
         computes=call.computes,
@@ -229,6 +281,7 @@ def _ffi_call(a, b, call: _Call):
         dilation=as_attr(call.dilation),
         groups=np.int64(call.groups),
     )
+    return y
 
 
 # XLA's partitioner cannot split a custom call it does not know: it would gather a batch-sharded input
@@ -238,26 +291,29 @@ def _ffi_call(a, b, call: _Call):
 _sharded_ffi_call = custom_partitioning(_ffi_call, static_argnums=(2,))
 
 
-def _batch_axes(call: _Call, mesh, arg_shapes):
+def _batch_axes(call: _Call, mesh: Mesh, arg_shapes: Sequence[jax.ShapeDtypeStruct]) -> Any:
     """The mesh axes that shard the batch of the operand x or y (None: unsplit)."""
     slots = _operand_slots(call.computes)
     shape = arg_shapes[slots.index("y" if call.computes == "x" else "x")]
-    spec = getattr(shape.sharding, "spec", ())  # a sharding without a mesh: run unsplit
+    spec: tuple[Any, ...] = getattr(shape.sharding, "spec", ())  # a sharding without a mesh: run unsplit
     axes = spec[0] if len(spec) else None
     shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
     return axes if shape.shape[0] % shards == 0 else None  # an uneven split would pad the batch
 
 
-def _shardings(call: _Call, mesh, axes):
+def _shardings(call: _Call, mesh: Mesh, axes: Any) -> tuple[NamedSharding, tuple[NamedSharding, ...]]:
     """The result's and the operands' shardings: x and y split along the batch by `axes`, w whole."""
+    sharding: Callable[[str], NamedSharding]
     sharding = lambda slot: NamedSharding(mesh, P() if slot == "w" else P(axes))
     return sharding(call.computes), tuple(map(sharding, _operand_slots(call.computes)))
 
 
-def _partition(call: _Call, mesh, arg_shapes, result_shape):
+def _partition(
+    call: _Call, mesh: Mesh, arg_shapes: Sequence[jax.ShapeDtypeStruct], result_shape: jax.ShapeDtypeStruct
+) -> tuple[Any, ...]:
     axes = _batch_axes(call, mesh, arg_shapes)
 
-    def local(a, b):
+    def local(a: jax.Array, b: jax.Array) -> jax.Array:
         if call.computes == "w":
             w = _ffi_call(a, b, call)
             return w if axes is None else jax.lax.psum(w, axes)
@@ -267,11 +323,15 @@ def _partition(call: _Call, mesh, arg_shapes, result_shape):
     return (mesh, local, *_shardings(call, mesh, axes))
 
 
-def _infer_sharding(call: _Call, mesh, arg_shapes, result_shape):
+def _infer_sharding(
+    call: _Call, mesh: Mesh, arg_shapes: Sequence[jax.ShapeDtypeStruct], result_shape: jax.ShapeDtypeStruct
+) -> NamedSharding:
     return _shardings(call, mesh, _batch_axes(call, mesh, arg_shapes))[0]
 
 
-def _sharding_rule(call: _Call, mesh, operand_types, result_types):
+def _sharding_rule(
+    call: _Call, mesh: Mesh, operand_types: Any, result_types: Any
+) -> tuple[str, dict[str, tuple[str, ...]]]:
     """Shardy's rule: x and y share the batch factor n (w's gradient sums over it), the rest stays whole."""
     rank = len(call.stride) + 2
     factors = {
@@ -291,9 +351,10 @@ _sharded_ffi_call.def_partition(
 )
 
 
-def _cpu_lowering(ctx, a, b, **params):
+def _cpu_lowering(ctx: mlir.LoweringRuleContext, a: Any, b: Any, **params: Any) -> Any:
     if not available():
         raise RuntimeError("onednn_conv needs jaxcnn's oneDNN extension, which is unavailable (see the log)")
+    lowered: Callable[[Any, Any], Any]
     lowered = lambda a, b: _sharded_ffi_call(a, b, _Call(**params))
     return mlir.lower_fun(lowered, multiple_results=False)(ctx, a, b)
 

@@ -4,10 +4,21 @@ among the lowerings) and `_onednn` (which `_cpu_paths` imports) both import it w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import jax
 from jax import lax
 
 
-def xla_conv(x, kernel, stride, pads, dilation, groups, precision):
+def xla_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+    groups: int,
+    precision: lax.PrecisionLike,
+) -> jax.Array:
     """`lax.conv_general_dilated` on `(N, *spatial, C_in)` and `(*window, C_in // groups, C_out)`."""
     ndim = x.ndim - 2
     spatial = tuple(range(1, ndim + 1))

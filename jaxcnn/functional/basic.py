@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable, Iterable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jaxcnn._validate import is_int, number
 from jaxcnn.functional import _args, _cpu_paths
 
 
-def dense(x, kernel, bias=None, *, precision=None):
+def dense(
+    x: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None = None, *, precision: lax.PrecisionLike = None
+) -> jax.Array:
     """Fully connected layer over the last axis: `x @ kernel + bias`.
 
     Args:
@@ -42,7 +46,14 @@ def dense(x, kernel, bias=None, *, precision=None):
     return y + bias.astype(dtype)
 
 
-def dropout(x, rate, *, key=None, deterministic=False, broadcast_dims=()):
+def dropout(
+    x: ArrayLike,
+    rate: float,
+    *,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    broadcast_dims: Iterable[int] = (),
+) -> jax.Array:
     """Inverted dropout: zeroes each element with probability `rate`, scales the rest by 1/(1-rate).
 
     Args:
@@ -68,7 +79,9 @@ def dropout(x, rate, *, key=None, deterministic=False, broadcast_dims=()):
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def drop_path(x, rate, *, key=None, deterministic=False):
+def drop_path(
+    x: ArrayLike, rate: float, *, key: jax.Array | None = None, deterministic: bool = False
+) -> jax.Array:
     """Stochastic depth ("drop path", Huang et al., 2016): each example's `x` is zeroed with probability
     `rate` and kept scaled by 1/(1-rate) otherwise; applied to a residual branch before the addition, it
     drops the whole branch for that example (torchvision's `StochasticDepth(rate, "row")`).
@@ -81,7 +94,7 @@ def drop_path(x, rate, *, key=None, deterministic=False):
     return dropout(x, rate, key=key, deterministic=deterministic, broadcast_dims=range(1, x.ndim))
 
 
-def batch_moments(x, *, axis_name=None):
+def batch_moments(x: ArrayLike, *, axis_name: Hashable | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and (biased) variance over every axis but the last.
 
     With `axis_name` (inside `pmap`/`shard_map`), the moments are those of the batch over all
@@ -105,7 +118,15 @@ def batch_moments(x, *, axis_name=None):
     return mean, jnp.maximum(mean_of_squares - jnp.square(mean), 0.0)
 
 
-def batch_norm(x, mean, var, scale=None, bias=None, *, epsilon=1e-5):
+def batch_norm(
+    x: ArrayLike,
+    mean: ArrayLike,
+    var: ArrayLike,
+    scale: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    epsilon: float = 1e-5,
+) -> jax.Array:
     """Normalises the last axis with given statistics: `(x - mean) / sqrt(var + eps) * scale + bias`.
 
     Args:
@@ -121,14 +142,16 @@ def batch_norm(x, mean, var, scale=None, bias=None, *, epsilon=1e-5):
     if scale is not None:
         multiplier = multiplier * scale
     # Broadcast by `_cpu_paths`: on CPU the gradients wrt the (C,) vectors then sum on every core.
-    channels = functools.partial(_cpu_paths.broadcast_channels, shape=x.shape)
-    y = (x - channels(mean)) * channels(multiplier)
+    per_channel = functools.partial(_cpu_paths.broadcast_channels, shape=x.shape)
+    y = (x - per_channel(mean)) * per_channel(multiplier)
     if bias is not None:
-        y = y + channels(bias)
+        y = y + per_channel(bias)
     return y.astype(x.dtype)
 
 
-def layer_norm(x, scale=None, bias=None, *, epsilon=1e-6):
+def layer_norm(
+    x: ArrayLike, scale: ArrayLike | None = None, bias: ArrayLike | None = None, *, epsilon: float = 1e-6
+) -> jax.Array:
     """Normalises each position over its last axis (the channels): `(x - mean) / sqrt(var + eps) * scale
     + bias` with the mean and biased variance of that position's `C` values, as PyTorch's `LayerNorm(C)`
     on channels-last maps (and ConvNeXt's `LayerNorm2d` on channels-first ones).

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
 
 from jaxcnn._validate import boolean, choice, int_tuple, integer
 from jaxcnn.functional import _args, _cpu_paths
 from jaxcnn.functional import padding as padding_lib
+from jaxcnn.functional._args import Padding, Size
 
 
 class ConvGeometry(NamedTuple):
@@ -33,7 +38,15 @@ class ConvPlan(NamedTuple):
     mode_pads: _args.Pairs
 
 
-def conv_plan(x_shape, kernel_shape, stride, padding, dilation, groups, padding_mode="zeros") -> ConvPlan:
+def conv_plan(
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    stride: Size,
+    padding: Padding,
+    dilation: Size,
+    groups: int,
+    padding_mode: str = "zeros",
+) -> ConvPlan:
     """Checks a convolution of `x` `(*batch, *spatial, C_in)` by `kernel` `(*window, C_in // groups, C_out)`;
     the kernel's rank gives the spatial dims, the dims before them are batch dims (none or several)."""
     ndim = len(kernel_shape) - 2
@@ -65,7 +78,17 @@ def conv_plan(x_shape, kernel_shape, stride, padding, dilation, groups, padding_
     return ConvPlan(ndim, ConvGeometry(stride, unpadded, dilation, groups, out_sizes), mode, pads)
 
 
-def _conv_operands(x, kernel, bias, stride, padding, dilation, groups, padding_mode, impl):
+def _conv_operands(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None,
+    stride: Size,
+    padding: Padding,
+    dilation: Size,
+    groups: int,
+    padding_mode: str,
+    impl: str,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, ConvPlan]:
     choice(impl, "impl", _cpu_paths.CONV_IMPLS)
     x = _args.as_float_array(x, "x")
     kernel = _args.as_float_array(kernel, "kernel")
@@ -81,8 +104,15 @@ def _conv_operands(x, kernel, bias, stride, padding, dilation, groups, padding_m
 
 
 def conv_output_shape(
-    x_shape, kernel_shape, *, stride=1, padding="VALID", dilation=1, groups=1, padding_mode="zeros"
-):
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    stride: Size = 1,
+    padding: Padding = "VALID",
+    dilation: Size = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> tuple[int, ...]:
     """The shape `conv` returns for these shapes and arguments, checked as `conv` checks them.
 
     Args:
@@ -98,8 +128,15 @@ def conv_output_shape(
     return (*batch, *plan.geometry.out_sizes, kernel_shape[-1])
 
 
-def _cross_correlate(x, kernel, bias, plan: ConvPlan, precision, impl):
-    def one_batch(x):
+def _cross_correlate(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    plan: ConvPlan,
+    precision: lax.PrecisionLike,
+    impl: str,
+) -> jax.Array:
+    def one_batch(x: jax.Array) -> jax.Array:
         if plan.mode != "zeros":
             x = padding_lib.pad(x, plan.mode_pads, plan.mode)
         y = _cpu_paths.cross_correlate(x, kernel, *plan.geometry, precision, impl)
@@ -109,18 +146,18 @@ def _cross_correlate(x, kernel, bias, plan: ConvPlan, precision, impl):
 
 
 def conv(
-    x,
-    kernel,
-    bias=None,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None = None,
     *,
-    stride=1,
-    padding="VALID",
-    dilation=1,
-    groups=1,
-    padding_mode="zeros",
-    precision=None,
-    impl="auto",
-):
+    stride: Size = 1,
+    padding: Padding = "VALID",
+    dilation: Size = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    precision: lax.PrecisionLike = None,
+    impl: str = "auto",
+) -> jax.Array:
     """Cross-correlation, as every deep-learning library computes "convolution".
 
     `y[n, *o, j] = bias[j] + sum_{w, c} x_pad[n, *(o * stride + w * dilation), g(j) + c] * kernel[*w, c, j]`
@@ -156,18 +193,18 @@ def conv(
 
 
 def convolve(
-    x,
-    kernel,
-    bias=None,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None = None,
     *,
-    stride=1,
-    padding="VALID",
-    dilation=1,
-    groups=1,
-    padding_mode="zeros",
-    precision=None,
-    impl="auto",
-):
+    stride: Size = 1,
+    padding: Padding = "VALID",
+    dilation: Size = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    precision: lax.PrecisionLike = None,
+    impl: str = "auto",
+) -> jax.Array:
     """True convolution: `conv` with the kernel flipped in every spatial dim.
 
     This is the mathematical definition `(f * g)(t) = sum_s f(s) g(t - s)`; shapes and
@@ -180,7 +217,15 @@ def convolve(
     return _cross_correlate(x, flipped, bias, plan, precision, impl)
 
 
-def extract_patches(x, window, stride=1, padding="VALID", dilation=1, *, spatial_dims=None):
+def extract_patches(
+    x: ArrayLike,
+    window: Size,
+    stride: Size = 1,
+    padding: Padding = "VALID",
+    dilation: Size = 1,
+    *,
+    spatial_dims: int | None = None,
+) -> jax.Array:
     """Every window position's inputs, flattened: the "im2col" view of a convolution.
 
     Args:
@@ -205,7 +250,14 @@ def extract_patches(x, window, stride=1, padding="VALID", dilation=1, *, spatial
 
 
 def conv_output_size(
-    size, window, stride=1, padding="VALID", dilation=1, *, exact=False, ceil_mode=False
+    size: int,
+    window: int,
+    stride: int = 1,
+    padding: Padding = "VALID",
+    dilation: int = 1,
+    *,
+    exact: bool = False,
+    ceil_mode: bool = False,
 ) -> int:
     """Output length of one spatial dim: `floor((W + P_lo + P_hi - D*(F - 1) - 1) / S) + 1`.
 
@@ -247,7 +299,9 @@ def conv_output_size(
     return out
 
 
-def conv_param_count(window, in_channels, out_channels, *, groups=1, use_bias=True) -> int:
+def conv_param_count(
+    window: Size, in_channels: int, out_channels: int, *, groups: int = 1, use_bias: bool = True
+) -> int:
     """Parameters of a convolution: `prod(window) * (C_in / groups) * C_out + C_out`.
 
     For a square F x F kernel on D1 channels with D2 filters: `(F * F * D1) * D2 + D2`.

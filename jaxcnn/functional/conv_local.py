@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jaxcnn._validate import int_tuple
 from jaxcnn.functional import _args, _cpu_paths
 from jaxcnn.functional import padding as padding_lib
+from jaxcnn.functional._args import Padding, Size
 from jaxcnn.functional.conv import conv_plan
 
 
-def conv_local_kernel_shape(x_shape, window, features: int, *, stride=1, padding="VALID", dilation=1,
-                            padding_mode="zeros") -> tuple[int, ...]:  # fmt: skip
+def conv_local_kernel_shape(
+    x_shape: Sequence[int],
+    window: Sequence[int],
+    features: int,
+    *,
+    stride: Size = 1,
+    padding: Padding = "VALID",
+    dilation: Size = 1,
+    padding_mode: str = "zeros",
+) -> tuple[int, ...]:
     """`(*out_spatial, C_in * prod(window), features)`: the kernel `conv_local` takes for `x` of `x_shape`
     `(*batch, *spatial, C_in)` with `window` (a tuple: one entry per spatial dim), checked as `conv`'s."""
     window = tuple(window)
@@ -23,17 +35,17 @@ def conv_local_kernel_shape(x_shape, window, features: int, *, stride=1, padding
 
 
 def conv_local(
-    x,
-    kernel,
-    bias=None,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None = None,
     *,
-    window,
-    stride=1,
-    padding="VALID",
-    dilation=1,
-    padding_mode="zeros",
-    precision=None,
-):
+    window: Size,
+    stride: Size = 1,
+    padding: Padding = "VALID",
+    dilation: Size = 1,
+    padding_mode: str = "zeros",
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
     """Convolution with unshared weights (Flax's `ConvLocal`): output cell `o` has a kernel of its own.
 
     `y[n, *o, j] = bias[*o, j] + sum_{c, w} x_pad[n, *(o * stride + w * dilation), c] * k[*o, c, w, j]`
@@ -83,7 +95,7 @@ def conv_local(
     kernel = jnp.swapaxes(kernel, -3, -2).reshape(*geometry.out_sizes, taps * c_in, c_out).astype(dtype)
     spatial = tuple(range(1, ndim + 1))
 
-    def one_batch(x):
+    def one_batch(x: jax.Array) -> jax.Array:
         if plan.mode != "zeros":
             x = padding_lib.pad(x, plan.mode_pads, plan.mode)
         cols = _cpu_paths.patches(

@@ -12,10 +12,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
 
 from jaxcnn._validate import choice, int_tuple, integer
 from jaxcnn.functional import _args, _cpu_paths
 from jaxcnn.functional import padding as padding_lib
+from jaxcnn.functional._args import Padding, Size
 from jaxcnn.functional.conv import conv
 
 _STRINGS = ("VALID", "SAME", "CAUSAL", "CIRCULAR", "REFLECT")
@@ -45,7 +48,7 @@ def transposed_sizes(
     sizes: Sequence[int],
     window: Sequence[int],
     stride: Sequence[int],
-    padding,
+    padding: Padding,
     output_padding: Sequence[int],
     dilation: Sequence[int],
     padding_mode: str,
@@ -70,7 +73,7 @@ def transposed_sizes(
                 f"output_padding must be 0 with padding={padding!r}, whose output size is fixed; "
                 f"got {tuple(output_padding)}"
             )
-        out_sizes = tuple(_string_size(upper, *dims) for dims in zip(sizes, spans, stride))
+        out_sizes = [_string_size(upper, *dims) for dims in zip(sizes, spans, stride)]
     else:
         pads = _args.padding_pairs(padding, sizes, window, stride, dilation)
         out_sizes = []
@@ -96,7 +99,14 @@ def transposed_sizes(
 
 
 def conv_transpose_plan(
-    x_shape, kernel_shape, stride, padding, output_padding, dilation, groups, padding_mode="zeros"
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    stride: Size,
+    padding: Padding,
+    output_padding: Size,
+    dilation: Size,
+    groups: int,
+    padding_mode: str = "zeros",
 ) -> TransposePlan:
     """Checks a transposed convolution of `x` `(*batch, *spatial, C_in)` by `kernel`
     `(*window, C_out // groups, C_in)`, the kernel of the convolution it transposes."""
@@ -129,19 +139,19 @@ def conv_transpose_plan(
 
 
 def conv_transpose(
-    x,
-    kernel,
-    bias=None,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None = None,
     *,
-    stride=1,
-    padding=0,
-    output_padding=0,
-    dilation=1,
-    groups=1,
-    padding_mode="zeros",
-    precision=None,
-    impl="auto",
-):
+    stride: Size = 1,
+    padding: Padding = 0,
+    output_padding: Size = 0,
+    dilation: Size = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    precision: lax.PrecisionLike = None,
+    impl: str = "auto",
+) -> jax.Array:
     """Transposed convolution ("deconvolution"): the transpose of `conv` with respect to its input.
 
     `conv_transpose(x, k, ...)` is the gradient `vjp` of `x' -> conv(x', k, ...)` applied to `x`: each input
@@ -186,8 +196,8 @@ def conv_transpose(
     sizes = x.shape[-plan.spatial_dims - 1 : -1]
     cut = (slice(None), *(slice(0, size) for size in sizes))  # PyTorch's output_padding >= stride
 
-    def one_batch(x):
-        def transposed(z):
+    def one_batch(x: jax.Array) -> jax.Array:
+        def transposed(z: jax.Array) -> jax.Array:
             y = conv(
                 z,
                 kernel,
@@ -201,6 +211,7 @@ def conv_transpose(
             )
             return y[cut]
 
+        y: jax.Array  # linear_transpose's function returns a tuple of Any
         (y,) = jax.linear_transpose(
             transposed, jax.ShapeDtypeStruct((x.shape[0], *plan.out_sizes, c_out), dtype)
         )(x)
@@ -209,7 +220,9 @@ def conv_transpose(
     return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
-def conv_transpose_output_size(size, window, stride=1, padding=0, output_padding=0, dilation=1) -> int:
+def conv_transpose_output_size(
+    size: int, window: int, stride: int = 1, padding: Padding = 0, output_padding: int = 0, dilation: int = 1
+) -> int:
     """Output length of one spatial dim of `conv_transpose`:
     `W2 = (W1 - 1)*S - 2P + D*(F - 1) + output_padding + 1` (PyTorch's; `- P_lo - P_hi` for a pair).
 

@@ -22,7 +22,7 @@ _FLAX_MODES = {"CIRCULAR": "circular", "REFLECT": "reflect"}
 
 
 def conv_pads(
-    padding,
+    padding: _args.Padding,
     padding_mode: str,
     sizes: Sequence[int],
     window: Sequence[int],

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike, DTypeLike
 
 from jaxcnn._validate import boolean, choice, int_tuple, is_number
 from jaxcnn.functional import _args, _cpu_paths
+from jaxcnn.functional._args import Padding, Size
+
+Reducer = Callable[[jax.Array, jax.Array], jax.Array]  # e.g. lax.max, lax.min, lax.add
+OutputSize = int | Sequence[int | None]  # adaptive pooling's: None keeps that dim's size
 
 
 class PoolPlan(NamedTuple):
@@ -33,7 +38,15 @@ class PoolPlan(NamedTuple):
     out_sizes: tuple[int, ...]
 
 
-def pool_plan(x_shape, window, stride, padding, dilation, ceil_mode, spatial_dims) -> PoolPlan:
+def pool_plan(
+    x_shape: Sequence[int],
+    window: Size,
+    stride: Size | None,
+    padding: Padding,
+    dilation: Size,
+    ceil_mode: bool,
+    spatial_dims: int | None,
+) -> PoolPlan:
     """Checks a pooling of `x` of `x_shape`; `stride` defaults to `window`. Padding is at most half the
     window per side (PyTorch's rule), past which only `ceil_mode` extends the last window."""
     ndim = _args.spatial_rank(spatial_dims, window, ndim=len(x_shape))
@@ -51,11 +64,13 @@ def pool_plan(x_shape, window, stride, padding, dilation, ceil_mode, spatial_dim
     return PoolPlan(ndim, window, stride, dilation, pads, reduce_pads, out_sizes)
 
 
-def _reduce_window(x, init, reducer, plan: PoolPlan, pads=None):
+def _reduce_window(
+    x: jax.Array, init: float, reducer: Reducer, plan: PoolPlan, pads: _args.Pairs | None = None
+) -> jax.Array:
     """`lax.reduce_window` over the spatial dims of `x` `(N, *spatial, C)`, padded cells `init`."""
     pads = plan.reduce_pads if pads is None else pads
     # A concrete numpy identity lets JAX pick its differentiable max/min/sum window primitives.
-    return lax.reduce_window(
+    y: jax.Array = lax.reduce_window(
         x,
         np.asarray(init, x.dtype),
         reducer,
@@ -64,9 +79,10 @@ def _reduce_window(x, init, reducer, plan: PoolPlan, pads=None):
         ((0, 0), *pads, (0, 0)),
         window_dilation=(1, *plan.dilation, 1),
     )
+    return y
 
 
-def _identity(init, dtype, name: str = "init"):
+def _identity(init: Any, dtype: DTypeLike, name: str = "init") -> float:
     """`init` as a scalar of `dtype`: a number, refused (ValueError) where `dtype` cannot hold it."""
     if not is_number(init):
         raise TypeError(f"{name} must be a number (the reducer's identity), got {init!r}")
@@ -74,21 +90,22 @@ def _identity(init, dtype, name: str = "init"):
         raise ValueError(f"{name} must be an integer for an integer x ({dtype}), got {init!r}")
     if jnp.issubdtype(dtype, jnp.integer) and not jnp.iinfo(dtype).min <= init <= jnp.iinfo(dtype).max:
         raise ValueError(f"{name} {init!r} does not fit x's dtype {dtype}")
-    return init
+    identity: float = init  # a checked number (an int stays an int: int64's are not all floats)
+    return identity
 
 
 def pool(
-    x,
-    reducer: Callable,
-    init,
-    window,
-    stride=None,
-    padding="VALID",
+    x: ArrayLike,
+    reducer: Reducer,
+    init: float,
+    window: Size,
+    stride: Size | None = None,
+    padding: Padding = "VALID",
     *,
-    dilation=1,
-    ceil_mode=False,
-    spatial_dims=None,
-):
+    dilation: Size = 1,
+    ceil_mode: bool = False,
+    spatial_dims: int | None = None,
+) -> jax.Array:
     """`reducer` folded over each window: the pooling every other one is made of.
 
     Args:
@@ -116,13 +133,13 @@ def pool(
     plan = pool_plan(x.shape, window, stride, padding, dilation, ceil_mode, spatial_dims)
     init = _identity(init, x.dtype)
     if reducer in (lax.max, lax.min) and init == _extreme_identity(reducer, x.dtype):
-        one_batch = lambda x: _extreme_pool(x, reducer, plan)
+        one_batch: Callable[[jax.Array], jax.Array] = lambda x: _extreme_pool(x, reducer, plan)
     else:
         one_batch = lambda x: _reduce_window(x, init, reducer, plan)
     return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
-def _extreme_identity(reducer, dtype):
+def _extreme_identity(reducer: Reducer, dtype: DTypeLike) -> float:
     """The identity of `reducer` (`lax.max` or `lax.min`) for `dtype`: -inf (inf), or the lowest (highest)
     integer; padded cells hold it, so they never win."""
     if jnp.issubdtype(dtype, jnp.floating):
@@ -130,7 +147,9 @@ def _extreme_identity(reducer, dtype):
     return jnp.iinfo(dtype).min if reducer is lax.max else jnp.iinfo(dtype).max
 
 
-def _first_extreme_jvp(values, tangents, axis: int, reducer):
+def _first_extreme_jvp(
+    values: jax.Array, tangents: jax.Array, axis: int, reducer: Reducer
+) -> tuple[jax.Array, jax.Array]:
     """`(extreme, its tangent)` of `values` along `axis` (`reducer` `lax.max` or `lax.min`): the tangent of
     the first extreme cell in order, PyTorch's rule, so tied cells (common after a ReLU) pass the whole
     gradient to one of them where `jnp.max`'s derivative would share it among all. A NaN is extreme: the
@@ -144,18 +163,20 @@ def _first_extreme_jvp(values, tangents, axis: int, reducer):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _first_extreme(values, axis: int, reducer):
+def _first_extreme(values: jax.Array, axis: int, reducer: Reducer) -> jax.Array:
     """`values` reduced along `axis` by `reducer` (`lax.max` or `lax.min`), differentiated as
     `_first_extreme_jvp` says."""
     return values.max(axis) if reducer is lax.max else values.min(axis)
 
 
 @_first_extreme.defjvp
-def _first_extreme_rule(axis, reducer, primals, tangents):
+def _first_extreme_rule(
+    axis: int, reducer: Reducer, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
     return _first_extreme_jvp(primals[0], tangents[0], axis, reducer)
 
 
-def _extreme_pool(x, reducer, plan: PoolPlan):
+def _extreme_pool(x: jax.Array, reducer: Reducer, plan: PoolPlan) -> jax.Array:
     """Max or min pool (`reducer` `lax.max` or `lax.min`) of `x` `(N, *spatial, C)`: XLA's reduce_window,
     whose derivative (select-and-scatter) takes each window's first extreme cell, as PyTorch's does; JAX
     has none for dilated windows, which take `_dilated_extreme_pool`'s."""
@@ -165,15 +186,17 @@ def _extreme_pool(x, reducer, plan: PoolPlan):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _dilated_extreme_pool(x, reducer, plan: PoolPlan):
+def _dilated_extreme_pool(x: jax.Array, reducer: Reducer, plan: PoolPlan) -> jax.Array:
     """`_extreme_pool` with dilated windows: reduce_window forward; the derivative picks each window's first
     extreme cell in scan order (row-major) among one strided slice of the padded `x` per window position."""
     return _reduce_window(x, _extreme_identity(reducer, x.dtype), reducer, plan)
 
 
 @_dilated_extreme_pool.defjvp
-def _dilated_extreme_pool_rule(reducer, plan, primals, tangents):
-    def windows(a, fill):  # (prod(window), N, *out_sizes, C)
+def _dilated_extreme_pool_rule(
+    reducer: Reducer, plan: PoolPlan, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    def windows(a: jax.Array, fill: float) -> jax.Array:  # (prod(window), N, *out_sizes, C)
         padded = jnp.pad(a, ((0, 0), *plan.reduce_pads, (0, 0)), constant_values=fill)
         window_args = plan.window, plan.stride, plan.dilation, plan.out_sizes
         return jnp.stack(_cpu_paths._window_slices(padded, *window_args, spatial_axis=1))
@@ -183,8 +206,16 @@ def _dilated_extreme_pool_rule(reducer, plan, primals, tangents):
 
 
 def max_pool(
-    x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False, spatial_dims=None, impl="auto"
-):
+    x: ArrayLike,
+    window: Size,
+    stride: Size | None = None,
+    padding: Padding = "VALID",
+    *,
+    dilation: Size = 1,
+    ceil_mode: bool = False,
+    spatial_dims: int | None = None,
+    impl: str = "auto",
+) -> jax.Array:
     """Maximum over each window; padded cells hold -inf (the lowest integer), so they never win. Each
     window's gradient goes to its first maximal cell in scan order (row-major), as PyTorch's does.
 
@@ -209,7 +240,16 @@ def max_pool(
     return _args.over_batch(one_batch, x, plan.spatial_dims)
 
 
-def min_pool(x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=False, spatial_dims=None):
+def min_pool(
+    x: ArrayLike,
+    window: Size,
+    stride: Size | None = None,
+    padding: Padding = "VALID",
+    *,
+    dilation: Size = 1,
+    ceil_mode: bool = False,
+    spatial_dims: int | None = None,
+) -> jax.Array:
     """Minimum over each window, `pool(x, lax.min, inf, ...)`: padded cells never win; each window's
     gradient goes to its first minimal cell, as `max_pool`'s to its first maximal one.
 
@@ -230,8 +270,15 @@ def min_pool(x, window, stride=None, padding="VALID", *, dilation=1, ceil_mode=F
 
 
 def avg_pool(
-    x, window, stride=None, padding="VALID", count_include_pad=True, *, ceil_mode=False, spatial_dims=None
-):
+    x: ArrayLike,
+    window: Size,
+    stride: Size | None = None,
+    padding: Padding = "VALID",
+    count_include_pad: bool = True,
+    *,
+    ceil_mode: bool = False,
+    spatial_dims: int | None = None,
+) -> jax.Array:
     """Mean over each window, with PyTorch's treatment of padded cells.
 
     Args:
@@ -249,31 +296,31 @@ def avg_pool(
     plan = pool_plan(x.shape, window, stride, padding, 1, ceil_mode, spatial_dims)
     sizes = x.shape[-plan.spatial_dims - 1 : -1]
     if plan.reduce_pads == plan.pads and (count_include_pad or not any(lo or hi for lo, hi in plan.pads)):
-        divisor = math.prod(plan.window)
+        divisor: int | jax.Array = math.prod(plan.window)
     else:  # per window, the cells that count: input cells, and padding ones with count_include_pad
         if count_include_pad:
-            counted = [s + lo + hi for s, (lo, hi) in zip(sizes, plan.pads)]
-            around = [(0, grown - hi) for (_, hi), (_, grown) in zip(plan.pads, plan.reduce_pads)]
+            counted = tuple(s + lo + hi for s, (lo, hi) in zip(sizes, plan.pads))
+            around = tuple((0, grown - hi) for (_, hi), (_, grown) in zip(plan.pads, plan.reduce_pads))
         else:
             counted, around = sizes, plan.reduce_pads
         divisor = _reduce_window(jnp.ones((1, *counted, 1), x.dtype), 0, lax.add, plan, around)
     return _args.over_batch(lambda x: _reduce_window(x, 0, lax.add, plan) / divisor, x, plan.spatial_dims)
 
 
-def _global_axes(x, spatial_dims) -> tuple[int, ...]:
+def _global_axes(x: jax.Array, spatial_dims: int | None) -> tuple[int, ...]:
     ndim = _args.spatial_rank(spatial_dims, ndim=x.ndim)
     _args.batch_shape(x.shape, ndim)
     return tuple(range(x.ndim - ndim - 1, x.ndim - 1))
 
 
-def global_avg_pool(x, *, keepdims=False, spatial_dims=None):
+def global_avg_pool(x: ArrayLike, *, keepdims: bool = False, spatial_dims: int | None = None) -> jax.Array:
     """Mean over all spatial dims: `(*batch, *spatial, C)` -> `(*batch, C)`, or `(*batch, 1, ..., 1, C)`
     with `keepdims`. The spatial dims are `spatial_dims`, by default all but the first and the last."""
     x = _args.as_float_array(x, "x")
     return jnp.mean(x, axis=_global_axes(x, spatial_dims), keepdims=boolean(keepdims, "keepdims"))
 
 
-def global_max_pool(x, *, keepdims=False, spatial_dims=None):
+def global_max_pool(x: ArrayLike, *, keepdims: bool = False, spatial_dims: int | None = None) -> jax.Array:
     """Maximum over all spatial dims (floating or integer `x`), shapes as `global_avg_pool`'s; its gradient
     goes to the first maximal cell (row-major), as PyTorch's `adaptive_max_pool(x, 1)`'s does."""
     x = _args.as_real_array(x, "x")
@@ -285,13 +332,13 @@ def global_max_pool(x, *, keepdims=False, spatial_dims=None):
     return y
 
 
-def _adaptive_output_size(sizes, output_size) -> tuple[int, ...]:
+def _adaptive_output_size(sizes: Sequence[int], output_size: OutputSize) -> tuple[int, ...]:
     if isinstance(output_size, (tuple, list)) and len(output_size) == len(sizes):
         output_size = tuple(s if o is None else o for o, s in zip(output_size, sizes))
     return int_tuple(output_size, len(sizes), "output_size")
 
 
-def _adaptive_reduce_axis(x, axis: int, out: int, reduce: str):
+def _adaptive_reduce_axis(x: jax.Array, axis: int, out: int, reduce: str) -> jax.Array:
     """Pools one axis into `out` bins [floor(i*n/out), ceil((i+1)*n/out)), as PyTorch does."""
     n = x.shape[axis]
     if n % out == 0:  # equal, disjoint bins: a reshape
@@ -314,11 +361,11 @@ def _adaptive_reduce_axis(x, axis: int, out: int, reduce: str):
     return (gathered * mask).sum(axis + 1) / counts
 
 
-def _adaptive_pool(x, output_size, reduce: str, spatial_dims):
+def _adaptive_pool(x: ArrayLike, output_size: OutputSize, reduce: str, spatial_dims: int | None) -> jax.Array:
     x, ndim = _args.spatial_input(x, spatial_dims, output_size, "output_size", integers=reduce == "max")
     output_size = _adaptive_output_size(x.shape[-ndim - 1 : -1], output_size)
 
-    def one_batch(x):
+    def one_batch(x: jax.Array) -> jax.Array:
         # The last dim first: each bin's first maximum along it, then the first of those along the dim
         # before, is the bin's first maximum in row-major order, the cell PyTorch's gradient picks.
         for axis, out in reversed(list(enumerate(output_size, start=1))):
@@ -328,7 +375,7 @@ def _adaptive_pool(x, output_size, reduce: str, spatial_dims):
     return _args.over_batch(one_batch, x, ndim)
 
 
-def adaptive_avg_pool(x, output_size, *, spatial_dims=None):
+def adaptive_avg_pool(x: ArrayLike, output_size: OutputSize, *, spatial_dims: int | None = None) -> jax.Array:
     """Average pooling to a fixed output size, with PyTorch's bins.
 
     Output cell i of a dim of length n covers inputs `floor(i*n/out)` to `ceil((i+1)*n/out) - 1`.
@@ -345,7 +392,7 @@ def adaptive_avg_pool(x, output_size, *, spatial_dims=None):
     return _adaptive_pool(x, output_size, "avg", spatial_dims)
 
 
-def adaptive_max_pool(x, output_size, *, spatial_dims=None):
+def adaptive_max_pool(x: ArrayLike, output_size: OutputSize, *, spatial_dims: int | None = None) -> jax.Array:
     """Max pooling to a fixed output size (floating or integer `x`), with `adaptive_avg_pool`'s bins.
     Each bin's gradient goes to its first maximal cell (row-major), as PyTorch's does.
 
