@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up .venv at the repository root with jaxcnn installed (editable).
 #   bash setup.sh        the library, and Fashion-MNIST for offline use (Debian's dataset-fashion-mnist)
-#   bash setup.sh dev    the library and what the tests and notebooks need
+#   bash setup.sh dev    the library and what the tests and notebooks need (and Chromium, which the
+#                        site's test opens pages in, when apt-get can install it)
+#   bash setup.sh docs   the library and the docs extra, then builds the documentation site into site/
 #   bash setup.sh export the tool environment .venv-export for ONNX export (after one of the above)
 # Re-running it is cheap: pip skips what is already installed.
 set -euo pipefail
@@ -33,18 +35,32 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${1:+[$1]}"
 
-# Offline Fashion-MNIST: TFDS downloads it when it can; without network, jaxcnn reads the IDX
-# files of Debian's dataset-fashion-mnist package.
-fashion_mnist=/usr/share/datasets/fashion-mnist
-if [ -z "${1:-}" ] && [ ! -d "$fashion_mnist" ] && command -v apt-get >/dev/null; then
-    sudo=""
+# Debian packages the setup can do without: installed when apt-get runs as root or with passwordless sudo,
+# else a note. Arguments: the package, then what happens without it.
+apt_install() {
+    command -v apt-get >/dev/null || return 0
+    local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
     if $sudo true 2>/dev/null; then
-        echo "Installing Debian's dataset-fashion-mnist (Fashion-MNIST without network access)..."
-        $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
-            { $sudo apt-get update -qq >/dev/null 2>&1 && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } ||
-            echo "note: could not install dataset-fashion-mnist; TFDS will try to download Fashion-MNIST" >&2
+        echo "Installing Debian's $1..."
+        $sudo apt-get install -y -qq "$1" >/dev/null 2>&1 ||
+            { $sudo apt-get update -qq >/dev/null 2>&1 && $sudo apt-get install -y -qq "$1" >/dev/null 2>&1; } ||
+            echo "note: could not install $1; $2" >&2
     else
-        echo "note: without network access for TFDS, Fashion-MNIST needs: sudo apt-get install dataset-fashion-mnist" >&2
+        echo "note: without $1 (sudo apt-get install $1), $2" >&2
     fi
+}
+
+# Offline Fashion-MNIST: TFDS downloads it when it can; without network, jaxcnn reads the IDX
+# files of Debian's dataset-fashion-mnist package.
+if [ -z "${1:-}" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    apt_install dataset-fashion-mnist "TFDS will try to download Fashion-MNIST"
+fi
+# The site's test (tests/docs/test_site.py) opens its pages in headless Chromium; it skips without it.
+if [ "${1:-}" = dev ] && ! command -v chromium >/dev/null; then
+    apt_install chromium "the site's browser test is skipped"
+fi
+if [ "${1:-}" = docs ]; then
+    .venv/bin/mkdocs build  # strict (mkdocs.yml): a warning fails the build
+    echo "The site is in site/: open site/index.html"
 fi
