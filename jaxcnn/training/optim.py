@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import jax
 import optax
 
 from jaxcnn._registry import Registry
@@ -21,15 +22,35 @@ OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
 
 
+def _kernels(params):
+    """True at the leaves of `params` with more than one axis (convolution and dense kernels).
+
+    Axes of one model's parameter: an ensemble's members are initialised one by one and updated under
+    `vmap`, so no member axis shows; `optax.MaskedNode`s (frozen parameters) hold no leaves."""
+    return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
+
+
+# `optim.weight_decay_on` -> the mask of the parameters that decay (optax's `mask`; None: every one).
+WEIGHT_DECAY_MASKS = {"all": None, "kernels": _kernels}
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings(Settings):
     """`config.optim`: everything about the updates but the optimizer's name and peak learning rate
     (`config.optimizer`, `config.learning_rate`).
 
     Attributes:
-      momentum: of "momentum" and "nesterov" (and adam's b1 is left at optax's default).
-      weight_decay: decoupled for "adamw"; an L2 term added to the gradient (PyTorch's `weight_decay`)
-        for the others.
+      momentum: of "momentum", "nesterov" and "lars" (adam's and lamb's b1 are left at optax's default).
+      weight_decay: decoupled for "adamw" and "lamb" (added to the update after Adam's scaling); an L2
+        term added to the gradient (PyTorch's `weight_decay`) for the others ("lars": before its trust
+        ratio, as optax's).
+      weight_decay_on: which parameters decay, a name of `WEIGHT_DECAY_MASKS`: "all", or "kernels": only
+        those with more than one axis, the kernels of convolutions and dense layers, so no bias and no
+        BatchNorm/LayerNorm scale or bias (nor ConvNeXt's layer scales) decays, as Flax's ImageNet example
+        and timm exclude them. The same for every optimizer; "lars" does not adapt the excluded
+        parameters by its trust ratio either (as timm's and MLPerf's LARS), "lamb" adapts every one.
+      trust_coefficient: of "lars": each parameter's learning rate is scaled by `trust_coefficient *
+        ||w|| / ||g + weight_decay * w||` (You et al., 2017; optax's default 0.001).
       schedule: a name of `SCHEDULES`: "constant", "cosine" (to 0 at the last step) or "warmup_cosine"
         (linear warm-up from 0 over `warmup_steps`, then cosine to 0).
       warmup_steps: of "warmup_cosine". A run shorter than its warm-up gets a tenth of its length instead
@@ -43,6 +64,8 @@ class OptimizerSettings(Settings):
 
     momentum: float = 0.9
     weight_decay: float = 0.0
+    weight_decay_on: str = "all"
+    trust_coefficient: float = 0.001
     schedule: str = "constant"
     warmup_steps: int = 0
     accumulate_steps: int = 1
@@ -51,6 +74,8 @@ class OptimizerSettings(Settings):
     def __post_init__(self):
         number(self.momentum, "momentum", minimum=0.0, below=1.0)
         number(self.weight_decay, "weight_decay", minimum=0.0)
+        choice(self.weight_decay_on, "weight_decay_on", WEIGHT_DECAY_MASKS)
+        number(self.trust_coefficient, "trust_coefficient", minimum=0.0)
         choice(self.schedule, "schedule", SCHEDULES.names())
         integer(self.warmup_steps, "warmup_steps", minimum=0)
         integer(self.accumulate_steps, "accumulate_steps", minimum=1)
@@ -90,9 +115,14 @@ def create_learning_rate_schedule(
     return SCHEDULES.get(settings.schedule)(learning_rate, total_steps, settings)
 
 
+def _decay_mask(settings: OptimizerSettings):
+    return WEIGHT_DECAY_MASKS[settings.weight_decay_on]
+
+
 def _with_weight_decay(base: optax.GradientTransformation, settings: OptimizerSettings):
     if settings.weight_decay:
-        return optax.chain(optax.add_decayed_weights(settings.weight_decay), base)
+        decay = optax.add_decayed_weights(settings.weight_decay, mask=_decay_mask(settings))
+        return optax.chain(decay, base)
     return base
 
 
@@ -118,7 +148,25 @@ def adam(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.Gr
 
 @OPTIMIZERS.register("adamw")
 def adamw(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
-    return optax.adamw(learning_rate, weight_decay=settings.weight_decay)
+    return optax.adamw(learning_rate, weight_decay=settings.weight_decay, mask=_decay_mask(settings))
+
+
+@OPTIMIZERS.register("lars")
+def lars(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    mask = _decay_mask(settings) or True  # optax.lars takes True for every parameter, not None
+    return optax.lars(
+        learning_rate,
+        weight_decay=settings.weight_decay,
+        weight_decay_mask=mask,
+        trust_coefficient=settings.trust_coefficient,
+        trust_ratio_mask=mask,
+        momentum=settings.momentum,
+    )
+
+
+@OPTIMIZERS.register("lamb")
+def lamb(learning_rate: optax.Schedule, settings: OptimizerSettings) -> optax.GradientTransformation:
+    return optax.lamb(learning_rate, weight_decay=settings.weight_decay, mask=_decay_mask(settings))
 
 
 def create_optimizer(

@@ -2,11 +2,16 @@
 
 import logging
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
+from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxcnn import models
+from jaxcnn.models.bridge import linen_variables
 from jaxcnn.training import (
     OPTIMIZERS,
     SCHEDULES,
@@ -106,6 +111,8 @@ def test_non_finite_updates_are_skipped():
         ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
         ({"schedule": "linear"}, "schedule must be one of 'constant', 'cosine', 'warmup_cosine'"),
         ({"accumulate_steps": 0}, "accumulate_steps must be an int >= 1"),
+        ({"weight_decay_on": "no_bias"}, "weight_decay_on must be one of 'all', 'kernels'"),
+        ({"trust_coefficient": -0.1}, "trust_coefficient must be a finite number >= 0.0"),
     ],
 )
 def test_bad_settings_are_named(settings, message):
@@ -114,8 +121,8 @@ def test_bad_settings_are_named(settings, message):
 
 
 def test_unknown_optimizer_lists_the_registered_ones():
-    with pytest.raises(ValueError, match="unknown optimizer name 'lamb'; available: adam, adamw, momentum"):
-        create_optimizer("lamb", 0.1, 10)
+    with pytest.raises(ValueError, match="unknown optimizer name 'lion'; available: adam, adamw, lamb, lars"):
+        create_optimizer("lion", 0.1, 10)
 
 
 def test_a_registered_optimizer_and_schedule_are_accepted_by_the_config():
@@ -132,3 +139,113 @@ def test_a_registered_optimizer_and_schedule_are_accepted_by_the_config():
     schedule = create_learning_rate_schedule(1.0, 10, OptimizerSettings(schedule="test_step"))
     assert float(schedule(4)) == 1.0 and float(schedule(6)) == pytest.approx(0.1)
     assert _one_update("test_signsgd", 0.1) == pytest.approx(-0.1)
+
+
+# A kernel (decayed under weight_decay_on="kernels") and a bias (not), both with nonzero norms.
+PARAMS = {"w": np.array([[1.0, -2.0], [0.5, 3.0]]), "b": np.array([0.5, -1.0])}
+GRADS = [
+    {"w": np.array([[0.3, -0.1], [0.2, 0.4]]), "b": np.array([0.05, -0.2])},
+    {"w": np.array([[-0.2, 0.6], [0.1, -0.3]]), "b": np.array([0.1, 0.3])},
+]
+
+
+def _updates(name, grads, **settings):
+    """The updates of two steps of `create_optimizer(name, 0.1, ...)` from `PARAMS` (float32)."""
+    tx = create_optimizer(name, 0.1, 10, OptimizerSettings(**settings))
+    params = jax.tree.map(jnp.float32, PARAMS)
+    state, applied = tx.init(params), []
+    for grad in grads:
+        updates, state = tx.update(jax.tree.map(jnp.float32, grad), state, params)
+        params = optax.apply_updates(params, updates)
+        applied.append(jax.tree.map(np.asarray, updates))
+    return applied
+
+
+def _trust_ratio(param, update, coefficient):
+    """coefficient * ||param|| / ||update||, 1 where either norm is 0 (optax's `scale_by_trust_ratio`)."""
+    p, u = np.linalg.norm(param), np.linalg.norm(update)
+    return coefficient * p / u if p and u else 1.0
+
+
+def _lars_reference(decayed, adapted, lr=0.1, weight_decay=0.01, coefficient=0.02, momentum=0.9):
+    """LARS (You et al., 2017) in numpy: g + wd * w on `decayed` leaves, scaled by the trust ratio on
+    `adapted` ones and by lr, then heavy-ball momentum on the scaled updates (optax's order)."""
+    params, trace, applied = {k: v.copy() for k, v in PARAMS.items()}, None, []
+    for grads in GRADS:
+        updates = {}
+        for k in params:
+            g = grads[k] + (weight_decay * params[k] if k in decayed else 0.0)
+            ratio = _trust_ratio(params[k], g, coefficient) if k in adapted else 1.0
+            updates[k] = -lr * ratio * g
+        trace = updates if trace is None else {k: updates[k] + momentum * trace[k] for k in updates}
+        params = {k: params[k] + trace[k] for k in params}
+        applied.append(trace)
+    return applied
+
+
+def _lamb_reference(decayed, lr=0.1, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6):
+    """LAMB (You et al., 2020) in numpy: Adam's bias-corrected direction plus wd * w on `decayed`
+    leaves, scaled per leaf by ||w|| / ||direction|| and by lr."""
+    params, m, v, applied = {k: x.copy() for k, x in PARAMS.items()}, {}, {}, []
+    for t, grads in enumerate(GRADS, start=1):
+        updates = {}
+        for k in params:
+            m[k] = b1 * m.get(k, 0.0) + (1 - b1) * grads[k]
+            v[k] = b2 * v.get(k, 0.0) + (1 - b2) * grads[k] ** 2
+            direction = (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)
+            direction = direction + (weight_decay * params[k] if k in decayed else 0.0)
+            updates[k] = -lr * _trust_ratio(params[k], direction, 1.0) * direction
+        params = {k: params[k] + updates[k] for k in params}
+        applied.append(updates)
+    return applied
+
+
+def _assert_updates_close(ours, reference):
+    for step_ours, step_reference in zip(ours, reference, strict=True):
+        for k in PARAMS:
+            np.testing.assert_allclose(step_ours[k], step_reference[k], rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("weight_decay_on, decayed", [("all", {"w", "b"}), ("kernels", {"w"})])
+def test_lars_matches_a_numpy_reference_and_adapts_only_the_decayed_parameters(weight_decay_on, decayed):
+    ours = _updates(
+        "lars",
+        GRADS,
+        weight_decay=0.01,
+        weight_decay_on=weight_decay_on,
+        trust_coefficient=0.02,
+        momentum=0.9,
+    )
+    _assert_updates_close(ours, _lars_reference(decayed, adapted=decayed))
+
+
+@pytest.mark.parametrize("weight_decay_on, decayed", [("all", {"w", "b"}), ("kernels", {"w"})])
+def test_lamb_matches_a_numpy_reference(weight_decay_on, decayed):
+    ours = _updates("lamb", GRADS, weight_decay=0.01, weight_decay_on=weight_decay_on)
+    _assert_updates_close(ours, _lamb_reference(decayed))
+
+
+@pytest.fixture(scope="module")
+def resnet_params():
+    """A CIFAR ResNet's parameter tree (convolutions, BatchNorms, the dense layer), every value 1."""
+    model = models.create_nnx("resnet20", depth=8, widths=(4, 8, 8), input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+    return jax.tree.map(jnp.ones_like, linen_variables(model)["params"])
+
+
+BUILT_IN = ["sgd", "momentum", "nesterov", "adam", "adamw", "lars", "lamb"]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_kernels_only_decay_skips_batch_norm_and_biases_in_every_optimizer(name, resnet_params):
+    # Zero gradients and every weight 1: the update is the weight decay's alone, nonzero where weights decay.
+    settings = OptimizerSettings(weight_decay=0.1, weight_decay_on="kernels")
+    tx = create_optimizer(name, 0.1, 10, settings)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, resnet_params), tx.init(resnet_params), resnet_params)
+    moved = {keystr(path): bool(jnp.any(u != 0)) for path, u in tree_flatten_with_path(updates)[0]}
+    assert {path for path, decays in moved.items() if decays} == {
+        p for p in moved if p.endswith("['kernel']")
+    }
+    assert moved["['fc']['kernel']"] and moved["['layer1_0']['conv1']['kernel']"]
+    assert not any(
+        moved[path] for path in ("['fc']['bias']", "['bn1']['scale']", "['layer3_0']['bn2']['bias']")
+    )
