@@ -7,11 +7,10 @@ import json
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST, ZOO, zoo_model
+from conftest import FAST, ZOO, eval_logits, zoo_model
 from flax import nnx
 
 from jaxcnn import data, export, models
@@ -19,10 +18,6 @@ from jaxcnn import data, export, models
 
 def images(shape, batch, seed=0):
     return jnp.asarray(np.random.default_rng(seed).standard_normal((batch, *shape)), jnp.float32)
-
-
-def eval_logits(model, x):
-    return jax.jit(lambda x: model(x))(x)
 
 
 @pytest.mark.parametrize(

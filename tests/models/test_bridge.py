@@ -87,19 +87,7 @@ class Case:
         return models.load_linen_variables(nnx.eval_shape(create), self.variables)
 
 
-# Same code as a smaller model of the list, only deeper or wider: their counts are checked, their logits
-# against PyTorch (test_torch_weights), and the suite stays within its time budget.
-SIZES_OF_CHECKED_CODE = {
-    "resnet101",
-    "resnet152",
-    "wide_resnet50_2",
-    "wrn28_10",
-    "wrn40_4",
-    "densenet_bc_100_12",
-}
-
-
-@pytest.fixture(scope="module", params=sorted(set(ZOO) - SIZES_OF_CHECKED_CODE))
+@pytest.fixture(scope="module", params=sorted(set(ZOO) - Z.SIZES_OF_CHECKED_CODE))
 def case(request) -> Case:
     shape = (2, *ZOO[request.param][0])
     linen = models.create(request.param)

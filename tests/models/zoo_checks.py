@@ -23,6 +23,14 @@ from jaxcnn.models import LinenModel
 from jaxcnn.models._common import conv_before_norm
 
 KEY = jax.random.PRNGKey(0)
+# Zoo models that run another zoo model's code at another depth or width (resnet50's Bottleneck ResNet for
+# resnet101, resnet152 and wide_resnet50_2; wrn16_4's WideResNet for wrn28_10 and wrn40_4; densenet121's
+# DenseNet, with the CIFAR stem's one 3x3 convolution, for densenet_bc_100_12): their counts are checked,
+# their logits against PyTorch (test_torch_weights); the equivalence and export tests, which would only run
+# the same operations more times, leave them out.
+SIZES_OF_CHECKED_CODE = frozenset(
+    {"resnet101", "resnet152", "wide_resnet50_2", "wrn28_10", "wrn40_4", "densenet_bc_100_12"}
+)
 RNGS = {"params": KEY, "dropout": jax.random.PRNGKey(1)}
 
 
