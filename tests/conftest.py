@@ -38,3 +38,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "references: checks of the numpy oracles in tests/references.py against PyTorch/SciPy"
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests and the notebooks (10 s to minutes each) run first, the rest after them in their
+    order: pytest-xdist's `worksteal` (pyproject's addopts) then evens the workers' queues out with the
+    short tests, instead of one worker starting a long test while the other has nothing left to do."""
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.path.suffix == ".ipynb"))
