@@ -4,6 +4,7 @@ train = jaxcnn.data.load("fashion_mnist", "train")      # ArrayDataset, uint8 (6
 for batch in jaxcnn.data.batches(train, 128, seed=0, epoch=0):
     batch["image"], batch["label"], batch["mask"]      # float32 normalized, int32, float32
 photos = jaxcnn.data.load_folder("photos", "train", image_size=64)   # your own images (data/folder.py)
+imagenet = jaxcnn.data.load_imagenet("/data/imagenet", "train", image_size=224)   # JPEGs, random crops
 """
 
 from jaxcnn.data.augment import Augmentation, cutmix, eval_views, mix_batch, mixup, translate
@@ -25,6 +26,7 @@ from jaxcnn.data.datasets import (
 )
 from jaxcnn.data.folder import load_folder
 from jaxcnn.data.idx import IdxFormatError, read_idx
+from jaxcnn.data.imagenet import load_imagenet
 from jaxcnn.data.loader import training_batches
 from jaxcnn.data.pipeline import batches, epoch_order, normalize, normalize_on_device, num_batches, prefetch
 
@@ -46,6 +48,7 @@ __all__ = [
     "eval_views",
     "load",
     "load_folder",
+    "load_imagenet",
     "mix_batch",
     "mixup",
     "normalize",

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn._registry import Registry
-from jaxcnn._validate import Settings, choice, integer, number
+from jaxcnn._validate import Settings, boolean, choice, integer, number
 from jaxcnn._validate import shape as check_shape  # `shape` is a parameter's name here
 from jaxcnn.data.idx import IdxFormatError, read_idx
 
@@ -118,10 +118,12 @@ class LazyImages:
     def __array__(self, dtype=None, copy=None):
         return self[np.arange(len(self))].astype(dtype or np.uint8, copy=False)
 
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def gather(self, rows: np.ndarray, draw: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
         """`(images, readable)`: uint8 `(len(rows), H, W, C)` and bool `(len(rows),)`. Where a subclass
         skips images it cannot read (an image folder's with `bad_images="skip"`), such an image is zeros
-        and not `readable`; otherwise its error is raised. Here: `self[rows]`, every one readable."""
+        and not `readable`; otherwise its error is raised. `draw`: the training batch's `(seed, epoch)`, from
+        which a subclass that views images at random (`data.imagenet`) draws; others ignore it. Here:
+        `self[rows]`, every one readable."""
         return self[rows], np.ones(len(rows), bool)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
@@ -294,7 +296,8 @@ def available() -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class DataSettings(Settings):
     """`config.data`: where datasets are read from (`dir` and `source` may change when a run is resumed),
-    and how an image folder (`config.dataset="folder"`, see `data.folder`) is read.
+    and how an image folder (`config.dataset="folder"`, see `data.folder`) or encoded images
+    (`"imagenet"`, see `data.imagenet`) are read.
 
     Attributes:
       dir: TFDS's data directory, where original files are also looked for and downloaded to
@@ -302,11 +305,14 @@ class DataSettings(Settings):
       source: for TFDS datasets: "auto" (the order in this module's docstring), "tfds" (a prepared TFDS
         copy, or TFDS's preparation) or "files" (the original files).
       image_size: for "folder": > 0 resizes every image to this square size; 0 = all have one size.
+        For "imagenet": the side of its views, required (224 for ImageNet).
       color: for "folder": "grayscale", "rgb", or "auto" (grayscale when the first training image is).
-      holdout: for "folder" without train/ and test/ subfolders: the fraction of each class held out.
-      bad_images: for "folder": an image that cannot be read or decoded is "skip"ped (named and counted
-        in the log; see `data.folder`) or "raise"s an `UnreadableImageError`. The batches are the same
-        either way (a skipped image is masked out), so it may change on resume.
+      holdout: for "folder" and "imagenet" without train/ and test/ subfolders: the fraction of each
+        class held out.
+      bad_images: for "folder" and "imagenet": an image that cannot be read or decoded is "skip"ped
+        (named and counted in the log; see `data.folder`) or "raise"s an `UnreadableImageError`. The
+        batches are the same either way (a skipped image is masked out), so it may change on resume.
+      trivial_augment: for "imagenet": each training view goes through one TrivialAugment operation.
       workers: processes that gather (and read and decode) the training batches (Grain's `mp_prefetch`);
         0 = the main process. The batches are the same for any number, so it may change on resume.
     """
@@ -317,6 +323,7 @@ class DataSettings(Settings):
     color: str = "auto"
     holdout: float = 0.0
     bad_images: str = dataclasses.field(default="skip", metadata={"resumable": True})
+    trivial_augment: bool = False
     workers: int = dataclasses.field(default=0, metadata={"resumable": True})
 
     def __post_init__(self):
@@ -327,6 +334,7 @@ class DataSettings(Settings):
         choice(self.color, "color", COLORS)
         number(self.holdout, "holdout", minimum=0.0, below=1.0)
         choice(self.bad_images, "bad_images", BAD_IMAGES)
+        boolean(self.trivial_augment, "trivial_augment")
         integer(self.workers, "workers", minimum=0)
 
     def load_options(self, dataset: str) -> dict:
@@ -335,6 +343,13 @@ class DataSettings(Settings):
         if dataset == "folder":
             options.update(
                 image_size=self.image_size, color=self.color, holdout=self.holdout, bad_images=self.bad_images
+            )
+        elif dataset == "imagenet":
+            options.update(
+                image_size=self.image_size,
+                holdout=self.holdout,
+                bad_images=self.bad_images,
+                trivial_augment=self.trivial_augment,
             )
         return options
 

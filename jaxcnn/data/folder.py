@@ -252,6 +252,19 @@ def _color_mode(files: list[Path], color: str) -> str:
     return "RGB"
 
 
+def gather_skipping(read, rows, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """`LazyImages.gather`'s `(images, readable)` of `read(row)` for each of `rows` (uint8 `shape` each),
+    where an image whose `read` raises `UnreadableImageError` is zeros, not readable, and named in the log."""
+    images, readable = np.zeros((len(rows), *shape), np.uint8), np.ones(len(rows), bool)
+    for i, row in enumerate(rows):
+        try:
+            images[i] = read(row)
+        except UnreadableImageError as error:
+            readable[i] = False
+            logging.warning("%s: skipped (bad_images is 'skip')", error)
+    return images, readable
+
+
 class ImageFiles(LazyImages):
     """The images of a folder split, decoded from their files when indexed (see `LazyImages`). An image
     that does not decode is an `UnreadableImageError` naming its file; `gather` skips it (zeros, not
@@ -281,17 +294,10 @@ class ImageFiles(LazyImages):
     def _read(self, rows):
         return np.stack([self._image(r) for r in rows])
 
-    def gather(self, rows):
+    def gather(self, rows, draw=()):
         if self.bad_images == "raise":
             return super().gather(rows)
-        images, readable = np.zeros((len(rows), *self.shape[1:]), np.uint8), np.ones(len(rows), bool)
-        for i, row in enumerate(rows):
-            try:
-                images[i] = self._image(row)
-            except UnreadableImageError as error:
-                readable[i] = False
-                logging.warning("%s: skipped (bad_images is 'skip')", error)
-        return images, readable
+        return gather_skipping(self._image, rows, self.shape[1:])
 
     def _select(self, rows):
         return ImageFiles(

@@ -56,6 +56,7 @@ class BatchAt:
             self.process_index,
             self.process_count,
             normalized=False,
+            draw=(self.seed, epoch),
         )
 
 

@@ -94,7 +94,7 @@ def batches(
         raise ValueError(f"batch_size {batch_size} must be divisible by process_count {process_count}")
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for b in range(start_batch, num_batches(len(dataset), batch_size, drop_remainder)):
-        yield batch_of(dataset, order, b, batch_size, process_index, process_count, normalized)
+        yield batch_of(dataset, order, b, batch_size, process_index, process_count, normalized, (seed, epoch))
 
 
 def batch_of(
@@ -105,8 +105,10 @@ def batch_of(
     process_index: int = 0,
     process_count: int = 1,
     normalized: bool = True,
+    draw: tuple[int, ...] = (),
 ) -> dict[str, np.ndarray]:
-    """This process's share of global batch `index` of the examples in `order` (see `batches`).
+    """This process's share of global batch `index` of the examples in `order` (see `batches`); `draw`,
+    the `(seed, epoch)` of `order`, seeds the random views of images that have them (`LazyImages.gather`).
 
     An image that its `LazyImages` skips (`gather`: one of an image folder that does not decode) keeps its
     place, masked out (mask 0: in no loss, gradient or metric), holding a copy of the batch's first readable
@@ -115,7 +117,7 @@ def batch_of(
     local = batch_size // process_count
     rows = order[index * batch_size + process_index * local :][:local]
     if isinstance(dataset.images, LazyImages):
-        images, readable = dataset.images.gather(rows)
+        images, readable = dataset.images.gather(rows, draw)
     else:
         images, readable = dataset.images[rows], np.ones(len(rows), bool)
     labels, mask = dataset.labels[rows], readable.astype(np.float32)

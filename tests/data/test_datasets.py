@@ -57,13 +57,14 @@ def prepare_tiny_tfds(data_dir, splits):
 
 
 def test_available_names():
-    assert data.available() == ["cifar10", "digits", "fashion_mnist", "folder", "mnist", "synthetic"]
+    names = ["cifar10", "digits", "fashion_mnist", "folder", "imagenet", "mnist", "synthetic"]
+    assert data.available() == names
 
 
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"name": "imagenet"}, ValueError, "unknown dataset name 'imagenet'; available: cifar10, digits"),
+        ({"name": "svhn"}, ValueError, "unknown dataset name 'svhn'; available: cifar10, digits"),
         ({"split": "validation"}, ValueError, "split must be one of 'train', 'test'"),
         ({"num_examples": -1}, ValueError, "num_examples must be an int >= 0"),
         ({"num_examples": 2.5}, TypeError, "num_examples must be an int >= 0"),
