@@ -1,5 +1,5 @@
 """Images per second per core: jaxcnn's JPEG views (decode at the DCT scale the crop allows, crop, flip)
-against plain Pillow (decode the whole image, crop, resize, flip) of the same files, to the same boxes.
+against plain Pillow (decode the whole image, then resize and crop as torchvision does) of the same files.
 
     python experiments/decode_benchmark.py --images 64 --seconds 5 --rounds 5
     python experiments/decode_benchmark.py --dir /data/imagenet/train --view eval
@@ -12,7 +12,8 @@ another process on the machine slows its wall time, not its figure), the median 
 is the median of the rounds' ratios.
 - `--view train`: a random-resized crop (`data.imagenet.random_resized_box`) and a flip with probability 1/2,
   the same draws for both methods;
-- `--view eval`: the center crop (`data.imagenet.center_box`, 0.875 of the shorter side).
+- `--view eval`: jaxcnn resizes the center square (`data.imagenet.center_box`, 0.875 of the shorter side);
+  plain Pillow resizes the whole image to a shorter side of 256 (for 224), then crops its center.
 """
 
 from __future__ import annotations
@@ -34,21 +35,24 @@ import make_jpegs  # noqa: E402
 
 
 def plain_view(data: bytes, image_size: int, rng: np.random.Generator | None) -> np.ndarray:
-    """The reference: the whole image decoded by Pillow, then the same box and flip as `decode_view`."""
+    """The reference, as torchvision's transforms on Pillow do it: the whole image decoded; for training, the
+    same box as `decode_view` cropped and resized, and the same flip; for evaluation, the whole image resized
+    to a shorter side of `image_size / CROP_FRACTION`, then its center cropped."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
         image = image.convert("RGB")
         width, height = image.size
-        left, top, box_w, box_h = (
-            imagenet.center_box(width, height)
-            if rng is None
-            else imagenet.random_resized_box(rng, width, height)
-        )
+        if rng is None:
+            scale = round(image_size / imagenet.CROP_FRACTION) / min(width, height)
+            image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BILINEAR)
+            left, top = (image.width - image_size) // 2, (image.height - image_size) // 2
+            return np.asarray(image.crop((left, top, left + image_size, top + image_size)))
+        left, top, box_w, box_h = imagenet.random_resized_box(rng, width, height)
         view = image.crop((left, top, left + box_w, top + box_h)).resize(
             (image_size, image_size), Image.Resampling.BILINEAR
         )
-    if rng is not None and rng.integers(2):
+    if rng.integers(2):
         view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(view)
 
