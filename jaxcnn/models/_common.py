@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +26,7 @@ def check_images(x: jax.Array, model: str, min_size: int) -> None:
     x_shape = tuple(jnp.shape(x))
     if len(x_shape) != 4:
         raise ValueError(f"{model} expects images x of shape (N, H, W, C), got shape {x_shape}")
-    _check_size(*x_shape[1:3], model, min_size, f"x of shape {x_shape}")
+    _check_size(x_shape[1], x_shape[2], model, min_size, f"x of shape {x_shape}")
 
 
 def image_shape(value, model: str, min_size: int = 1) -> tuple[int, int, int]:
@@ -37,7 +36,7 @@ def image_shape(value, model: str, min_size: int = 1) -> tuple[int, int, int]:
         raise ValueError(
             f"{model} expects images of shape (N, H, W, C), got input_shape {value} for (H, W, C)"
         )
-    _check_size(*value[:2], model, min_size, f"input_shape {value}")
+    _check_size(value[0], value[1], model, min_size, f"input_shape {value}")
     return value
 
 
@@ -93,13 +92,26 @@ def conv_before_norm(in_features: int, features: int, kernel: int, stride: int =
     )
 
 
+def _call(block: nnx.Module, x: jax.Array) -> jax.Array:
+    return block(x)
+
+
+def call_block(block: nnx.Module, x: jax.Array, remat: bool) -> jax.Array:
+    """`block(x)`, under `nnx.remat` (`jax.checkpoint`) when `remat`: the block's inner activations are
+    not kept for the backward pass but computed again there from its input, so a network of such blocks
+    keeps only their inputs and outputs (less activation memory for about one more forward pass). The
+    values and gradients are the same; BatchNorm statistics and Dropout's RNG advance once."""
+    return nnx.remat(_call)(block, x) if remat else block(x)
+
+
 def outputs_of(
-    module: nnx.Module, x: jax.Array, names: Sequence[str], keep: Iterable[str]
+    module: nnx.Module, x: jax.Array, names: Sequence[str], keep: Iterable[str], remat: bool = False
 ) -> list[jax.Array]:
-    """Calls the layers `names` of `module` in turn on `x` and returns the outputs of those in `keep`."""
+    """Calls the layers `names` of `module` in turn on `x` and returns the outputs of those in `keep`;
+    `remat`: each layer under `call_block`'s `nnx.remat`."""
     keep, outputs = frozenset(keep), []
     for name in names:
-        x = getattr(module, name)(x)
+        x = call_block(getattr(module, name), x, remat)
         if name in keep:
             outputs.append(x)
     return outputs
@@ -127,7 +139,8 @@ class ZooModel(nnx.Module):
     `models.feature_info` gives each map's channels and stride without computing anything.
     """
 
-    head_name: ClassVar[str] = "fc"
+    head_name: str = "fc"  # a class's own, or an instance's (allconv's is its last convolution)
+    input_shape: tuple[int, int, int]  # set by each model's __init__
     out_indices: tuple[int, ...] | None = None  # None: logits; else the indices of the maps to return
 
     def feature_maps(self, x: jax.Array) -> list[jax.Array]:
@@ -159,7 +172,7 @@ class FeatureInfo:
     index: int
     channels: int
     stride: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
 
 
 _STRIDE_PROBE = 1024  # a large input: rounding of odd sizes (VALID windows, floors) hides in the ratio

@@ -31,6 +31,8 @@ class CifarResNet(ResidualNetwork):
         the paper) and resnet56 853,018 (0.85M) at 10 classes. "B": a 1x1 convolution with
         stride 2 and BatchNorm on those shortcuts instead (resnet20: 272,474).
       widths: the stages' widths, (16, 32, 64) in the paper.
+      remat: recompute each block's activations in the backward pass instead of keeping them
+        (`nnx.remat`): less memory, the same gradients.
 
     Any input of at least 1x1 pixels (every convolution is padded); 32x32 in the paper. Feature maps:
     the stem's and each stage's (strides 1, 1, 2, 4).
@@ -48,6 +50,7 @@ class CifarResNet(ResidualNetwork):
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         if not is_int(depth) or depth < 8 or (depth - 2) % 6:
@@ -61,7 +64,7 @@ class CifarResNet(ResidualNetwork):
         self.conv1, self.bn1 = conv(channels, widths[0], 3), norm(widths[0])
         stage_sizes = ((depth - 2) // 6,) * len(widths)
         self._init_stages(
-            widths[0], BasicBlock, stage_sizes, widths, num_classes, dtype=dtype, rngs=rngs,
+            widths[0], BasicBlock, stage_sizes, widths, num_classes, dtype=dtype, remat=remat, rngs=rngs,
             conv=conv, norm=norm, shortcut=shortcut, zero_init_residual=zero_init_residual,
         )  # fmt: skip
 

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn._validate import number
-from jaxcnn.models._common import ZooModel, add_layers, check_images, image_shape
+from jaxcnn._validate import boolean, number
+from jaxcnn.models._common import ZooModel, add_layers, call_block, check_images, image_shape
 from jaxcnn.models.registry import register
 
 # torchvision's: trunc_normal_(std=0.02) for every convolution and linear layer, zero biases.
@@ -31,7 +31,9 @@ convnext_init = nnx.initializers.truncated_normal(stddev=0.02)
 class ConvNeXtBlock(nnx.Module):
     """`x + drop_path(layer_scale * pwconv2(gelu(pwconv1(norm(dwconv(x))))))`: `(N, H, W, C)` -> same."""
 
-    def __init__(self, features: int, layer_scale: float, drop_path: float, *, dtype, impl, rngs: nnx.Rngs):
+    def __init__(
+        self, features: int, layer_scale: float, drop_path: float, *, dtype: Any, impl: str, rngs: nnx.Rngs
+    ):
         dense = functools.partial(L.Dense, kernel_init=convnext_init, dtype=dtype, rngs=rngs)
         self.dwconv = L.Conv(
             features, features, 7, padding=3, groups=features, kernel_init=convnext_init, dtype=dtype,
@@ -58,6 +60,8 @@ class ConvNeXt(ZooModel):
 
     Args:
       layer_scale: the initial value of every block's per-channel scale (1e-6).
+      remat: recompute each block's (and each downsampling's) activations in the backward pass instead of
+        keeping them (`nnx.remat`): less memory, the same gradients.
     """
 
     head_name = "classifier"
@@ -73,6 +77,7 @@ class ConvNeXt(ZooModel):
         stochastic_depth: float = 0.1,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         if len(depths) != len(widths):
@@ -80,13 +85,15 @@ class ConvNeXt(ZooModel):
         number(stochastic_depth, "stochastic_depth", minimum=0.0, below=1.0)
         self.min_size = 4 * 2 ** (len(widths) - 1)
         self.input_shape = image_shape(input_shape, "ConvNeXt", min_size=self.min_size)
+        self.remat = boolean(remat, "remat")
         conv = functools.partial(
             L.Conv, padding="VALID", kernel_init=convnext_init, dtype=dtype, impl=impl, rngs=rngs
         )
         norm = functools.partial(L.LayerNorm, dtype=dtype, rngs=rngs)
         self.stem_conv = conv(self.input_shape[-1], widths[0], 4, stride=4)
         self.stem_norm = norm(widths[0])
-        layers, total, index = [], sum(depths), 0
+        layers: list[tuple[str, nnx.Module]] = []
+        total, index = sum(depths), 0
         for s, (depth, width) in enumerate(zip(depths, widths, strict=True), start=1):
             if s > 1:
                 layers.append((f"downsample{s - 1}_norm", norm(widths[s - 2])))
@@ -110,7 +117,7 @@ class ConvNeXt(ZooModel):
         for name in self.layer_names:
             if name.endswith("_norm"):  # a downsampling: the stage before it is done
                 maps.append(x)
-            x = getattr(self, name)(x)
+            x = call_block(getattr(self, name), x, self.remat)
         return [*maps, x]
 
     def forward_head(self, x: jax.Array) -> jax.Array:

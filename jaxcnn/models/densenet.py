@@ -19,10 +19,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn._validate import integer
+from jaxcnn._validate import boolean, integer
 from jaxcnn.models._common import (
     ZooModel,
     add_layers,
+    call_block,
     check_images,
     image_shape,
     pool_impl,
@@ -61,19 +62,21 @@ class DenseLayer(nnx.Module):
 
 class DenseBlock(nnx.Module):
     """`num_layers` dense layers `denselayer1`, ...: `(N, H, W, C)` -> `(N, H, W, C + num_layers *
-    growth_rate)`, the input and every layer's output concatenated."""
+    growth_rate)`, the input and every layer's output concatenated; each layer under `nnx.remat` when
+    `remat` (the memory-efficient DenseNet of Pleiss et al., 2017: the concatenations are kept, not the
+    layers' inner maps)."""
 
-    def __init__(self, num_layers: int, in_features: int, growth_rate: int, **layer_kwargs):
+    def __init__(self, num_layers: int, in_features: int, growth_rate: int, remat: bool, **layer_kwargs: Any):
         layers = [
             (f"denselayer{i + 1}", DenseLayer(in_features + i * growth_rate, growth_rate, **layer_kwargs))
             for i in range(num_layers)
         ]
         self.layer_names = add_layers(self, layers)
-        self.out_features = in_features + num_layers * growth_rate
+        self.out_features, self.remat = in_features + num_layers * growth_rate, remat
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for name in self.layer_names:
-            x = jnp.concatenate([x, getattr(self, name)(x)], axis=-1)
+            x = jnp.concatenate([x, call_block(getattr(self, name), x, self.remat)], axis=-1)
         return x
 
 
@@ -108,6 +111,8 @@ class DenseNet(ZooModel):
       compression: transitions keep `floor(compression * C)` channels (the "C" of -BC; 0.5).
       drop_rate: dropout after each dense layer.
       small_inputs: the CIFAR stem instead of the ImageNet one.
+      remat: recompute each dense layer's activations in the backward pass instead of keeping them
+        (`nnx.remat`): less memory, the same gradients.
     """
 
     head_name = "classifier"
@@ -127,6 +132,7 @@ class DenseNet(ZooModel):
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         integer(growth_rate, "growth_rate", minimum=1)
@@ -154,11 +160,12 @@ class DenseNet(ZooModel):
             self.conv0 = conv(self.input_shape[-1], num_init_features, 7, stride=2, padding=3)
             self.norm0 = norm(num_init_features)
             self.pool0 = L.MaxPool(3, stride=2, padding=1, impl=pool_impl(impl))
-        layers, features = [], num_init_features
+        layers: list[tuple[str, nnx.Module]] = []
+        features = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(
-                num_layers, features, growth_rate, bn_size=bn_size, drop_rate=drop_rate, conv=conv, norm=norm,
-                rngs=rngs,
+                num_layers, features, growth_rate, boolean(remat, "remat"), bn_size=bn_size,
+                drop_rate=drop_rate, conv=conv, norm=norm, rngs=rngs,
             )  # fmt: skip
             layers.append((f"denseblock{i}", block))
             features = block.out_features

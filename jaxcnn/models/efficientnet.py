@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn._validate import number
+from jaxcnn._validate import boolean, number
 from jaxcnn.models._common import (
     ZooModel,
     add_layers,
@@ -93,7 +93,7 @@ class MBConv(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         y = x if self.expand is None else self.expand(x)
         y = self.project(self.se(self.depthwise(y)))
-        return x + self.drop_path(y) if self.residual else y
+        return x + self.drop_path(y) if self.drop_path is not None else y  # residual: it has a drop_path
 
 
 class EfficientNet(ZooModel):
@@ -106,6 +106,10 @@ class EfficientNet(ZooModel):
     Any input of at least 1x1 pixels (every window is padded); 224x224 for B0, where it has 5,288,548
     parameters at 1000 classes, as torchvision's. Feature maps: the last output at each resolution, the
     head's last (strides 2, 4, 8, 16, 32).
+
+    Args:
+      remat: recompute each block's (and the stem's and head's) activations in the backward pass instead of
+        keeping them (`nnx.remat`): less memory, the same gradients.
     """
 
     head_name = "classifier"
@@ -123,15 +127,17 @@ class EfficientNet(ZooModel):
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         number(stochastic_depth, "stochastic_depth", minimum=0.0, below=1.0)
-        self.input_shape = image_shape(input_shape, "EfficientNet")
+        self.input_shape, self.remat = image_shape(input_shape, "EfficientNet"), boolean(remat, "remat")
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         conv_bn = functools.partial(ConvBN, conv=conv, norm=norm, activation=jax.nn.silu)
         self.stem = conv_bn(self.input_shape[-1], stem_features, stride=2)
-        total, blocks, strides, width = sum(stage[-1] for stage in setting), [], [("stem", 2)], stem_features
+        blocks: list[tuple[str, nnx.Module]] = []
+        total, strides, width = sum(stage[-1] for stage in setting), [("stem", 2)], stem_features
         for s, (expand_ratio, kernel, first_stride, features, repeats) in enumerate(setting, start=1):
             for j in range(repeats):
                 stride = first_stride if j == 0 else 1
@@ -152,7 +158,7 @@ class EfficientNet(ZooModel):
 
     def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "EfficientNet", min_size=1)
-        return outputs_of(self, x, ("stem", *self.block_names, "head"), self.stage_ends)
+        return outputs_of(self, x, ("stem", *self.block_names, "head"), self.stage_ends, self.remat)
 
     def forward_head(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.dropout(self.pool(x))).astype(jnp.float32)

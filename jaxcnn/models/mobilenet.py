@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn._validate import integer, is_number
+from jaxcnn._validate import boolean, integer, is_number
 from jaxcnn.models._common import (
     ZooModel,
     add_layers,
@@ -120,6 +120,8 @@ class MobileNetV2(ZooModel):
       inverted_residual_setting: the stages, as torchvision's argument of that name: one
         `(expand_ratio t, channels c, repeats n, first stride s)` per stage; the paper's by default.
       dropout: rate before the classifier (0.2 as torchvision's).
+      remat: recompute each block's (and the stem's and head's) activations in the backward pass instead of
+        keeping them (`nnx.remat`): less memory, the same gradients.
 
     Any input of at least 1x1 pixels (every window is padded); 224x224 in the paper, where it
     has 3,504,872 parameters at 1000 classes, as torchvision's. Feature maps: the last output at each
@@ -139,6 +141,7 @@ class MobileNetV2(ZooModel):
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         alpha = width_multiplier
@@ -157,14 +160,15 @@ class MobileNetV2(ZooModel):
         for stage in stages:
             for value, name in zip(stage, ("expand ratio t", "channels c", "repeats n", "stride s")):
                 integer(value, f"inverted_residual_setting's {name}", minimum=1)
-        self.input_shape = image_shape(input_shape, "MobileNetV2")
+        self.input_shape, self.remat = image_shape(input_shape, "MobileNetV2"), boolean(remat, "remat")
         channels = self.input_shape[-1]
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         conv_bn = functools.partial(ConvBN, conv=conv, norm=norm)
         width = make_divisible(32 * alpha)
         self.stem = conv_bn(channels, width, stride=2)
-        blocks, strides = [], [("stem", 2)]
+        blocks: list[tuple[str, nnx.Module]] = []
+        strides = [("stem", 2)]
         for expand_ratio, stage_width, repeats, stride in stages:
             for i in range(repeats):
                 out = make_divisible(stage_width * alpha)
@@ -183,7 +187,7 @@ class MobileNetV2(ZooModel):
 
     def feature_maps(self, x: jax.Array) -> list[jax.Array]:
         check_images(x, "MobileNetV2", min_size=1)
-        return outputs_of(self, x, ("stem", *self.block_names, "head"), self.stage_ends)
+        return outputs_of(self, x, ("stem", *self.block_names, "head"), self.stage_ends, self.remat)
 
     def forward_head(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.dropout(self.pool(x))).astype(jnp.float32)

@@ -22,9 +22,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
+from jaxcnn._validate import boolean
 from jaxcnn.models._common import (
     ZooModel,
     add_layers,
+    call_block,
     check_images,
     conv_before_norm,
     image_shape,
@@ -53,6 +55,7 @@ class ResidualBlock(nnx.Module):
     """
 
     expansion: ClassVar[int] = 1
+    out_features: int  # set by each block's __init__, before _init_shortcut
 
     def _init_shortcut(self, in_features: int, stride: int, conv: Callable, norm: Callable, shortcut: str):
         if shortcut not in SHORTCUTS:
@@ -163,19 +166,21 @@ class ResidualNetwork(ZooModel):
     """What every ResNet does after its stem: stages of residual blocks, global average pooling and
     the dense layer `fc`. Stage i has `stage_sizes[i]` blocks of width `widths[i]`, named
     `layer{i+1}_{j}` as torchvision's `layer{i+1}.{j}`; every stage but the first halves the resolution
-    in its first block. Subclasses build a stem, call `_init_stages`, and give their feature maps as
-    the stem's output followed by `stage_maps`.
+    in its first block, and each block runs under `nnx.remat` when `remat` (`_common.call_block`).
+    Subclasses build a stem, call `_init_stages`, and give their feature maps as the stem's output
+    followed by `stage_maps`.
     """
 
     def _init_stages(
         self,
         in_features: int,
-        block: type[ResidualBlock],
+        block: Callable[..., ResidualBlock],  # a subclass: nnx.Module's own __init__ takes nothing
         stage_sizes: Sequence[int],
         widths: Sequence[int],
         num_classes: int,
         *,
         dtype: Any,
+        remat: bool,
         rngs: nnx.Rngs,
         **block_kwargs,
     ) -> None:
@@ -183,7 +188,7 @@ class ResidualNetwork(ZooModel):
             raise ValueError(
                 f"stage_sizes {tuple(stage_sizes)} and widths {tuple(widths)} must have the same length"
             )
-        blocks, self.stage_sizes = [], tuple(stage_sizes)
+        blocks, self.stage_sizes, self.remat = [], tuple(stage_sizes), boolean(remat, "remat")
         for i, (size, width) in enumerate(zip(stage_sizes, widths, strict=True)):
             for j in range(size):
                 stride = 2 if i > 0 and j == 0 else 1
@@ -198,7 +203,7 @@ class ResidualNetwork(ZooModel):
         maps, names = [], iter(self.block_names)
         for size in self.stage_sizes:
             for _ in range(size):
-                x = getattr(self, next(names))(x)
+                x = call_block(getattr(self, next(names)), x, self.remat)
             maps.append(x)
         return maps
 
@@ -219,6 +224,8 @@ class ResNet(ResidualNetwork):
 
     Args:
       groups, width_per_group: of the bottleneck's 3x3 convolution (see `Bottleneck`).
+      remat: recompute each block's activations in the backward pass instead of keeping them
+        (`nnx.remat`): less memory, the same gradients.
     """
 
     def __init__(
@@ -235,6 +242,7 @@ class ResNet(ResidualNetwork):
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         self.input_shape = image_shape(input_shape, "ResNet")
@@ -244,7 +252,7 @@ class ResNet(ResidualNetwork):
         self.conv1, self.bn1 = conv(channels, widths[0], 7, stride=2), norm(widths[0])
         self.maxpool = L.MaxPool(3, stride=2, padding=1, impl=pool_impl(impl))
         self._init_stages(
-            widths[0], block, stage_sizes, widths, num_classes, dtype=dtype, rngs=rngs,
+            widths[0], block, stage_sizes, widths, num_classes, dtype=dtype, remat=remat, rngs=rngs,
             conv=conv, norm=norm, zero_init_residual=zero_init_residual, groups=groups,
             width_per_group=width_per_group,
         )  # fmt: skip

@@ -17,8 +17,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn import nnx_layers as L
-from jaxcnn._validate import integer, is_int
-from jaxcnn.models._common import ZooModel, add_layers, check_images, conv_before_norm, image_shape
+from jaxcnn._validate import boolean, integer, is_int
+from jaxcnn.models._common import (
+    ZooModel,
+    add_layers,
+    call_block,
+    check_images,
+    conv_before_norm,
+    image_shape,
+)
 from jaxcnn.models.registry import register
 
 
@@ -60,6 +67,8 @@ class WideResNet(ZooModel):
       depth: 6n + 4 (16, 22, 28, 40, ...): n blocks per group.
       width: the widening factor k.
       dropout: between a block's convolutions (0.3 in some of the paper's runs).
+      remat: recompute each block's activations in the backward pass instead of keeping them
+        (`nnx.remat`): less memory, the same gradients.
     """
 
     def __init__(
@@ -73,6 +82,7 @@ class WideResNet(ZooModel):
         axis_name: str | None = None,
         dtype: Any = None,
         impl: str = "auto",
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         if not is_int(depth) or depth < 10 or (depth - 4) % 6:
@@ -80,7 +90,7 @@ class WideResNet(ZooModel):
                 f"depth must be 6n + 4 for an int n >= 1 (10, 16, 22, 28, 40, ...), got {depth!r}"
             )
         integer(width, "width", minimum=1)
-        self.input_shape = image_shape(input_shape, "WideResNet")
+        self.input_shape, self.remat = image_shape(input_shape, "WideResNet"), boolean(remat, "remat")
         conv = functools.partial(conv_before_norm, dtype=dtype, impl=impl, rngs=rngs)
         norm = functools.partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
         self.conv1 = conv(self.input_shape[-1], 16, 3)
@@ -101,7 +111,7 @@ class WideResNet(ZooModel):
         check_images(x, "WideResNet", min_size=1)
         x, maps = self.conv1(x), []
         for i, name in enumerate(self.block_names, start=1):
-            x = getattr(self, name)(x)
+            x = call_block(getattr(self, name), x, self.remat)
             if i % self.group_size == 0:
                 maps.append(x)
         maps[-1] = jax.nn.relu(self.bn(maps[-1]))
