@@ -300,3 +300,28 @@ def test_settings_and_arguments_are_checked(jpeg_folder):
         data.load_imagenet(jpeg_folder / "missing", "train", image_size=8)
     options = DataSettings(dir="/x", image_size=8, trivial_augment=True).load_options("imagenet")
     assert options["trivial_augment"] is True and options["image_size"] == 8 and "color" not in options
+
+
+def test_a_prepared_tfds_copy_converts_to_shards_of_its_encoded_images(tmp_path):
+    from test_datasets import prepare_tiny_tfds, tiny_split
+
+    splits = {"train": tiny_split("train"), "test": tiny_split("test")}
+    prepare_tiny_tfds(tmp_path / "tfds", splits)
+    index = convert_to_shards.convert_to_shards(
+        tmp_path / "tfds", tmp_path / "shards", per_shard=5, tfds_name="fashion_mnist"
+    )
+    assert index["class_names"][0] == "T-shirt/top" and len(index["splits"]["train"]["shards"]) == 3
+    test = data.load_imagenet(tmp_path / "shards", "test", image_size=28)
+    expected = []  # the PNGs TFDS stored, as jaxcnn decodes any PNG, with their labels
+    for image, label in zip(*splits["test"], strict=True):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        expected.append((full_view(buffer.getvalue(), 28, imagenet.center_box(28, 28)), label))
+    found = []  # TFDS stores its examples in its own order
+    for row in range(len(test)):
+        matches = [i for i, (view, label) in enumerate(expected) if np.array_equal(view, test.images[row])]
+        assert len(matches) == 1 and expected[matches[0]][1] == test.labels[row]
+        found += matches
+    assert sorted(found) == list(range(len(expected)))
+    with pytest.raises(ValueError, match="mnist is not prepared"):
+        convert_to_shards.convert_to_shards(tmp_path / "tfds", tmp_path / "other", tfds_name="mnist")
