@@ -27,7 +27,7 @@ from absl import flags
 
 from jaxcnn._validate import integer
 from jaxcnn.data.datasets import ArrayDataset
-from jaxcnn.data.pipeline import BACKGROUND_NICENESS, batch_of, epoch_order
+from jaxcnn.data.pipeline import BACKGROUND_NICENESS, batch_of, epoch_order, pack_batches
 
 
 class BatchAt:
@@ -94,6 +94,60 @@ def training_batches(
     Raises:
       ValueError: `steps_per_epoch` whole batches do not fit in `dataset`, or a bad count.
     """
+    batch_at = _batch_at(dataset, batch_size, seed, steps_per_epoch, start_step, stop_step, workers,
+                         process_index, process_count)  # fmt: skip
+    return _stream(grain.MapDataset.range(start_step, stop_step).map(batch_at), workers)
+
+
+def call_steps(call: int, steps_per_call: int, start_step: int, stop_step: int) -> range:
+    """The steps of call `call` of a run: calls of `steps_per_call` steps aligned to its multiples (call c
+    runs steps `[c·k, (c+1)·k)`), clipped to `[start_step, stop_step)`; so the first call of a run resumed
+    between multiples, and its last, may be shorter."""
+    return range(max(call * steps_per_call, start_step), min((call + 1) * steps_per_call, stop_step))
+
+
+class CallAt:
+    """Element `call` of the stream of calls: the packed batches (`pack_batches`) of its steps
+    (`call_steps`). Picklable, for Grain's worker processes."""
+
+    def __init__(self, batch_at: BatchAt, steps_per_call: int, start_step: int, stop_step: int):
+        self.batch_at, self.steps_per_call = batch_at, steps_per_call
+        self.start_step, self.stop_step = start_step, stop_step
+
+    def __call__(self, call: int) -> np.ndarray:
+        steps = call_steps(int(call), self.steps_per_call, self.start_step, self.stop_step)
+        return pack_batches([self.batch_at(step) for step in steps])
+
+
+def training_calls(
+    dataset: ArrayDataset,
+    batch_size: int,
+    *,
+    seed: int,
+    steps_per_epoch: int,
+    start_step: int,
+    stop_step: int,
+    steps_per_call: int,
+    workers: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[np.ndarray]:
+    """`training_batches`, a call's steps at a time (`call_steps`): each element is one uint8 array
+    `(B_local, steps, R)`, the call's batches packed by `pack_batches`, one array to move to the device.
+
+    Raises:
+      ValueError: as `training_batches`, or `steps_per_call` < 1.
+    """
+    integer(steps_per_call, "steps_per_call", minimum=1)
+    batch_at = _batch_at(dataset, batch_size, seed, steps_per_epoch, start_step, stop_step, workers,
+                         process_index, process_count)  # fmt: skip
+    calls = grain.MapDataset.range(start_step // steps_per_call, -(-stop_step // steps_per_call))
+    return _stream(calls.map(CallAt(batch_at, steps_per_call, start_step, stop_step)), workers)
+
+
+def _batch_at(dataset: ArrayDataset, batch_size: int, seed: int, steps_per_epoch: int, start_step: int,
+              stop_step: int, workers: int, process_index: int, process_count: int) -> BatchAt:  # fmt: skip
+    """The checked arguments of `training_batches` as the function of a step."""
     for key, value, minimum in (("batch_size", batch_size, 1), ("steps_per_epoch", steps_per_epoch, 1),
                                 ("start_step", start_step, 0), ("workers", workers, 0),
                                 ("process_count", process_count, 1)):  # fmt: skip
@@ -106,13 +160,13 @@ def training_batches(
         raise ValueError(
             f"steps_per_epoch {steps_per_epoch} batches of {batch_size} exceed the {len(dataset)} examples"
         )
-    batch_at = BatchAt(dataset, batch_size, seed, steps_per_epoch, process_index, process_count)
+    return BatchAt(dataset, batch_size, seed, steps_per_epoch, process_index, process_count)
+
+
+def _stream(elements: grain.MapDataset, workers: int) -> Iterator:
+    """An iterator of `elements`, made in `workers` processes (0: in this one)."""
     # In memory, reading is a gather: threads would only contend for the GIL (Grain's advice).
-    stream = (
-        grain.MapDataset.range(start_step, stop_step)
-        .map(batch_at)
-        .to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-    )
+    stream = elements.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if workers:
         if not flags.FLAGS.is_parsed():  # Grain 0.2.18 reads its absl flags, unparsed outside an absl app
             flags.FLAGS.mark_as_parsed()

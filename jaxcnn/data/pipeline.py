@@ -10,21 +10,23 @@ device (`normalize_on_device`, bit-identical): what a training run does, moving 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxcnn._validate import integer
 from jaxcnn.data.datasets import ArrayDataset, LazyImages
 
 
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
+def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """uint8 images to float32 with per-channel `(x / 255 - mean) / std`."""
     scale = np.float32(1 / 255) / np.asarray(std, np.float32)
     # One new array, then updated in place: each allocation of a batch's size faults its pages in again.
@@ -33,7 +35,7 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     return normalized
 
 
-def normalize_on_device(images: jax.Array, mean, std) -> jax.Array:
+def normalize_on_device(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
     """`normalize` for uint8 images on the device (inside a jitted program), equal to it bit for bit.
 
     Each value is looked up in a table of `normalize`'s 256 results per channel: the same arithmetic in
@@ -54,6 +56,41 @@ def normalize_on_device(images: jax.Array, mean, std) -> jax.Array:
     values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], channels, axis=1)
     table = normalize(values, mean, std).T.reshape(-1)  # channel c's value v at c * 256 + v
     return jnp.asarray(table)[images.astype(jnp.int32) + 256 * jnp.arange(channels)]
+
+
+_LABEL = np.dtype("<i4")  # a label's bytes in a packed row: int32, little-endian as every JAX device
+
+
+def pack_batches(batches: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """The uint8 batches of one call (`batch_of(..., normalized=False)`, each `B` examples) as one uint8
+    array `(B, steps, R)`: row `[b, s]` holds example b of step s, its image's bytes, its label's 4 bytes,
+    then its mask (0 or 1) in one byte. One array moves to the device where three did; batch-major, so a
+    strategy splits and shards its first axis as it does a batch's. `unpack_on_device` reads a step back.
+
+    Raises:
+      TypeError: the images are not uint8.
+    """
+    first = batches[0]
+    if first["image"].dtype != np.uint8:
+        raise TypeError(f"batches' images must be uint8 (normalized=False), got {first['image'].dtype}")
+    examples, pixels = first["image"].shape[0], first["image"][0].size
+    packed = np.empty((examples, len(batches), pixels + _LABEL.itemsize + 1), np.uint8)
+    for step, batch in enumerate(batches):
+        packed[:, step, :pixels] = batch["image"].reshape(examples, pixels)
+        packed[:, step, pixels:-1] = batch["label"].astype(_LABEL).view(np.uint8).reshape(examples, -1)
+        packed[:, step, -1] = batch["mask"]
+    return packed
+
+
+def unpack_on_device(rows: jax.Array, image_shape: Sequence[int]) -> dict[str, jax.Array]:
+    """One step's batch `{"image": (B, *image_shape) uint8, "label": (B,) int32, "mask": (B,) float32}`
+    from its packed rows `(B, R)` (`pack_batches[:, step]`), inside a compiled program; bit-exact."""
+    pixels = math.prod(image_shape)
+    return {
+        "image": rows[:, :pixels].reshape(-1, *image_shape),
+        "label": lax.bitcast_convert_type(rows[:, pixels:-1], jnp.int32),
+        "mask": rows[:, -1].astype(jnp.float32),
+    }
 
 
 def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:

@@ -1,7 +1,7 @@
 """The periodic work of a training run, one small action each: log, evaluate, checkpoint, show progress,
 stop on a signal (and profile: `training.profiling`, beside its config section). The loop
-(`training.loop.train`) calls every action of the run after each step (`run.step` steps done); an action
-decides whether the step is its own (`due`).
+(`training.loop.train`) calls every action of the run after each call of `config.steps_per_call` steps
+(`run.step` steps done); an action decides whether the step is its own (`due`).
 
 `training.build_run` makes the actions the config asks for; a script adds its own by appending an `Action`
 to `run.actions` (`experiments/train.py` adds the plot of the learning curves).
@@ -27,10 +27,10 @@ from jaxcnn.training.run import Run, check_finite, close_all
 
 
 class Action:
-    """What the loop calls: after each step, after the last step, and at the end whatever happened."""
+    """What the loop calls: after each call, after the last step, and at the end whatever happened."""
 
     def __call__(self, run: Run) -> None:
-        """After each step."""
+        """After each call (of `run.spec.steps_per_call` steps, or fewer at the run's ends)."""
 
     def end(self, run: Run) -> None:
         """After the run's last step, before its result is made."""
@@ -48,22 +48,24 @@ class LogMetrics(Action):
     """Every `every` steps: the training metrics of the window since the last line (loss, accuracy,
     examples/s, learning rate) to `metrics.jsonl` and TensorBoard, and the window's sums back to zero.
 
-    The throughput leaves out the first step of a segment (it compiles) and the time other actions
+    The throughput leaves out the first call of a segment (it compiles) and the time other actions
     spent (`run.paused_seconds`: evaluations, checkpoints). A loss or parameters that are not finite stop
     the run (`check_finite`).
     """
 
     def __init__(self, every: int):
         self.every = every
-        self.window_start = self.window_steps = None
+        self.window_start: float | None = None  # None until the segment's first call
+        self.window_steps = self.last_step = 0
         self.steps_timed, self.seconds_timed = 0, 0.0
 
     def __call__(self, run: Run) -> None:
-        if self.window_start is None:  # the segment's first step: compiled, so timed from here on
+        if self.window_start is None:  # the segment's first call: compiled, so timed from here on
             jax.block_until_ready(run.metric_sums)
             self.window_start, self.window_steps, self.paused = time.perf_counter(), 0, run.paused_seconds
         else:
-            self.window_steps += 1
+            self.window_steps += run.step - self.last_step
+        self.last_step = run.step
         if not due(run, self.every):
             return
         sums = run.spec.strategy.host_value(run.metric_sums)  # waits for the window's last step
@@ -137,10 +139,10 @@ class ProgressBar(Action):
             disable=None if run.is_writer else True,  # None: only on a terminal
             dynamic_ncols=True,
         )
-        self.shown = None
+        self.shown: dict | None = None  # the train summary last shown
 
     def __call__(self, run: Run) -> None:
-        self.bar.update(1)
+        self.bar.update(run.step - self.bar.n)
         summary = run.train_summary
         if summary is self.shown or summary is None or summary["loss"] is None:
             return
@@ -164,7 +166,7 @@ class ProgressBar(Action):
 
 
 class StopOnSignal(Action):
-    """SIGTERM or SIGINT stops the run at the next step, after a checkpoint: `TrainingInterrupted`.
+    """SIGTERM or SIGINT stops the run at the end of the call, after a checkpoint: `TrainingInterrupted`.
 
     Several processes stop together, each saving the same step. A SIGTERM on any of them (a preemption
     notice) goes through JAX's preemption service when the group runs one (`jax.distributed`'s
@@ -177,7 +179,9 @@ class StopOnSignal(Action):
         self.log_every = log_every
         self.received: list[int] = []
         self.previous = {}
-        self.preemption_service = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+        # jax.config's flags are attributes it sets at run time, unknown to a type checker.
+        preemption_flag = jax.config.jax_enable_preemption_service  # type: ignore[attr-defined]
+        self.preemption_service = jax.process_count() > 1 and preemption_flag
         # JAX's service has its own SIGTERM handler: a Python one would replace it
         signals = (signal.SIGINT,) if self.preemption_service else (signal.SIGTERM, signal.SIGINT)
         if threading.current_thread() is threading.main_thread():

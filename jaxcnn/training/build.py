@@ -17,13 +17,14 @@ compile the steps (`_compile_steps`), start the batches (`_batches`), make the a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import ml_collections
@@ -31,12 +32,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxcnn import data
+from jaxcnn.data.loader import training_calls
 from jaxcnn.parallel import create_strategy
 from jaxcnn.training import actions as actions_lib
 from jaxcnn.training import ensemble as ensemble_lib
 from jaxcnn.training import finetune, steps
 from jaxcnn.training.checkpoint import Checkpoints, tree_bytes
-from jaxcnn.training.config import read_sections, validate_config
+from jaxcnn.training.config import read_sections, steps_per_call, validate_config
 from jaxcnn.training.metrics import MetricWriter
 from jaxcnn.training.model import create_model
 from jaxcnn.training.optim import create_learning_rate_schedule, create_optimizer
@@ -46,7 +48,7 @@ from jaxcnn.training.run import Run, RunSpec
 from jaxcnn.training.state import TrainState, create_train_state
 from jaxcnn.training.workdir import WorkdirError, claim_workdir, prepare_workdir
 
-_Config = ml_collections.ConfigDict
+_Config: TypeAlias = ml_collections.ConfigDict  # Any to a type checker: ml_collections has no annotations
 _Sections = dict[str, Any]  # the config's sections, as `validate_config` returns them
 
 _AUGMENT_STREAM = 1  # folded into the seed's key: augmentation draws apart from initialisation
@@ -83,8 +85,8 @@ class _Data(NamedTuple):
 def _load_data(config: _Config, sections: _Sections, strategy) -> _Data:
     """The training and test splits, checked against the batch sizes and test-time shift."""
     load = functools.partial(data.load, config.dataset, **sections["data"].load_options(config.dataset))
-    train_data = load("train", num_examples=config.train_examples)
-    test_data = load("test", num_examples=config.test_examples)
+    train_data = load(split="train", num_examples=config.train_examples)
+    test_data = load(split="test", num_examples=config.test_examples)
     steps_per_epoch = len(train_data) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -121,6 +123,8 @@ def initial_state(
         compute=sections["compute"], model_kwargs=config.model_kwargs, axis_name=axis_name,
     )  # fmt: skip
     tx = create_optimizer(config.optimizer, config.learning_rate, total_steps, sections["optim"])
+    step_fn: Callable[..., Any]  # a step of one model, of DP-SGD or of an ensemble
+    eval_step: Callable[..., Any]
     step_fn, eval_step = steps.train_step, steps.eval_step
     if sections["dp"].enabled:
         tx = dp_optimizer(tx, sections["dp"].clip_norm, sections["dp"].noise_multiplier, seed=config.seed)
@@ -177,15 +181,16 @@ def _restore(checkpoints: Checkpoints, strategy, state, metric_sums, total_steps
 def _compile_steps(config: _Config, sections: _Sections, strategy, step_fn, eval_step, run_data: _Data):
     """`(train_fn, eval_fn)` compiled for `strategy`. The step is wrapped once as the config asks: the
     uint8 images normalized and augmented before it, the moving average of the weights after it, its
-    metrics added to the window's sums."""
-    step = functools.partial(
+    metrics added to the window's sums; `train_fn` runs a call's steps (`steps.stepping_per_call`)."""
+    step: Callable[..., Any] = functools.partial(
         step_fn, label_smoothing=sections["loss"].label_smoothing, axis_name=strategy.axis_name
     )
     augment_key = jax.random.fold_in(jax.random.key(config.seed), _AUGMENT_STREAM)
     step = steps.augmenting(step, sections["augment"], augment_key, strategy.axis_name)
     step = steps.normalizing(step, run_data.train.mean, run_data.train.std)
     step = steps.averaging_weights(step, sections["ema"].decay)
-    train_fn = strategy.compile_train(steps.accumulating(step, bool(sections["optim"].skip_nonfinite_steps)))
+    step = steps.accumulating(step, bool(sections["optim"].skip_nonfinite_steps))
+    train_fn = strategy.compile_train(steps.stepping_per_call(step, run_data.train.image_shape))
     evaluation = sections["eval"]
 
     def eval_fn(state, batch):
@@ -209,36 +214,64 @@ def _learning_rate(config: _Config, sections: _Sections, total_steps: int) -> Ca
     return lambda step: float(schedule(step // accumulate))
 
 
-def _batches(config: _Config, sections: _Sections, strategy, run_data: _Data, start_step: int):
-    """The training batches from `start_step` on, placed by the strategy (`data.prefetch`). Grain's
-    iterator state is the step (element k is step k's batch): the checkpoint's step resumes it."""
-    stream = data.training_batches(
+def _batches(config: _Config, sections: _Sections, strategy, run_data: _Data, start_step: int, per_call: int):
+    """The training batches from `start_step` on, a call's packed in one array (`data.loader.training_calls`),
+    placed by the strategy two calls ahead (`data.prefetch`: on a GPU or TPU they are on the device when
+    the step wants them). Grain's iterator state is the step: the checkpoint's step resumes it."""
+    stream = training_calls(
         run_data.train,
         config.batch_size,
         seed=config.seed,
         steps_per_epoch=run_data.steps_per_epoch,
         start_step=start_step,
         stop_step=run_data.total_steps,
+        steps_per_call=per_call,
         workers=sections["data"].workers,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    return data.prefetch(stream, transform=strategy.put_batch)
+    return data.prefetch(stream, size=2, transform=strategy.put_batch)
 
 
 def _actions(config: _Config, sections: _Sections, run: Run, handle_signals: bool) -> list:
-    """The periodic work the config asks for: log, evaluate, checkpoint, progress, signals, profile."""
-    actions = [
-        actions_lib.LogMetrics(config.log_every),
-        actions_lib.Evaluate(sections["eval"].every or run.spec.steps_per_epoch),
-        actions_lib.SaveCheckpoint(config.checkpoint_every),
+    """The periodic work the config asks for: log, evaluate, checkpoint, progress, signals, profile; each
+    between calls (`config.steps_per_call`), its interval rounded up to a multiple of the call's steps."""
+    profiled = {"profile.start_step": sections["profile"].start_step} if sections["profile"].steps else {}
+    intervals = _call_intervals(
+        run.spec.steps_per_call,
+        log_every=config.log_every,
+        **{"eval.every": sections["eval"].every or run.spec.steps_per_epoch},
+        checkpoint_every=config.checkpoint_every,
+        **profiled,
+    )
+    actions: list[actions_lib.Action | Profile] = [
+        actions_lib.LogMetrics(intervals["log_every"]),
+        actions_lib.Evaluate(intervals["eval.every"]),
+        actions_lib.SaveCheckpoint(intervals["checkpoint_every"]),
         actions_lib.ProgressBar(run),
     ]
     if handle_signals:
-        actions.append(actions_lib.StopOnSignal(config.log_every))
-    if sections["profile"].steps:
-        actions.append(Profile(sections["profile"], run.spec.workdir / "tensorboard"))
+        actions.append(actions_lib.StopOnSignal(intervals["log_every"]))
+    if profiled:
+        profile = dataclasses.replace(sections["profile"], start_step=intervals["profile.start_step"])
+        actions.append(Profile(profile, run.spec.workdir / "tensorboard"))
     return actions
+
+
+def _call_intervals(per_call: int, **steps_of: int) -> dict[str, int]:
+    """Each interval `steps_of[name]`, in steps, rounded up to a multiple of `per_call` (actions act between
+    calls), with one logged notice naming those that changed."""
+    rounded = {name: -(-value // per_call) * per_call for name, value in steps_of.items()}
+    changed = [
+        f"{name} {steps_of[name]} -> {value}" for name, value in rounded.items() if value != steps_of[name]
+    ]
+    if changed:
+        logging.info(
+            "config.steps_per_call %d: %s (logs, evaluations, checkpoints and the profile act between calls)",
+            per_call,
+            ", ".join(changed),
+        )
+    return rounded
 
 
 def build_run(
@@ -282,14 +315,16 @@ def build_run(
         writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
         undo.enter_context(contextlib.closing(writer))
         train_fn, eval_fn = _compile_steps(config, sections, strategy, step_fn, eval_step, run_data)
+        per_call = steps_per_call(config.steps_per_call, jax.default_backend())
         spec = RunSpec(
             workdir=workdir, model_name=config.model, dataset_name=config.dataset, train_data=run_data.train,
             test_data=run_data.test, strategy=strategy, train_fn=train_fn, eval_fn=eval_fn,
             start_step=start_step, total_steps=total_steps, steps_per_epoch=run_data.steps_per_epoch,
             batch_size=config.batch_size, eval_batch_size=run_data.eval_batch_size,
             learning_rate=_learning_rate(config, sections, total_steps), earlier_seconds=earlier_seconds,
+            steps_per_call=per_call,
         )  # fmt: skip
-        batches = _batches(config, sections, strategy, run_data, start_step)
+        batches = _batches(config, sections, strategy, run_data, start_step, per_call)
         undo.callback(batches.close)
         run = Run(spec, batches, checkpoints, writer, lock, state, metric_sums, step=start_step)
         run.actions = _actions(config, sections, run, handle_signals)

@@ -35,7 +35,7 @@ from typing import Any
 import ml_collections
 
 from jaxcnn import data, models
-from jaxcnn._validate import boolean, choice, integer, number
+from jaxcnn._validate import Settings, boolean, choice, integer, number
 from jaxcnn.parallel import STRATEGIES
 from jaxcnn.training.checkpoint import CheckpointSettings
 from jaxcnn.training.ensemble import EnsembleSettings
@@ -70,6 +70,16 @@ def _mapping(value, name: str):
     return value
 
 
+STEPS_PER_CALL_ON_ACCELERATORS = 8  # config.steps_per_call 0 off the CPU
+
+
+def steps_per_call(value: int, backend: str) -> int:
+    """`config.steps_per_call` on `backend` (`jax.default_backend()`), 0 resolved by backend (see its doc)."""
+    if value:
+        return value
+    return 1 if backend == "cpu" else STEPS_PER_CALL_ON_ACCELERATORS
+
+
 MAX_SEED = 2**32 - 1  # a seed fits the uint32 that random generators take (JAX's keys overflow at 2**63)
 
 KEYS: dict[str, Key] = {
@@ -93,6 +103,15 @@ KEYS: dict[str, Key] = {
         "initialisation, dropout, batch order and augmentation all derive from it",
     ),
     "log_every": Key(100, _count(1), "steps between lines of training metrics", True),
+    "steps_per_call": Key(
+        0,
+        _count(0),
+        "optimizer steps per compiled call (lax.scan over a call's batches, bit-identical to one at a time; "
+        "logs, evaluations, checkpoints and signals act between calls, their intervals rounded up to "
+        "multiples of it); 0 = by backend: 1 on a CPU, where the host's time per step hides in the step's, "
+        f"{STEPS_PER_CALL_ON_ACCELERATORS} on a GPU or TPU, whose sub-millisecond steps the host would stall",
+        True,
+    ),
     "checkpoint_every": Key(500, _count(1), "steps between checkpoints (and one at the end)", True),
     "parallel": Key(
         "none", lambda v, n: choice(v, n, STRATEGIES.names()), "a name of parallel.STRATEGIES", False
@@ -100,7 +119,7 @@ KEYS: dict[str, Key] = {
     "overwrite": Key(False, boolean, "True: a workdir holding another config's run discards that run", True),
 }
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[Settings]] = {
     "compute": ComputeSettings,
     "data": data.DataSettings,
     "optim": OptimizerSettings,

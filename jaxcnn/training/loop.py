@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import ml_collections
 
 from jaxcnn.data import UnreadableImageError
+from jaxcnn.data.loader import call_steps
 from jaxcnn.training.actions import Action, closing
 from jaxcnn.training.build import build_run
 from jaxcnn.training.config import validate_config
@@ -30,8 +31,9 @@ _WORKER_DIED = "Worker process was terminated unexpectedly"  # Grain's message (
 
 
 def train(run: Run) -> RunResult:
-    """Steps `run` from `run.step` to `run.spec.total_steps`, each step followed by every action of
-    `run.actions` (log, evaluate, checkpoint, ...), then reports the result. Closes the run, whatever
+    """Steps `run` from `run.step` to `run.spec.total_steps`, a call of `run.spec.steps_per_call` steps at
+    a time (`data.loader.call_steps`), each call followed by every action of `run.actions` (log, evaluate,
+    checkpoint, ...), then reports the result. Closes the run, whatever
     happens: an error while closing is raised only if the run had none (that one is reported).
 
     Raises:
@@ -40,9 +42,11 @@ def train(run: Run) -> RunResult:
     """
     try:
         with closing(run.actions):
-            for _ in range(run.step, run.spec.total_steps):
-                run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, _next_batch(run))
-                run.step += 1
+            per_call = run.spec.steps_per_call
+            while run.step < run.spec.total_steps:
+                batches = _next_batch(run)
+                run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, batches)
+                run.step = call_steps(run.step // per_call, per_call, run.step, run.spec.total_steps).stop
                 for action in run.actions:
                     action(run)
             for action in run.actions:
@@ -56,9 +60,9 @@ def train(run: Run) -> RunResult:
 
 
 def _next_batch(run: Run):
-    """The next batch. If the data fails (a data worker process died: Grain raises a RuntimeError saying
-    so; an image that does not decode with `data.bad_images="raise"`), the state, which is fine, is saved
-    first, so that the run resumes from where it stopped."""
+    """The next call's batches. If the data fails (a data worker process died: Grain raises a RuntimeError
+    saying so; an image that does not decode with `data.bad_images="raise"`), the state, which is fine, is
+    saved first, so that the run resumes from where it stopped."""
     try:
         return next(run.batches)
     except UnreadableImageError as error:

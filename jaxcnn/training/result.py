@@ -58,6 +58,7 @@ class RunResult:
     workdir: str
     ensemble_test_accuracy: float | None = None  # the averaged logits' accuracy (config.ensemble_size > 1)
     class_names: list[str] | None = None  # label k's name is the k-th (an image folder's subfolder names)
+    test_top5_accuracy: float | None = None  # the label among the 5 largest logits (more than 5 classes)
 
     @classmethod
     def from_dict(cls, stored: dict) -> RunResult:
@@ -84,8 +85,9 @@ class RunResult:
         """A few lines for a person: the accuracy, how long it took and where the files are."""
         minutes, seconds = divmod(round(self.seconds), 60)
         resumed = f", resumed from step {self.resumed_from}" if self.resumed_from else ""
+        top5 = "" if self.test_top5_accuracy is None else f", top-5 {_shown(self.test_top5_accuracy, '.2%')}"
         lines = [
-            f"{self.model} on {self.dataset}: test accuracy {_shown(self.test_accuracy, '.2%')} (loss "
+            f"{self.model} on {self.dataset}: test accuracy {_shown(self.test_accuracy, '.2%')}{top5} (loss "
             f"{_shown(self.test_loss, '.4f')}) after {self.epochs:g} epochs ({self.steps} steps{resumed})",
             f"  last training window: accuracy {_shown(self.train_accuracy, '.2%')}, loss "
             f"{_shown(self.train_loss, '.4f')}; {minutes}m {seconds:02d}s, "

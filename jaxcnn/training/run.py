@@ -39,7 +39,7 @@ class RunSpec:
     train_data: data.ArrayDataset
     test_data: data.ArrayDataset
     strategy: Any
-    train_fn: Any  # (state, metric_sums, batch) -> (state, metric_sums), compiled for the strategy
+    train_fn: Any  # (state, metric_sums, packed batches of a call) -> (state, metric_sums), compiled
     eval_fn: Any  # (state, batch) -> metric sums, compiled for the strategy
     start_step: int
     total_steps: int
@@ -48,6 +48,7 @@ class RunSpec:
     eval_batch_size: int
     learning_rate: Callable[[int], float]  # of a step
     earlier_seconds: float  # training time of the segments before a resume, as of their last checkpoint
+    steps_per_call: int = 1  # optimizer steps per call of `train_fn` (`data.loader.call_steps`)
 
     @property
     def label(self) -> str:
@@ -59,7 +60,7 @@ class Run:
     """A training run: its `spec`, what it holds open until `close` (batches, checkpoints, metric
     files, the workdir's lock), and what changes as it goes.
 
-    The loop replaces `state` and `metric_sums` after each step and counts `step` (steps done); actions
+    The loop replaces `state` and `metric_sums` after each call and counts `step` (steps done); actions
     record `train_summary`, `test_summary` and `examples_per_sec` for the result.
     """
 
@@ -143,6 +144,7 @@ class Run:
             examples_per_sec=training["examples_per_sec"],
             workdir=str(spec.workdir),
             ensemble_test_accuracy=self.test_summary.get("ensemble_accuracy"),
+            test_top5_accuracy=self.test_summary.get("top5_accuracy"),
             class_names=list(spec.train_data.class_names),
         )
         if self.is_writer:
@@ -202,7 +204,7 @@ def check_finite(run: Run, loss: float | None = None) -> None:
         )
 
 
-def close_all(closers: Sequence[tuple[str, Callable[[], None]]], *, raising: bool = True) -> None:
+def close_all(closers: Sequence[tuple[str, Callable[[], object]]], *, raising: bool = True) -> None:
     """Calls every `(what, close)` of `closers`, whatever the others raise. The first error is raised
     at the end if `raising` (no other error is on its way out: the run's own error is the one to report);
     every other one is logged in a line."""
@@ -212,7 +214,7 @@ def close_all(closers: Sequence[tuple[str, Callable[[], None]]], *, raising: boo
             close()
         except Exception as error:  # noqa: BLE001 - reported below: closing goes on
             errors.append((what, error))
-    for what, error in errors[1:] if raising else errors:
-        logging.warning("closing %s failed: %s: %s", what, type(error).__name__, error)
+    for what, failure in errors[1:] if raising else errors:
+        logging.warning("closing %s failed: %s: %s", what, type(failure).__name__, failure)
     if raising and errors:
         raise errors[0][1]

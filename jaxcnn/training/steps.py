@@ -3,7 +3,8 @@
 Metrics are returned as sums (`loss`, `correct`, `count`) so they add up across steps,
 devices and processes before one division at logging time. A run's step is a plain step (or
 `ensemble.ensemble_train_step`, `per_example.dp_train_step`) wrapped once, as its config asks, by
-`normalizing`, `augmenting`, `averaging_weights` and `accumulating` below.
+`normalizing`, `augmenting`, `averaging_weights` and `accumulating` below, and run a call's steps at a
+time by `stepping_per_call` (`config.steps_per_call`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from jax import lax
 
 from jaxcnn._validate import Settings, number
 from jaxcnn.data.augment import Augmentation, eval_views, mix_batch
-from jaxcnn.data.pipeline import normalize_on_device
+from jaxcnn.data.pipeline import normalize_on_device, unpack_on_device
 from jaxcnn.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -114,14 +115,22 @@ def predict(state: TrainState, images: jax.Array, *, flip: bool = False, shift: 
     return sum(view_logits.astype(jnp.float32) for view_logits in logits) / len(logits)
 
 
+TOP_K = 5  # evaluation of more classes than this also counts the labels among the top 5 logits
+
+
 def eval_step_outputs(
     state: TrainState, batch: dict, *, flip: bool = False, shift: int = 0
 ) -> tuple[Metrics, jax.Array]:
     """This device's summed metrics of `batch` in eval mode, and the logits `(B, num_classes)`
-    (`flip`, `shift`: see `predict`)."""
+    (`flip`, `shift`: see `predict`). With more than `TOP_K` classes the sums add `top5_correct`, the
+    examples whose label is among the `TOP_K` largest logits (ties: the lower class first)."""
     logits = predict(state, batch["image"], flip=flip, shift=shift)
     losses = cross_entropy_loss(logits, batch["label"])
-    return summed_metrics(logits, batch["label"], batch["mask"], losses), logits
+    metrics = summed_metrics(logits, batch["label"], batch["mask"], losses)
+    if logits.shape[-1] > TOP_K:
+        hits = jnp.any(lax.top_k(logits, TOP_K)[1] == batch["label"][:, None], axis=-1)
+        metrics["top5_correct"] = jnp.sum(hits.astype(jnp.float32) * batch["mask"])
+    return metrics, logits
 
 
 def eval_step(
@@ -138,11 +147,14 @@ def add_metrics(total: Metrics, new: Metrics) -> Metrics:
 
 
 def summarize(metrics: Metrics) -> dict[str, float | None]:
-    """Sums on host -> `{"loss": mean loss, "accuracy": fraction correct}`, plus `ensemble_accuracy`
+    """Sums on host -> `{"loss": mean loss, "accuracy": fraction correct}`, plus `top5_accuracy` where the
+    sums count `top5_correct` (evaluations of more than `TOP_K` classes) and `ensemble_accuracy`
     (the accuracy of the members' averaged logits) for an ensemble, whose loss and accuracy are the
     members' means. Means over no example (every step of a window skipped) are None."""
     count = float(metrics["count"])
     summary = {"loss": _mean(metrics["loss"], count), "accuracy": _mean(metrics["correct"], count)}
+    if "top5_correct" in metrics:
+        summary["top5_accuracy"] = _mean(metrics["top5_correct"], count)
     if "ensemble_correct" in metrics:
         summary["ensemble_accuracy"] = _mean(metrics["ensemble_correct"], float(metrics["ensemble_count"]))
     return summary
@@ -214,3 +226,22 @@ def accumulating(step: Step, skip_nonfinite: bool = False):
         return state, add_metrics(metric_sums, metrics)
 
     return accumulated
+
+
+def stepping_per_call(train_fn: Callable, image_shape) -> Callable:
+    """`fn(state, metric_sums, packed) -> (state, metric_sums)`: `train_fn` (as `accumulating` returns) on
+    each step of a call in turn, from the call's batches packed as one uint8 array `(B, steps, R)`
+    (`data.pipeline.pack_batches`), in one compiled program (`lax.scan`): the results of as many calls of
+    one step, bit for bit. `image_shape`: one image's `(H, W, C)`."""
+
+    def call(state: TrainState, metric_sums: Metrics, packed: jax.Array):
+        per_step = jnp.moveaxis(packed, 1, 0)  # (steps, B, R): scan's axis first
+        if per_step.shape[0] == 1:  # no loop to compile for a call of one step
+            return train_fn(state, metric_sums, unpack_on_device(per_step[0], image_shape))
+
+        def one_step(carry, rows):
+            return train_fn(*carry, unpack_on_device(rows, image_shape)), None
+
+        return lax.scan(one_step, (state, metric_sums), per_step)[0]
+
+    return call

@@ -119,6 +119,7 @@ def test_registered_names_are_the_accepted_ones():
 def test_what_may_change_when_a_run_resumes():
     assert resumable_keys() == {
         "log_every", "checkpoint_every", "num_epochs", "num_steps", "overwrite", "checkpoints.keep",
+        "steps_per_call",
         "eval.every", "eval.batch_size", "data.dir", "data.source", "data.workers", "data.bad_images",
         "profile.start_step", "profile.steps",
     }  # fmt: skip

@@ -208,3 +208,37 @@ def test_accumulating_adds_metrics_and_counts_non_finite_steps_apart():
     state, sums = step(state, sums, {**_batch(2), "image": jnp.full((2, 28, 28, 1), jnp.nan)})
     assert float(sums["count"]) == 1 and float(sums["skipped"]) == 1
     assert float(sums["loss"]) == pytest.approx(float(jnp.sum(_batch(2)["image"])))
+
+
+class _FixedLogits:
+    """A state whose model answers `logits` whatever the images: eval_step's metrics by hand."""
+
+    def __init__(self, logits):
+        self.apply_fn = lambda variables, images, train: jnp.asarray(logits)
+
+    def variables(self):
+        return {}
+
+
+def test_top5_accuracy_counts_labels_among_the_five_largest_logits_by_hand():
+    logits = np.array([
+        [7.0, 6, 5, 4, 3, 2, 1],  # label 0: first, so in the top 1 and 5
+        [7.0, 6, 5, 4, 3, 2, 1],  # label 4: fifth, in the top 5 only
+        [7.0, 6, 5, 4, 3, 2, 1],  # label 5: sixth, in neither
+        [1.0, 2, 3, 4, 5, 6, 7],  # label 6: first, but padding (mask 0)
+        [3.0, 3, 3, 3, 3, 3, 0],  # label 5: tied with 0-4, which come first, so sixth
+    ])  # fmt: skip
+    batch = {
+        "image": jnp.zeros((5, 2, 2, 1)),
+        "label": jnp.array([0, 4, 5, 6, 5]),
+        "mask": jnp.array([1.0, 1, 1, 0, 1]),
+    }
+    sums = eval_step(_FixedLogits(logits), batch)
+    assert float(sums["correct"]) == 1 and float(sums["top5_correct"]) == 2 and float(sums["count"]) == 4
+    assert summarize(sums) == {
+        "loss": pytest.approx(float(sums["loss"]) / 4),
+        "accuracy": 0.25,
+        "top5_accuracy": 0.5,
+    }
+    five_classes = eval_step(_FixedLogits(logits[:, :5]), {**batch, "label": jnp.array([0, 4, 1, 2, 3])})
+    assert "top5_correct" not in five_classes  # every label is in the top 5 of 5
