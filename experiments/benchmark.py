@@ -1,11 +1,14 @@
-"""Train-step and eval throughput of jaxcnn against the same nets in plain Flax and in PyTorch eager.
+"""Train-step and eval throughput of jaxcnn against the same nets in plain Flax and in PyTorch, eager and
+compiled.
 
-    .venv/bin/python experiments/benchmark.py                      # all four models, ~12 min on 2 cores
+    .venv/bin/python experiments/benchmark.py                      # four models, ~15 min on 2 cores
     .venv/bin/python experiments/benchmark.py --models lenet5 --rounds 3 --out /tmp/b.json
-    .venv/bin/python experiments/benchmark.py --quick              # smoke test, well under a minute
+    .venv/bin/python experiments/benchmark.py --quick              # smoke test, a minute or two
+    python experiments/benchmark.py --models resnet50 --batch-size 256 --bfloat16 \
+        --peers 'jaxcnn[bf16],flax[bf16],torch[bf16],torch[compile,bf16]'     # on a GPU
 
-For each model (lenet5 and simple_cnn at 28x28x1, resnet20 at 32x32x3, resnet18 at 224x224x3 with a
-smaller batch) it measures, float32, SGD with momentum:
+For each model (lenet5 and simple_cnn at 28x28x1, resnet20 at 32x32x3, resnet18 and, on request, resnet50
+at 224x224x3 with a smaller batch) it measures, float32, SGD with momentum:
   - `jaxcnn`: the NNX model (`jaxcnn.models.create_nnx`) trained natively by `jaxcnn.training.train_step`,
     jitted, lowering on `impl="auto"` (what `experiments/train.py` runs);
   - `jaxcnn[linen]`: the same architecture as a Linen module (`jaxcnn.models.create`, through
@@ -14,21 +17,30 @@ smaller batch) it measures, float32, SGD with momentum:
     `jaxcnn[xla] / flax` is the cost of the abstraction alone;
   - `flax`: the architecture written with `flax.linen` (nn.Conv, nn.max_pool, nn.BatchNorm, ...),
     same parameter count (asserted), stepped by the same `train_step`;
-  - `torch`: PyTorch eager with `torch.set_num_threads(cores)`, when torch is installed, in a process of
-    its own (its OpenMP threads and those of jaxcnn's oneDNN would otherwise compete for the cores).
+  - `torch` and `torch[compile]`: PyTorch eager and under `torch.compile` (default mode; a compilation
+    that fails, e.g. for want of the C++ compiler Inductor needs on a CPU, leaves that peer out with the
+    reason printed), with `torch.set_num_threads(cores)`, when torch is installed, in a process of their
+    own (their OpenMP threads and those of jaxcnn's oneDNN would otherwise compete for the cores); on a
+    GPU with channels_last tensors and cuDNN's autotuning. `torch best`, in the ratios, is the faster
+    of the two in each round.
+`--bfloat16` adds the same peers computing in bfloat16 with float32 parameters: `jaxcnn[bf16]` and
+`flax[bf16]` (`dtype=bfloat16`; `config.compute.dtype = "bfloat16"`), `torch[bf16]` and
+`torch[compile,bf16]` (PyTorch's AMP: `torch.autocast` to bfloat16). `--peers` runs a subset.
 The JAX peers share one process and so its settings: the script calls `jaxcnn.configure_cpu()`, which
 keeps CPU convolutions and reductions off YNNPACK and has malloc reuse XLA's temporary buffers (see
 `jaxcnn/runtime.py`), for plain Flax too. For plain Flax as jaxlib runs it by default, run the script again
 with `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce
 MALLOC_ARENA_MAX=16` (any `MALLOC_*` variable keeps configure_cpu off malloc; 16 arenas is glibc's default
 on 2 cores, 8 per core).
-Peers alternate within each round; speeds are medians over rounds and ratios are medians of the ratios
-within a round (paired), since the machine is shared and timings swing. Also reported: eval (forward)
-throughput, compile time, the process's peak RSS after each model, and MFU = FLOPs per example
-(`jaxcnn.summary`, x3 for a train step) x examples/s / the float32 peak of a measured 2048x2048 matmul.
-Finally the training loop (`jaxcnn.training.train`, which `train_and_evaluate` runs after `build_run`, on
-`synthetic` data) against the bare step, for lenet5: the ratio of their throughputs and the loop's Python
-overhead per step.
+Peers alternate within each round; speeds (images/s) are medians over rounds and ratios are medians of the
+ratios within a round (paired), since the machine is shared and timings swing. Also reported: eval
+(forward) throughput, compile time (a JAX peer's two programs, a torch peer's first train and eval calls:
+outside the timings), the process's peak RSS after each model, and MFU = FLOPs per example
+(`jaxcnn.summary`, x3 for a train step) x images/s / the peak of a measured matmul in the peer's compute
+dtype (2048x2048 on a CPU, 8192x8192 on a GPU; float32 at JAX's default precision, TensorFloat-32 on a
+GPU). Finally the training loop (`jaxcnn.training.train`, which `train_and_evaluate` runs after
+`build_run`, on `synthetic` data) against the bare step, for lenet5: the ratio of their throughputs and
+the loop's Python overhead per step.
 
 Writes every figure as JSON to `--out` (default `benchmark.json`).
 """
@@ -40,7 +52,6 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import resource
@@ -48,6 +59,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -58,59 +70,98 @@ from flax import nnx
 
 import jaxcnn
 from jaxcnn import models, training
+from jaxcnn._files import strict_json, write_atomically
 
-MODELS = {  # name: (image shape, classes, default batch size)
-    "lenet5": ((28, 28, 1), 10, 128),
-    "simple_cnn": ((28, 28, 1), 10, 128),
-    "resnet20": ((32, 32, 3), 10, 128),
-    "resnet18": ((224, 224, 3), 1000, 8),
+MODELS = {  # name: (image shape, classes, default batch size, default steps per timing)
+    "lenet5": ((28, 28, 1), 10, 128, 10),
+    "simple_cnn": ((28, 28, 1), 10, 128, 10),
+    "resnet20": ((32, 32, 3), 10, 128, 10),
+    "resnet18": ((224, 224, 3), 1000, 8, 3),
+    "resnet50": ((224, 224, 3), 1000, 8, 3),
 }
+DEFAULT_MODELS = ("lenet5", "simple_cnn", "resnet20", "resnet18")  # resnet50 on request: minutes on a CPU
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
+# Peer names. `[bf16]`: computing in bfloat16 with float32 parameters (`config.compute.dtype =
+# "bfloat16"`; PyTorch's AMP), added by --bfloat16. The torch peers: (torch.compile, bfloat16).
+JAX_PEERS = ("jaxcnn", "jaxcnn[linen]", "jaxcnn[xla]", "flax")
+JAX_BF16_PEERS = ("jaxcnn[bf16]", "flax[bf16]")
+TORCH_PEERS = {"torch": (False, False), "torch[compile]": (True, False)}
+TORCH_BF16_PEERS = {"torch[bf16]": (False, True), "torch[compile,bf16]": (True, True)}
+BEST_TORCH = {  # a pseudo-peer: in each round, the faster of eager and compiled PyTorch
+    "torch best": ("torch", "torch[compile]"),
+    "torch best[bf16]": ("torch[bf16]", "torch[compile,bf16]"),
+}
+COMPARISONS = (  # (a, b): a's speed over b's, printed where both ran
+    ("jaxcnn", "torch"), ("jaxcnn", "torch[compile]"), ("jaxcnn", "torch best"), ("jaxcnn", "flax"),
+    ("jaxcnn", "jaxcnn[linen]"), ("jaxcnn[xla]", "flax"), ("jaxcnn[bf16]", "jaxcnn"),
+    ("jaxcnn[bf16]", "flax[bf16]"), ("jaxcnn[bf16]", "torch[bf16]"), ("jaxcnn[bf16]", "torch[compile,bf16]"),
+    ("jaxcnn[bf16]", "torch best[bf16]"),
+)  # fmt: skip
+BFLOAT16_PEERS = frozenset(JAX_BF16_PEERS) | frozenset(TORCH_BF16_PEERS)
 
 
 # ---------------------------------------------------------------- plain Flax versions of the models
+# `dtype`: the computation's (None: float32); parameters stay float32, logits are float32.
 
 
 class FlaxLeNet5(nn.Module):
     num_classes: int = 10
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train=False):
-        x = nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding=2)(x)), (2, 2), (2, 2))
-        x = nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding="VALID")(x)), (2, 2), (2, 2))
+        conv, dense = (functools.partial(layer, dtype=self.dtype) for layer in (nn.Conv, nn.Dense))
+        x = nn.max_pool(nn.relu(conv(6, (5, 5), padding=2)(x)), (2, 2), (2, 2))
+        x = nn.max_pool(nn.relu(conv(16, (5, 5), padding="VALID")(x)), (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(84)(nn.relu(nn.Dense(120)(x))))
-        return nn.Dense(self.num_classes)(x)
+        x = nn.relu(dense(84)(nn.relu(dense(120)(x))))
+        return dense(self.num_classes)(x).astype(jnp.float32)
 
 
 class FlaxSimpleCNN(nn.Module):
     num_classes: int = 10
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train=False):
+        conv, dense = (functools.partial(layer, dtype=self.dtype) for layer in (nn.Conv, nn.Dense))
         for features in (32, 64):
-            x = nn.avg_pool(nn.relu(nn.Conv(features, (3, 3))(x)), (2, 2), (2, 2))
-        x = nn.relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
-        return nn.Dense(self.num_classes)(x)
+            x = nn.avg_pool(nn.relu(conv(features, (3, 3))(x)), (2, 2), (2, 2))
+        x = nn.relu(dense(256)(x.reshape(x.shape[0], -1)))
+        return dense(self.num_classes)(x).astype(jnp.float32)
 
 
-class FlaxBasicBlock(nn.Module):
+class FlaxResidualBlock(nn.Module):
+    """A basic block (`bottleneck` False: 3x3, 3x3; `features` out) or a bottleneck (1x1, 3x3 with the
+    stride, 1x1 to `4 * features`, torchvision's v1.5), plus the shortcut, then ReLU."""
+
     features: int
     stride: int
     shortcut: str  # "A": subsample and zero-pad channels, "B": 1x1 conv + BatchNorm
+    bottleneck: bool = False
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train):
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
-        y = nn.Conv(self.features, (3, 3), self.stride, padding=1, use_bias=False)(x)
-        y = nn.relu(norm()(y))
-        y = norm()(nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y))
-        if self.stride != 1 or x.shape[-1] != self.features:
+        norm = lambda: nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+        )
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        if self.bottleneck:
+            out = 4 * self.features
+            y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
+            y = nn.relu(norm()(conv(self.features, (3, 3), self.stride, padding=1)(y)))
+            y = norm()(conv(out, (1, 1))(y))
+        else:
+            out = self.features
+            y = nn.relu(norm()(conv(out, (3, 3), self.stride, padding=1)(x)))
+            y = norm()(conv(out, (3, 3), padding=1)(y))
+        if self.stride != 1 or x.shape[-1] != out:
             if self.shortcut == "B":
-                x = norm()(nn.Conv(self.features, (1, 1), self.stride, use_bias=False)(x))
+                x = norm()(conv(out, (1, 1), self.stride)(x))
             else:
                 x = x[:, :: self.stride, :: self.stride]
-                extra = self.features - x.shape[-1]
+                extra = out - x.shape[-1]
                 x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
         return nn.relu(y + x)
 
@@ -120,28 +171,32 @@ class FlaxResNet(nn.Module):
     widths: tuple[int, ...]
     imagenet_stem: bool
     num_classes: int = 10
+    bottleneck: bool = False
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train=False):
-        if self.imagenet_stem:
-            x = nn.Conv(self.widths[0], (7, 7), 2, padding=3, use_bias=False)(x)
-        else:
-            x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+        conv = functools.partial(nn.Conv, self.widths[0], use_bias=False, dtype=self.dtype)
+        x = conv((7, 7), 2, padding=3)(x) if self.imagenet_stem else conv((3, 3), padding=1)(x)
+        norm = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+        x = nn.relu(norm(x))
         if self.imagenet_stem:
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         shortcut = "B" if self.imagenet_stem else "A"
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for j in range(size):
-                x = FlaxBasicBlock(width, 2 if i > 0 and j == 0 else 1, shortcut)(x, train)
-        return nn.Dense(self.num_classes)(x.mean((1, 2)))
+                stride = 2 if i > 0 and j == 0 else 1
+                x = FlaxResidualBlock(width, stride, shortcut, self.bottleneck, self.dtype)(x, train)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x.mean((1, 2))).astype(jnp.float32)
 
 
-FLAX_MODELS = {
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+FLAX_MODELS = {  # name: (num_classes, dtype) -> module
     "lenet5": FlaxLeNet5,
     "simple_cnn": FlaxSimpleCNN,
-    "resnet20": lambda num_classes: FlaxResNet((3, 3, 3), (16, 32, 64), False, num_classes),
-    "resnet18": lambda num_classes: FlaxResNet((2, 2, 2, 2), (64, 128, 256, 512), True, num_classes),
+    "resnet20": functools.partial(FlaxResNet, (3, 3, 3), (16, 32, 64), False),
+    "resnet18": functools.partial(FlaxResNet, (2, 2, 2, 2), IMAGENET_WIDTHS, True),
+    "resnet50": functools.partial(FlaxResNet, (3, 4, 6, 3), IMAGENET_WIDTHS, True, bottleneck=True),
 }
 
 
@@ -153,17 +208,25 @@ def torch_model(name: str, num_classes: int):
     from torch import nn as tnn
 
     class Block(tnn.Module):
-        def __init__(self, cin, cout, stride, shortcut):
+        """A basic block (3x3, 3x3) or a bottleneck (1x1, 3x3 with the stride, 1x1 to 4x), as the Flax one."""
+
+        def __init__(self, cin, width, stride, shortcut, bottleneck):
             super().__init__()
-            self.body = tnn.Sequential(
-                tnn.Conv2d(cin, cout, 3, stride, 1, bias=False), tnn.BatchNorm2d(cout), tnn.ReLU(),
-                tnn.Conv2d(cout, cout, 3, 1, 1, bias=False), tnn.BatchNorm2d(cout),
-            )  # fmt: skip
+            conv_bn = lambda cin, cout, kernel, stride=1: [
+                tnn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                tnn.BatchNorm2d(cout),
+            ]
+            if bottleneck:
+                cout = 4 * width
+                layers = [*conv_bn(cin, width, 1), tnn.ReLU(), *conv_bn(width, width, 3, stride), tnn.ReLU(),
+                          *conv_bn(width, cout, 1)]  # fmt: skip
+            else:
+                cout = width
+                layers = [*conv_bn(cin, cout, 3, stride), tnn.ReLU(), *conv_bn(cout, cout, 3)]
+            self.body, self.cout = tnn.Sequential(*layers), cout
             self.stride, self.extra, self.down = stride, cout - cin, None
             if (stride != 1 or cin != cout) and shortcut == "B":
-                self.down = tnn.Sequential(
-                    tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)
-                )
+                self.down = tnn.Sequential(*conv_bn(cin, cout, 1, stride))
 
         def forward(self, x):
             if self.down is not None:
@@ -177,7 +240,7 @@ def torch_model(name: str, num_classes: int):
                 short = x
             return torch.relu(self.body(x) + short)
 
-    def resnet(stage_sizes, widths, imagenet):
+    def resnet(stage_sizes, widths, imagenet, bottleneck=False):
         if imagenet:
             stem = [tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False), tnn.BatchNorm2d(widths[0]), tnn.ReLU(),
                     tnn.MaxPool2d(3, 2, 1)]  # fmt: skip
@@ -186,8 +249,9 @@ def torch_model(name: str, num_classes: int):
         blocks, cin = [], widths[0]
         for i, (size, width) in enumerate(zip(stage_sizes, widths)):
             for j in range(size):
-                blocks.append(Block(cin, width, 2 if i > 0 and j == 0 else 1, "B" if imagenet else "A"))
-                cin = width
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(Block(cin, width, stride, "B" if imagenet else "A", bottleneck))
+                cin = blocks[-1].cout
         head = [tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(cin, num_classes)]
         return tnn.Sequential(*stem, *blocks, *head)
 
@@ -205,7 +269,9 @@ def torch_model(name: str, num_classes: int):
         )  # fmt: skip
     if name == "resnet20":
         return resnet((3, 3, 3), (16, 32, 64), imagenet=False)
-    return resnet((2, 2, 2, 2), (64, 128, 256, 512), imagenet=True)
+    if name == "resnet18":
+        return resnet((2, 2, 2, 2), IMAGENET_WIDTHS, imagenet=True)
+    return resnet((3, 4, 6, 3), IMAGENET_WIDTHS, imagenet=True, bottleneck=True)
 
 
 # ---------------------------------------------------------------- peers: (train, eval) closures
@@ -225,9 +291,9 @@ class JaxPeer:
         self.params = param_count(state.params)
         started = time.perf_counter()
         self.train_fn = jax.jit(training.train_step, donate_argnums=0).lower(state, batch).compile()
-        self.compile_seconds = time.perf_counter() - started
         forward = lambda variables, x: state.apply_fn(variables, x, train=False)
         self.eval_fn = jax.jit(forward).lower(state.variables(), batch["image"]).compile()
+        self.compile_seconds = time.perf_counter() - started  # both programs, outside the timings
         self.state, self.batch = state, batch
 
     def train(self, steps: int) -> None:
@@ -242,40 +308,54 @@ class JaxPeer:
 
 
 class TorchPeer:
-    """The PyTorch model in eager mode: SGD with momentum on cross-entropy, as the JAX peers, on `device`
-    ("cpu" or "cuda"). On a GPU its float32 matmuls may use TensorFloat-32, as JAX's and cuDNN's
-    convolutions do by default (PyTorch's own default for matmuls is full float32)."""
+    """The PyTorch model: SGD with momentum on cross-entropy, as the JAX peers, on `device` ("cpu" or
+    "cuda"); eager, or under `torch.compile` (`compiled`: the model and its loss, in its default mode);
+    float32, or under PyTorch's AMP (`bfloat16`: `torch.autocast` to bfloat16, float32 parameters).
 
-    def __init__(self, name, num_classes, image, label, threads, device):
+    On a GPU it runs as NVIDIA's examples do: channels_last tensors and cuDNN's autotuning
+    (`cudnn.benchmark`, as XLA autotunes its convolutions), float32 matmuls allowed TensorFloat-32 as JAX's
+    and cuDNN's default precision is (PyTorch's own default for matmuls is full float32). The first train
+    and eval calls (compilation, or eager's one-off allocations) are `compile_seconds`, outside the timings.
+    """
+
+    def __init__(self, name, num_classes, image, label, device, compiled, bfloat16):
         import torch
 
-        torch.set_num_threads(threads)
         torch.manual_seed(0)
         torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
         self.torch, self.device = torch, torch.device(device)
-        self.model = torch_model(name, num_classes).to(self.device)
+        layout = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.model = torch_model(name, num_classes).to(self.device, memory_format=layout)
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.forward = torch.compile(self.model) if compiled else self.model
+        self.autocast = functools.partial(
+            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bfloat16
+        )
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-        self.x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy()).to(self.device)
+        nchw = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+        self.x = nchw.to(self.device).contiguous(memory_format=layout)
         self.y = torch.from_numpy(label.astype(np.int64)).to(self.device)
         started = time.perf_counter()
-        self.train(1)  # eager: the first step's one-off allocations stand in for compilation
+        self.train(1)
+        self.eval(1)
         self.compile_seconds = time.perf_counter() - started
 
     def train(self, steps: int) -> None:
         self.model.train()
         for _ in range(steps):
             self.opt.zero_grad(set_to_none=True)
-            loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+            with self.autocast():
+                loss = self.torch.nn.functional.cross_entropy(self.forward(self.x), self.y)
             loss.backward()
             self.opt.step()
         self._wait()
 
     def eval(self, steps: int) -> None:
         self.model.eval()
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self.autocast():
             for _ in range(steps):
-                self.model(self.x)
+                self.forward(self.x)
         self._wait()
 
     def _wait(self) -> None:
@@ -285,58 +365,94 @@ class TorchPeer:
             self.torch.cuda.synchronize()
 
 
-def _serve_torch_peer(connection, *peer_args) -> None:
-    """The torch process: builds a `TorchPeer`, then runs the (method, steps) it is sent until None."""
-    peer = TorchPeer(*peer_args)
-    connection.send((peer.params, peer.compile_seconds))
+def _serve_torch_peers(connection, variants, threads, *model_args) -> None:
+    """The torch process: builds a `TorchPeer` per variant (peer: (compiled, bfloat16)), sends back each
+    one's (params, compile seconds), or for a compiled one whose compilation failed the reason, then runs
+    the (peer, method, steps) it is sent until None."""
+    import torch
+
+    torch.set_num_threads(threads)
+    peers, ready = {}, {}
+    for peer, (compiled, bfloat16) in variants.items():
+        try:
+            peers[peer] = TorchPeer(*model_args, compiled=compiled, bfloat16=bfloat16)
+        except Exception as error:  # e.g. no C++ compiler for Inductor's CPU code: the other peers still run
+            if not compiled:
+                raise
+            first_line = next(iter(str(error).strip().splitlines()), "")
+            ready[peer] = f"torch.compile failed: {type(error).__name__}: {first_line}"
+            continue
+        ready[peer] = (peers[peer].params, peers[peer].compile_seconds)
+    connection.send(ready)
     while (request := connection.recv()) is not None:
-        method, steps = request
-        getattr(peer, method)(steps)
+        peer, method, steps = request
+        getattr(peers[peer], method)(steps)
         connection.send(None)
 
 
 class TorchProcess:
-    """A `TorchPeer` in a process of its own, driven like the JAX peers (`train(steps)`, `eval(steps)`).
+    """`TorchPeer`s in a process of their own, each driven like the JAX peers through `peers`.
 
     PyTorch and jaxcnn's oneDNN each bring an OpenMP runtime whose idle threads spin for a while after a
     parallel region: in one process, each library's threads would compete with the other's for the cores.
+    The torch peers share theirs, and run one at a time as all peers do.
+
+    Attributes:
+      peers: peer name -> `RemoteTorchPeer`, for each variant that was built.
+      skipped: peer name -> why it was not (a compiled variant whose compilation failed).
     """
 
-    def __init__(self, name, num_classes, batch, threads, device):
+    def __init__(self, variants, name, num_classes, batch, threads, device):
         import multiprocessing
 
         image, label = np.asarray(batch["image"]), np.asarray(batch["label"])
         self._connection, child = multiprocessing.Pipe()
         self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve_torch_peer,
-            args=(child, name, num_classes, image, label, threads, device),
+            target=_serve_torch_peers,
+            args=(child, variants, threads, name, num_classes, image, label, device),
             daemon=True,
         )
         self._process.start()
-        self.params, self.compile_seconds = self._connection.recv()
+        child.close()  # so that a child that died ends `recv` with EOFError instead of a wait
+        ready = self._connection.recv()
+        self.peers = {
+            peer: RemoteTorchPeer(self, peer, *built)
+            for peer, built in ready.items()
+            if not isinstance(built, str)
+        }
+        self.skipped = {peer: reason for peer, reason in ready.items() if isinstance(reason, str)}
 
-    def _run(self, method: str, steps: int) -> None:
-        self._connection.send((method, steps))
+    def run(self, peer: str, method: str, steps: int) -> None:
+        self._connection.send((peer, method, steps))
         self._connection.recv()
-
-    def train(self, steps: int) -> None:
-        self._run("train", steps)
-
-    def eval(self, steps: int) -> None:
-        self._run("eval", steps)
 
     def close(self) -> None:
         self._connection.send(None)
         self._process.join()
 
 
+class RemoteTorchPeer:
+    """One peer of a `TorchProcess`: `train(steps)`, `eval(steps)`, `params`, `compile_seconds`."""
+
+    def __init__(self, process: TorchProcess, peer: str, params: int, compile_seconds: float):
+        self.run = functools.partial(process.run, peer)
+        self.params, self.compile_seconds = params, compile_seconds
+
+    def train(self, steps: int) -> None:
+        self.run("train", steps)
+
+    def eval(self, steps: int) -> None:
+        self.run("eval", steps)
+
+
 # ---------------------------------------------------------------- measurements
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-    """float32 FLOP/s of a jitted `size`x`size` matmul: the fastest of `repeats`, the peak (a median
-    taken during a slow phase of a shared host made MFU exceed 100% later in the run)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+def matmul_peak_flops(size: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
+    """FLOP/s of a jitted `size`x`size` matmul in `dtype` (at JAX's default precision: TensorFloat-32 for
+    float32 on a GPU): the fastest of `repeats`, the peak (a median taken during a slow phase of a shared
+    host made MFU exceed 100% later in the run)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
     matmul = jax.jit(jnp.matmul)
     jax.block_until_ready(matmul(a, a))
     times = []
@@ -364,62 +480,75 @@ def bench_model(
     batch_size: int,
     steps: int,
     rounds: int,
-    torch_threads: int,
-    peak: float,
-    bfloat16: bool,
+    peers: list[str],
+    peaks: dict[str, float],
+    torch_threads: int = 1,
     torch_device: str = "cpu",
 ) -> dict:
-    """The peers' train and eval throughputs on `name`, in `rounds` alternating rounds (torch, with
-    `torch_threads` threads, on `torch_device`, in a process of its own; 0 threads: without torch)."""
-    image_shape, num_classes, _ = MODELS[name]
+    """The train and eval throughputs of `peers` (names from JAX_PEERS, JAX_BF16_PEERS, TORCH_PEERS,
+    TORCH_BF16_PEERS) on `name`, in `rounds` alternating rounds; the torch peers with `torch_threads`
+    threads on `torch_device`, in a process of their own. MFU against `peaks["float32"]`, or
+    `peaks["bfloat16"]` for the [bf16] peers. A compiled torch peer that does not compile is left out,
+    with the reason in the result's "skipped"."""
+    image_shape, num_classes, _, _ = MODELS[name]
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.standard_normal((batch_size, *image_shape)), jnp.float32),
         "label": jnp.asarray(rng.integers(0, num_classes, batch_size), jnp.int32),
         "mask": jnp.ones((batch_size,), jnp.float32),
     }
-    nnx_model = functools.partial(
-        models.create_nnx, name, num_classes=num_classes, input_shape=image_shape, rngs=nnx.Rngs(0)
+    nnx_model = lambda **kwargs: models.create_nnx(
+        name, num_classes=num_classes, input_shape=image_shape, rngs=nnx.Rngs(0), **kwargs
     )
-    peers = {
-        "jaxcnn": JaxPeer(nnx_model(), image_shape, batch),
-        "jaxcnn[linen]": JaxPeer(models.create(name, num_classes=num_classes), image_shape, batch),
-        "jaxcnn[xla]": JaxPeer(nnx_model(impl="xla"), image_shape, batch),
-        "flax": JaxPeer(FLAX_MODELS[name](num_classes=num_classes), image_shape, batch),
+    modules = {
+        "jaxcnn": nnx_model,
+        "jaxcnn[linen]": lambda: models.create(name, num_classes=num_classes),
+        "jaxcnn[xla]": lambda: nnx_model(impl="xla"),
+        "flax": lambda: FLAX_MODELS[name](num_classes),
+        "jaxcnn[bf16]": lambda: nnx_model(dtype=jnp.bfloat16),
+        "flax[bf16]": lambda: FLAX_MODELS[name](num_classes, dtype=jnp.bfloat16),
     }
-    if bfloat16:  # compute in bfloat16, parameters float32: `config.compute.dtype = "bfloat16"`
-        peers["jaxcnn[bf16]"] = JaxPeer(nnx_model(dtype=jnp.bfloat16), image_shape, batch)
-    if torch_threads:
-        peers["torch"] = TorchProcess(name, num_classes, batch, torch_threads, torch_device)
-    counts = {peer: p.params for peer, p in peers.items()}
+    built = {peer: JaxPeer(modules[peer](), image_shape, batch) for peer in peers if peer in modules}
+    torch_variants = {p: v for p, v in (TORCH_PEERS | TORCH_BF16_PEERS).items() if p in peers}
+    torch_process, skipped = None, {}
+    if torch_variants:
+        torch_process = TorchProcess(torch_variants, name, num_classes, batch, torch_threads, torch_device)
+        built |= torch_process.peers
+        skipped = torch_process.skipped
+    for peer, reason in skipped.items():
+        print(f"  {peer} skipped: {reason}", flush=True)
+    built = {peer: built[peer] for peer in peers if peer in built}  # in the order asked for
+    counts = {peer: p.params for peer, p in built.items()}
     if len(set(counts.values())) != 1:
         raise AssertionError(f"{name}: parameter counts differ between peers: {counts}")
     flops = jaxcnn.summary(models.create(name, num_classes=num_classes), image_shape).total_flops
-    for p in peers.values():  # warm up caches and allocators outside the timed rounds
+    for p in built.values():  # warm up caches and allocators outside the timed rounds
         p.train(1)
         p.eval(1)
-    train, evals = {k: [] for k in peers}, {k: [] for k in peers}
-    order = list(peers)
+    train, evals = {k: [] for k in built}, {k: [] for k in built}
+    order = list(built)
     try:
         for r in range(rounds):
             rotated = order[r % len(order) :] + order[: r % len(order)]
             for peer in rotated:
-                train[peer].append(throughput(peers[peer].train, steps, batch_size))
+                train[peer].append(throughput(built[peer].train, steps, batch_size))
             for peer in rotated:
-                evals[peer].append(throughput(peers[peer].eval, steps, batch_size))
+                evals[peer].append(throughput(built[peer].eval, steps, batch_size))
     finally:
-        if "torch" in peers:
-            peers["torch"].close()
+        if torch_process is not None:
+            torch_process.close()
     result = {
         "image_shape": image_shape,
         "batch_size": batch_size,
-        "params": counts["jaxcnn"],
+        "params": next(iter(counts.values())),
         "flops_per_example": flops,
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "peers": {},
+        "skipped": skipped,
     }
-    for peer, p in peers.items():
+    for peer, p in built.items():
         train_speed, eval_speed = statistics.median(train[peer]), statistics.median(evals[peer])
+        peak = peaks["bfloat16" if peer in BFLOAT16_PEERS else "float32"]
         result["peers"][peer] = {
             "train_examples_per_sec": round(train_speed, 1),
             "eval_examples_per_sec": round(eval_speed, 1),
@@ -477,8 +606,17 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
+def peer_rounds(peers: dict, peer: str, kind: str) -> list[float] | None:
+    """`peer`'s speeds per round for `kind` ("train" or "eval"); for a BEST_TORCH pseudo-peer the faster
+    of its two in each round; None where it did not run."""
+    if peer in BEST_TORCH:
+        both = [peer_rounds(peers, p, kind) for p in BEST_TORCH[peer]]
+        return None if None in both else [max(pair) for pair in zip(*both, strict=True)]
+    return peers[peer][f"{kind}_rounds"] if peer in peers else None
+
+
 def table(results: dict) -> str:
-    header = ("model", "peer", "train ex/s", "eval ex/s", "compile s", "train MFU", "eval MFU")
+    header = ("model", "peer", "train img/s", "eval img/s", "compile s", "train MFU", "eval MFU")
     lines = [header]
     for name, r in results["models"].items():
         for peer, p in r["peers"].items():
@@ -486,21 +624,23 @@ def table(results: dict) -> str:
                 name, peer, f"{p['train_examples_per_sec']:,.0f}", f"{p['eval_examples_per_sec']:,.0f}",
                 f"{p['compile_seconds']:.1f}", f"{p['train_mfu']:.1%}", f"{p['eval_mfu']:.1%}",
             ))  # fmt: skip
-    ratio_header = ("model", "batch", "jaxcnn/torch", "jaxcnn/flax", "jaxcnn/jaxcnn[linen]",
-                    "jaxcnn[xla]/flax", "eval jaxcnn/torch", "eval jaxcnn/flax", "peak RSS MiB")  # fmt: skip
-    ratios = [ratio_header]
+    ratios = [("model", "batch", "ratio (paired)", "train", "eval")]
     for name, r in results["models"].items():
-        ratio = lambda a, b, kind="train", peers=r["peers"]: (
-            f"{paired_ratio(peers[a][f'{kind}_rounds'], peers[b][f'{kind}_rounds']):.2f}x"
-            if a in peers and b in peers
-            else "n/a"
-        )
-        ratios.append((
-            name, str(r["batch_size"]), ratio("jaxcnn", "torch"), ratio("jaxcnn", "flax"),
-            ratio("jaxcnn", "jaxcnn[linen]"), ratio("jaxcnn[xla]", "flax"), ratio("jaxcnn", "torch", "eval"),
-            ratio("jaxcnn", "flax", "eval"), f"{r['peak_rss_mib']:,.0f}",
-        ))  # fmt: skip
-    out = [_render(lines), "", _render(ratios)]
+        for a, b in COMPARISONS:
+            pairs = [
+                (peer_rounds(r["peers"], a, k), peer_rounds(r["peers"], b, k)) for k in ("train", "eval")
+            ]
+            if all(x is not None and y is not None for x, y in pairs):
+                ratios.append(
+                    (name, str(r["batch_size"]), f"{a}/{b}", *(f"{paired_ratio(*xy):.2f}x" for xy in pairs))
+                )
+    out = [_render(lines), "", _render(ratios), ""]
+    out += [f"{name}: peak RSS {r['peak_rss_mib']:,.0f} MiB" for name, r in results["models"].items()]
+    out += [
+        f"{name}: {peer} skipped: {reason}"
+        for name, r in results["models"].items()
+        for peer, reason in r["skipped"].items()
+    ]
     if "loop" in results:
         loop = results["loop"]
         out += [
@@ -524,17 +664,25 @@ def _render(rows) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}"
+        "--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, from {', '.join(MODELS)}"
     )
-    parser.add_argument("--batch-size", type=int, default=0, help="0: 128 (resnet18: 8)")
-    parser.add_argument("--steps", type=int, default=0, help="steps per timed run (0: 10, resnet18: 3)")
+    parser.add_argument("--batch-size", type=int, default=0, help="0: 128 (resnet18, resnet50: 8)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="steps per timed run (0: 10, resnet18 and resnet50: 3)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; figures are medians")
     parser.add_argument(
         "--loop-steps", type=int, default=200, help="steps of the training-loop run (0: skip)"
     )
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     parser.add_argument(
-        "--bfloat16", action="store_true", help="add jaxcnn computing in bfloat16 (float32 parameters)"
+        "--bfloat16",
+        action="store_true",
+        help=f"add the peers computing in bfloat16 (float32 parameters): "
+        f"{', '.join([*JAX_BF16_PEERS, *TORCH_BF16_PEERS])}",
+    )
+    parser.add_argument(
+        "--peers", default="", help="comma-separated: run only these peers (default: every one available)"
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: the cores)")
     parser.add_argument(
@@ -548,14 +696,29 @@ def main(argv=None) -> dict:
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    # Looked up, not imported: torch runs in a process of its own (`TorchProcess`).
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    available = [
+        *JAX_PEERS, *(JAX_BF16_PEERS if args.bfloat16 else ()),
+        *(TORCH_PEERS if use_torch else ()), *(TORCH_BF16_PEERS if use_torch and args.bfloat16 else ()),
+    ]  # fmt: skip
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()] or available
+    unavailable = [p for p in peers if p not in available]
+    if unavailable:
+        parser.error(
+            f"--peers: {', '.join(unavailable)} not available in this run (the [bf16] peers need --bfloat16, "
+            f"the torch peers torch); available: {', '.join(available)}"
+        )
     if args.quick:
-        names = names if args.models != ",".join(MODELS) else ["lenet5"]
+        names = names if args.models != ",".join(DEFAULT_MODELS) else ["lenet5"]
         args.batch_size, args.steps, args.rounds, args.loop_steps = args.batch_size or 16, 2, 1, 4
     torch_threads = args.torch_threads or os.cpu_count() or 1
     torch_device = args.torch_device or ("cuda" if jax.default_backend() == "gpu" else "cpu")
-    # Looked up, not imported: torch runs in a process of its own (`TorchProcess`).
-    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
-    peak = matmul_peak_flops(512 if args.quick else 2048)
+    # A GPU's peak needs a larger product than a CPU's (8192: ~1.4 ms at an H100's bfloat16 peak).
+    size = 512 if args.quick else 8192 if jax.default_backend() == "gpu" else 2048
+    peaks = {"float32": matmul_peak_flops(size)}
+    if args.bfloat16:
+        peaks["bfloat16"] = matmul_peak_flops(size, jnp.bfloat16)
     results = {
         "machine": {
             "cpu": _cpu_model(),
@@ -565,7 +728,8 @@ def main(argv=None) -> dict:
             "backend": jax.default_backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),  # configure_cpu() adds one, see jaxcnn/runtime.py
             "configure_cpu": cpu_settings,
-            "matmul_peak_gflops": round(peak / 1e9, 1),
+            "matmul_peak_gflops": round(peaks["float32"] / 1e9, 1),
+            "matmul_peak_gflops_bf16": round(peaks["bfloat16"] / 1e9, 1) if args.bfloat16 else None,
             "torch": importlib.metadata.version("torch") if use_torch else None,
             "torch_threads": torch_threads if use_torch else None,
             "torch_device": torch_device if use_torch else None,
@@ -576,26 +740,26 @@ def main(argv=None) -> dict:
     }
     for name in names:
         batch_size = args.batch_size or MODELS[name][2]
-        steps = args.steps or (3 if name == "resnet18" else 10)
+        steps = args.steps or MODELS[name][3]
         print(f"{name}: batch {batch_size}, {args.rounds} rounds of {steps} steps ...", flush=True)
         results["models"][name] = bench_model(
-            name, batch_size, steps, args.rounds, torch_threads if use_torch else 0, peak, args.bfloat16,
-            torch_device,
-        )  # fmt: skip
+            name, batch_size, steps, args.rounds, peers, peaks, torch_threads, torch_device
+        )
         results["models"][name]["steps"] = steps
         _write(results, args.out)  # after every model, so a long run that is cut off keeps what it measured
         for peer, p in results["models"][name]["peers"].items():
             train_speed, eval_speed = p["train_examples_per_sec"], p["eval_examples_per_sec"]
-            print(f"  {peer:12s} train {train_speed:9,.0f} ex/s  eval {eval_speed:9,.0f} ex/s")
+            print(f"  {peer:19s} train {train_speed:9,.0f} img/s  eval {eval_speed:9,.0f} img/s", flush=True)
     if args.loop_steps:
         log_every = max(args.loop_steps // 4, 1)
         results["loop"] = bench_loop(args.batch_size or 128, args.loop_steps, log_every)
     machine = results["machine"]
-    threads = f"; torch with {torch_threads} threads" if use_torch else ""
+    threads = f"; torch with {torch_threads} threads on {torch_device}" if use_torch else ""
+    bf16_peak = f", bfloat16 {peaks['bfloat16'] / 1e9:,.0f}" if args.bfloat16 else ""
     print(
         f"\n{machine['cpu']}, {machine['cores']} cores; JAX on {', '.join(sorted(set(machine['devices'])))}; "
-        f"float32 matmul peak "
-        f"{machine['matmul_peak_gflops']:.0f} GFLOP/s; medians of {args.rounds} rounds{threads}\n"
+        f"matmul peak float32 {peaks['float32'] / 1e9:,.0f}{bf16_peak} GFLOP/s; medians of {args.rounds} "
+        f"rounds{threads}\n"
         f"XLA_FLAGS={machine['xla_flags']!r} (every JAX peer runs under them)\n"
         f"jaxcnn.configure_cpu() made: {'; '.join(machine['configure_cpu']) or 'nothing'}\n"
     )
@@ -606,8 +770,7 @@ def main(argv=None) -> dict:
 
 
 def _write(results: dict, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    write_atomically(path, strict_json(results, indent=2), durable=False)
 
 
 def _cpu_model() -> str:

@@ -425,27 +425,6 @@ def test_every_module_imports_and_changes_no_environment_variable_or_jax_setting
     assert result["changed"] == [] and not result["backend"]
 
 
-@pytest.mark.slow
-def test_benchmark_quick_runs(tmp_path):
-    out = tmp_path / "bench.json"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    # One CPU device, as a user runs it, not conftest's eight simulated ones.
-    flags = [f for f in env.pop("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
-    if flags:
-        env["XLA_FLAGS"] = " ".join(flags)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "benchmark.py"), "--quick", "--out", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "jaxcnn/torch" in done.stdout
-    results = json.loads(out.read_text())
-    peers = results["models"]["lenet5"]["peers"]
-    assert {"jaxcnn", "jaxcnn[xla]", "flax"} <= set(peers)
-    assert all(p["train_examples_per_sec"] > 0 for p in peers.values())
-    assert results["loop"]["loop_examples_per_sec"] > 0
-
-
 @pytest.mark.parametrize("shape", [(6, 5, 4, 3), (4, 7, 2), (3, 2, 2, 2, 4)])
 def test_batch_norm_on_matrix_products_equals_plain_reductions_in_values_and_both_derivatives(shape):
     """`batch_moments` and `batch_norm` sum over the leading axes by `_cpu_paths.channel_sum` (and broadcast
