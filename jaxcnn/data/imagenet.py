@@ -327,6 +327,11 @@ def _split_source(directory: Path, split: str, holdout: float, bad_images: str):
         shards = [str(directory / name) for name in entry["shards"]]
         labels = np.asarray(entry["labels"], np.int32)
         return _ShardSource(shards, np.arange(len(labels))), labels, tuple(index["class_names"])
+    if any(directory.glob("*.array_record")):
+        raise ValueError(
+            f"{printable(directory)} holds ArrayRecord shards but no {SHARD_INDEX}: their conversion did not "
+            "finish (experiments/convert_to_shards.py writes the index last); run it again"
+        )
     paths, labels, class_names = folder.folder_files(directory, split, holdout)
     files, labels = folder._scan(paths, labels, "RGB", 1, bad_images)  # 1: any size (headers only)
     return _FileSource(files.paths), labels, class_names

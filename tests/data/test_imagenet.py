@@ -254,6 +254,9 @@ def test_shards_round_trip_to_the_folders_views(jpeg_folder, tmp_path):
 
 
 def test_a_shard_folder_without_its_index_is_refused(tmp_path):
+    (tmp_path / "train-00000-of-00002.array_record").write_bytes(b"")  # a conversion that stopped
+    with pytest.raises(ValueError, match="no jaxcnn_shards.json: their conversion did not finish"):
+        data.load_imagenet(tmp_path, "train", image_size=8)
     (tmp_path / imagenet.SHARD_INDEX).write_text('{"format": 1, "splits": {"train": {}}}')
     with pytest.raises(ValueError, match="not a readable shard index"):
         data.load_imagenet(tmp_path, "train", image_size=8)
