@@ -10,13 +10,18 @@ evaluation and checkpoints aside) and `--steps` bare steps again, in turn forwar
 host slowing down favours none. Printed: the medians over the rounds of loop / bare (the throughput ratio)
 and of bare / bare again, a control that measures nothing but the host's noise: a loop ratio within the
 control's spread is no overhead this host can show. With `--workers 0` the ratio of the process's CPU time
-is printed too (the work the loop adds; time the host gives to others does not count). The first steps
-(compilation, starting the workers) are not timed.
+is printed too (the work the loop adds; time the host gives to others does not count), and the loop's CPU
+time beyond the bare step's per optimizer step. The first steps (compilation, starting the workers) are
+not timed. Last, the host's own time per optimizer step, isolated: the loop around a compiled step that
+does nothing, at `--steps_per_call` 1 and 8 (the issue's goal: <= 50 us at 8):
+
+    python experiments/data_benchmark.py --dataset synthetic --batch_size 8 --steps 96 --steps_per_call 8
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -25,21 +30,37 @@ import jax
 
 import jaxcnn
 from jaxcnn.training import build_run, default_config
+from jaxcnn.training.loop import call
 
 
 def loop_steps(run, steps: int) -> None:
-    """`steps` steps of the training loop's body, batches from the pipeline included."""
-    for _ in range(steps):
-        run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, next(run.batches))
-        run.step += 1
-        for action in run.actions:
-            action(run)
+    """`steps` steps of the training loop's body (`training.loop.call`), the pipeline's batches included."""
+    for _ in range(steps // run.spec.steps_per_call):
+        call(run)
+
+
+def host_microseconds_per_step(config, steps_per_call: int, steps: int, rounds: int) -> float:
+    """The host's own time per optimizer step: the median over `rounds` of `steps` steps of the loop around
+    a compiled step that does nothing (it returns the state), at `steps_per_call`; what a device whose
+    step takes no time would wait for (the pipeline's batches, the calls, the actions between them)."""
+    config = config.copy_and_resolve_references()
+    config.steps_per_call, config.num_steps = steps_per_call, steps * (rounds + 1)
+    with tempfile.TemporaryDirectory() as workdir:
+        run = build_run(config, workdir, handle_signals=False)
+        run.spec = dataclasses.replace(run.spec, train_fn=jax.jit(lambda state, sums, batches: (state, sums)))
+        run.actions = [action for action in run.actions if type(action).__name__ == "LogMetrics"]
+        try:
+            loop_steps(run, steps)  # warm
+            seconds = [timed(run, lambda: loop_steps(run, steps))[0] for _ in range(rounds)]
+        finally:
+            run.close()
+    return 1e6 * statistics.median(seconds) / steps
 
 
 def bare_steps(run, batch, steps: int) -> None:
-    """`steps` compiled steps on one batch already on the device (the step donates the state: the run goes
-    on from the one these steps leave)."""
-    for _ in range(steps):
+    """`steps` compiled steps on one call's batches already on the device (the step donates the state: the
+    run goes on from the one these steps leave)."""
+    for _ in range(steps // run.spec.steps_per_call):
         run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, batch)
 
 
@@ -71,23 +92,28 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=25, help="steps per timing")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--steps_per_call", type=int, default=1, help="config.steps_per_call (divides --steps)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the spread needs them)")
+    if args.steps_per_call < 1 or args.steps % args.steps_per_call:
+        parser.error("--steps_per_call must be >= 1 and divide --steps")
     jaxcnn.configure_cpu()
     config = default_config()
     config.update_from_flattened_dict(
         {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size,
-         "num_steps": args.steps * (args.rounds + 1) + 1, "log_every": args.steps,
+         "num_steps": args.steps * (args.rounds + 2), "log_every": args.steps,
          "checkpoint_every": 10**9, "eval.every": 10**9, "data.dir": args.data_dir,
-         "data.workers": args.workers}
+         "data.workers": args.workers, "steps_per_call": args.steps_per_call}
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
         run = build_run(config, workdir, handle_signals=False)
         run.actions = [action for action in run.actions if type(action).__name__ == "LogMetrics"]
         try:
-            batch = jax.device_put(next(run.batches))  # on the CPU the loop's batches stay numpy
-            bare_steps(run, batch, 2)
+            batch = jax.device_put(next(run.batches))  # a call's batches; on the CPU the loop's stay numpy
+            bare_steps(run, batch, 2 * args.steps_per_call)
             loop_steps(run, args.steps)  # warm: compiled, workers started, pipeline full
             jax.block_until_ready(run.state)
             kinds = {
@@ -119,6 +145,21 @@ def main(argv=None) -> None:
             f"CPU time of the process, bare / loop: {_spread(_paired(cpu['bare'], cpu['loop']))}; "
             f"bare / bare again: {_spread(_paired(cpu['bare'], cpu['bare again']))}"
         )
+        beyond = [
+            (loop - bare) / args.steps * 1e6 for loop, bare in zip(cpu["loop"], cpu["bare"], strict=True)
+        ]
+        print(
+            f"the loop's CPU time beyond the bare step's: {statistics.median(beyond):.0f} us per optimizer "
+            f"step (median of {args.rounds} rounds; steps_per_call {args.steps_per_call})"
+        )
+    host = {
+        k: host_microseconds_per_step(config, k, args.steps, args.rounds)
+        for k in sorted({1, 8, args.steps_per_call})
+    }
+    print(
+        "host time per optimizer step, the loop around a step that does nothing: "
+        + ", ".join(f"{us:.0f} us at steps_per_call {k}" for k, us in host.items())
+    )
 
 
 if __name__ == "__main__":

@@ -42,13 +42,8 @@ def train(run: Run) -> RunResult:
     """
     try:
         with closing(run.actions):
-            per_call = run.spec.steps_per_call
             while run.step < run.spec.total_steps:
-                batches = _next_batch(run)
-                run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, batches)
-                run.step = call_steps(run.step // per_call, per_call, run.step, run.spec.total_steps).stop
-                for action in run.actions:
-                    action(run)
+                call(run)
             for action in run.actions:
                 action.end(run)
             result = run.result()
@@ -57,6 +52,16 @@ def train(run: Run) -> RunResult:
         raise
     run.close()
     return result
+
+
+def call(run: Run) -> None:
+    """The loop's body: one call of `run.spec.train_fn` on the next call's batches, then every action."""
+    batches = _next_batch(run)
+    run.state, run.metric_sums = run.spec.train_fn(run.state, run.metric_sums, batches)
+    per_call = run.spec.steps_per_call
+    run.step = call_steps(run.step // per_call, per_call, run.step, run.spec.total_steps).stop
+    for action in run.actions:
+        action(run)
 
 
 def _next_batch(run: Run):
