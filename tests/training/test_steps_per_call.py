@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import time
 
 import jax
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from jaxcnn import data
 from jaxcnn.data.loader import call_steps, training_calls
 from jaxcnn.data.pipeline import pack_batches, unpack_on_device
+from jaxcnn.parallel import SingleDevice
 from jaxcnn.training import TrainingInterrupted, build_run, default_config, read_metrics, train
 from jaxcnn.training.config import steps_per_call, validate_config
 from jaxcnn.training.metrics import MetricWriter
@@ -172,3 +174,22 @@ def test_the_stream_of_calls_packs_the_batches_of_each_call():
     np.testing.assert_array_equal(np.concatenate(calls, axis=1), pack_batches(expected))
     with pytest.raises(ValueError, match="steps_per_call must be an int >= 1"):
         training_calls(dataset, 8, steps_per_call=0, **options)
+
+
+@pytest.mark.slow
+def test_calls_put_on_the_device_two_ahead_train_as_numpy_in_place(tmp_path, monkeypatch):
+    """The GPU's and TPU's path, forced on the CPU: each call's batches, one array, are moved to the device
+    by the prefetching thread, two calls ahead of the step; the run is the one that reads numpy in place."""
+    in_place = trained(tiny_config(steps_per_call=4), tmp_path / "in_place")
+    monkeypatch.setattr(SingleDevice, "put_batch", lambda self, batch: jax.device_put(batch))
+    run = build_run(tiny_config(steps_per_call=4), tmp_path / "on_device", handle_signals=False)
+    waited = time.monotonic()
+    while run.batches._queue.qsize() < 2 and time.monotonic() - waited < 60:
+        time.sleep(0.05)
+    ahead = [call for call, _ in list(run.batches._queue.queue)]
+    assert len(ahead) == 2 and all(
+        isinstance(call, jax.Array) and call.shape == (16, 4, 8 * 8 + 4 + 1) for call in ahead
+    )
+    train(run)
+    on_device = jax.device_get(jax.tree.leaves(run.state)), _logged(tmp_path / "on_device")
+    assert_same_run(in_place, on_device)
