@@ -1,329 +1,197 @@
-"""Flax Linen modules: thin holders of parameters that call `jaxcnn.functional`.
+"""Flax Linen forms of the layers of `jaxcnn.nnx_layers`, where each layer is written once.
 
-Parameter names follow Flax (`kernel`, `bias`, `scale`; BatchNorm statistics `mean`, `var` in
-the `batch_stats` collection), so checkpoints and habits carry over from `flax.linen`.
-Shapes are channels-last, as in `jaxcnn.functional`.
+    conv = layers.Conv(6, 5, padding=2)
+    variables = conv.init(key, x)  # x (N, 28, 28, 1): params {"kernel": (5, 5, 1, 6), "bias": (6,)}
+    y = conv.apply(variables, x)   # (N, 28, 28, 6)
+
+Each class is derived from its NNX layer (`_linen_form`), as the zoo's Linen models are (`models.bridge`):
+its attributes are the NNX layer's arguments, less `rngs` and those the input decides (`in_features`,
+`num_features`, `spatial_dims`, `input_size`), with Flax Linen's `features` for `out_features`. Each call
+builds the NNX layer, whose initializers are Linen's `param`: Linen makes the weights with its own keys
+and keeps them (`params`: `kernel`, `bias`, `scale`; `batch_stats`: BatchNorm's `mean`, `var`), under the
+NNX layer's names and shapes, so the two forms hold the same weights and compute the same thing. A mode
+the NNX call may override (Dropout's `deterministic`, BatchNorm's `use_running_average`) is given at
+construction or call, not both, as in `flax.linen`; Dropout draws from the `rng_collection` stream only
+when it draws a mask. Shapes are channels-last, as in `jaxcnn.functional`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxcnn import _layer_calls
-from jaxcnn import functional as F
-from jaxcnn._validate import int_tuple, integer
+from jaxcnn import nnx_layers
 
-Initializer = Callable[..., jax.Array]
-Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
-Dtype = Any
+_LINEN_NAMES = {"out_features": "features"}  # what Flax Linen calls an NNX argument
 
 
-def _convolve(layer: nn.Module, x: jax.Array, kernel_shape_of: Callable, call: Callable) -> jax.Array:
-    """`call(layer, x, kernel, bias)` with the layer's `kernel` (of shape `kernel_shape_of(kernel_size,
-    C_in, features, groups, spatial_dims)`) and `bias`, made on the first call, once `x` is known."""
-    spatial_dims = _layer_calls.spatial_dims_of(layer.kernel_size, default=max(jnp.ndim(x) - 2, 1))
-    kernel_shape = kernel_shape_of(
-        layer.kernel_size, jnp.shape(x)[-1], layer.features, layer.groups, spatial_dims
-    )
-    if layer.is_initializing():  # checks the arguments before any parameter is made (later calls check them)
-        jax.eval_shape(
-            lambda x, kernel: call(layer, x, kernel, None),
-            jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32),
-            jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
-        )
-    kernel = layer.param("kernel", layer.kernel_init, kernel_shape, layer.param_dtype)
-    bias = (
-        layer.param("bias", layer.bias_init, (layer.features,), layer.param_dtype) if layer.use_bias else None
-    )
-    return call(layer, x, kernel, bias)
+class _NoKeys:
+    """The `rngs` of an NNX layer that its Linen form builds: no key is drawn, since the initializers it
+    is given are Linen's `param`, which draws its own."""
+
+    @staticmethod
+    def params() -> None:
+        return None
 
 
-class Conv(nn.Module):
-    """N-d convolution (cross-correlation); the spatial rank follows `kernel_size` or the input.
+def _linen_param(module: nn.Module, name: str, init: Callable) -> Callable:
+    """An NNX initializer `(key, shape, dtype)` for the parameter `name` that Linen holds: made by
+    `module.param(name, init, shape, dtype)` (with Linen's key) where the variables lack it, read from them
+    otherwise, its shape checked here (Linen's `param` would check it by tracing `init` on every call).
 
-    Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters
-    `kernel` `(*kernel_size, C_in // groups, features)` and `bias` `(features,)`.
+    Raises:
+      ValueError: the variables hold it in another shape than this input needs.
     """
 
-    features: int
-    kernel_size: int | Sequence[int]
-    stride: int | Sequence[int] = 1
-    padding: Padding = "SAME"
-    dilation: int | Sequence[int] = 1
-    groups: int = 1
-    padding_mode: str = "zeros"
-    use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    kernel_init: Initializer = nn.initializers.lecun_normal()
-    bias_init: Initializer = nn.initializers.zeros_init()
-    precision: Any = None
-    impl: str = "auto"
+    def initializer(_key, shape, dtype):
+        if not module.has_variable("params", name):
+            return module.param(name, init, shape, dtype)
+        value = nn.meta.unbox(module.get_variable("params", name))
+        if jnp.shape(value) != tuple(shape):
+            path = "/".join((*module.path, name))
+            raise ValueError(f"params {path} has shape {jnp.shape(value)}; this input needs {tuple(shape)}")
+        return value
+
+    return initializer
+
+
+class _LinenForm(nn.Module):
+    """The call of every Linen form: the NNX layer `_nnx_class`, built from the attributes and the input."""
+
+    _nnx_class: ClassVar[type[nnx.Module]]
+    _arguments: ClassVar[dict[str, str]]  # NNX argument -> the attribute that holds it
+    _sizes: ClassVar[dict[str, Callable]]  # NNX argument -> its value for an input: (x, arguments) -> value
+    _modes: ClassVar[tuple[str, ...]]  # arguments the NNX call may override
+    _needs_rngs: ClassVar[bool]  # the NNX layer is built with `rngs`
+    _draws_keys: ClassVar[bool]  # the NNX call takes `rngs`
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _convolve(self, x, _layer_calls.conv_kernel_shape, _layer_calls.conv)
-
-
-class ConvTranspose(nn.Module):
-    """N-d transposed convolution (`jaxcnn.functional.conv_transpose`), the NNX `ConvTranspose`'s twin.
-
-    Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters `kernel`
-    `(*kernel_size, features // groups, C_in)` (the kernel of the convolution it transposes) and `bias`
-    `(features,)`. `padding` defaults to 0 (PyTorch's); Flax's strings are accepted too.
-    """
-
-    features: int
-    kernel_size: int | Sequence[int]
-    stride: int | Sequence[int] = 1
-    padding: Padding = 0
-    output_padding: int | Sequence[int] = 0
-    dilation: int | Sequence[int] = 1
-    groups: int = 1
-    padding_mode: str = "zeros"
-    use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    kernel_init: Initializer = nn.initializers.lecun_normal()
-    bias_init: Initializer = nn.initializers.zeros_init()
-    precision: Any = None
-    impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _convolve(self, x, _layer_calls.conv_transpose_kernel_shape, _layer_calls.conv_transpose)
-
-
-class ConvLocal(nn.Module):
-    """Locally connected convolution (unshared weights), the NNX `ConvLocal`'s twin; sized by its input.
-
-    Input `(*batch, *spatial, C_in)`, output `(*batch, *out_spatial, features)`; parameters `kernel`
-    `(*out_spatial, C_in * prod(kernel_size), features)` and `bias` `(*out_spatial, features)`. An int
-    `kernel_size` spans every spatial dim of the input (all but its first and last dims), as `Conv`'s.
-    """
-
-    features: int
-    kernel_size: int | Sequence[int]
-    stride: int | Sequence[int] = 1
-    padding: Padding = "SAME"
-    dilation: int | Sequence[int] = 1
-    padding_mode: str = "zeros"
-    use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    kernel_init: Initializer = nn.initializers.lecun_normal()
-    bias_init: Initializer = nn.initializers.zeros_init()
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        spatial_dims = _layer_calls.spatial_dims_of(self.kernel_size, default=max(jnp.ndim(x) - 2, 1))
-        window = int_tuple(self.kernel_size, spatial_dims, "kernel_size")
-        kernel_shape = F.conv_local_kernel_shape(
-            jnp.shape(x)[-spatial_dims - 1 :], window, self.features, stride=self.stride,
-            padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode,
-        )  # fmt: skip
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        bias_shape = (*kernel_shape[:-2], self.features)
-        bias = self.param("bias", self.bias_init, bias_shape, self.param_dtype) if self.use_bias else None
-        return _layer_calls.conv_local(self, x, kernel, bias)
-
-
-class Dense(nn.Module):
-    """Fully connected layer over the last axis: `(..., D_in)` -> `(..., features)`."""
-
-    features: int
-    use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    kernel_init: Initializer = nn.initializers.lecun_normal()
-    bias_init: Initializer = nn.initializers.zeros_init()
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        integer(self.features, "features", minimum=1)
-        kernel = self.param("kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), self.param_dtype)
-        bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        )
-        return _layer_calls.dense(self, x, kernel, bias)
-
-
-class MaxPool(nn.Module):
-    """Max pooling, `(*batch, *spatial, C)` -> `(*batch, *out_spatial, C)`; stride defaults to the window."""
-
-    window: int | Sequence[int]
-    stride: int | Sequence[int] | None = None
-    padding: Padding = "VALID"
-    dilation: int | Sequence[int] = 1
-    ceil_mode: bool = False
-    impl: str = "auto"
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.max_pool(self, x)
-
-
-class MinPool(nn.Module):
-    """Min pooling (`jaxcnn.functional.min_pool`); attributes and shapes as `MaxPool`'s."""
-
-    window: int | Sequence[int]
-    stride: int | Sequence[int] | None = None
-    padding: Padding = "VALID"
-    dilation: int | Sequence[int] = 1
-    ceil_mode: bool = False
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.min_pool(self, x)
-
-
-class AvgPool(nn.Module):
-    """Average pooling with PyTorch's `count_include_pad` and `ceil_mode` semantics."""
-
-    window: int | Sequence[int]
-    stride: int | Sequence[int] | None = None
-    padding: Padding = "VALID"
-    count_include_pad: bool = True
-    ceil_mode: bool = False
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.avg_pool(self, x)
-
-
-class GlobalAvgPool(nn.Module):
-    """Mean over all spatial dims: `(N, *spatial, C)` -> `(N, C)`, or `(N, 1, ..., 1, C)` with `keepdims`."""
-
-    keepdims: bool = False
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return F.global_avg_pool(x, keepdims=self.keepdims)
-
-
-class GlobalMaxPool(nn.Module):
-    """Maximum over all spatial dims: `(N, *spatial, C)` -> `(N, C)` (`(N, 1, ..., 1, C)`: `keepdims`)."""
-
-    keepdims: bool = False
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return F.global_max_pool(x, keepdims=self.keepdims)
-
-
-class AdaptiveAvgPool(nn.Module):
-    """Average pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
-
-    output_size: int | Sequence[int | None]
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return F.adaptive_avg_pool(x, self.output_size)
-
-
-class AdaptiveMaxPool(nn.Module):
-    """Max pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
-
-    output_size: int | Sequence[int | None]
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return F.adaptive_max_pool(x, self.output_size)
-
-
-class Flatten(nn.Module):
-    """`(N, ...)` -> `(N, prod(...))`."""
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.flatten(x)
-
-
-class Dropout(nn.Module):
-    """Inverted dropout; draws from the `dropout` RNG stream unless deterministic. `broadcast_dims`:
-    axes that share one draw (`jaxcnn.functional.dropout`)."""
-
-    rate: float
-    broadcast_dims: Sequence[int] = ()
-    deterministic: bool | None = None
-    rng_collection: str = "dropout"
-
-    def _key(self, deterministic: bool | None) -> tuple[jax.Array | None, bool]:
-        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-        needs_key = not deterministic and self.rate > 0
-        return (self.make_rng(self.rng_collection) if needs_key else None), deterministic
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
-        key, deterministic = self._key(deterministic)
-        return F.dropout(
-            x, self.rate, key=key, deterministic=deterministic, broadcast_dims=self.broadcast_dims
-        )
-
-
-class DropPath(Dropout):
-    """Stochastic depth: one dropout draw per example (`jaxcnn.functional.drop_path`), for the residual
-    branch of a block. `(N, ...)` -> `(N, ...)`."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
-        key, deterministic = self._key(deterministic)
-        return F.drop_path(x, self.rate, key=key, deterministic=deterministic)
-
-
-class LayerNorm(nn.Module):
-    """Layer normalisation over the last axis (channels): parameters `scale` and `bias` `(C,)`.
-    `epsilon` defaults to 1e-6, ConvNeXt's."""
-
-    epsilon: float = 1e-6
-    use_scale: bool = True
-    use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    scale_init: Initializer = nn.initializers.ones_init()
-    bias_init: Initializer = nn.initializers.zeros_init()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        channels = (jnp.shape(x)[-1],)
-        scale = self.param("scale", self.scale_init, channels, self.param_dtype) if self.use_scale else None
-        bias = self.param("bias", self.bias_init, channels, self.param_dtype) if self.use_bias else None
-        return _layer_calls.layer_norm(self, x, scale, bias)
-
-
-class BatchNorm(nn.Module):
-    """Batch normalisation over every axis but the last (channels).
-
-    Training (`use_running_average=False`) normalises with the batch's statistics and updates
-    the running `mean`/`var` in `batch_stats` (`new = momentum * old + (1 - momentum) * batch`);
-    evaluation uses the running statistics. With `axis_name` (under `pmap`), the batch
-    statistics are taken over all devices. Defaults match PyTorch (momentum 0.1 there is 0.9
-    here, epsilon 1e-5).
-    """
-
-    use_running_average: bool | None = None
-    momentum: float = 0.9
-    epsilon: float = 1e-5
-    axis_name: str | None = None
-    use_scale: bool = True
-    use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    scale_init: Initializer = nn.initializers.ones_init()
-    bias_init: Initializer = nn.initializers.zeros_init()
-
-    @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        use_running_average = nn.merge_param(
-            "use_running_average", self.use_running_average, use_running_average
-        )
-        channels = (jnp.shape(x)[-1],)
-        running_mean = self.variable("batch_stats", "mean", jnp.zeros, channels, jnp.float32)
-        running_var = self.variable("batch_stats", "var", jnp.ones, channels, jnp.float32)
-        scale = self.param("scale", self.scale_init, channels, self.param_dtype) if self.use_scale else None
-        bias = self.param("bias", self.bias_init, channels, self.param_dtype) if self.use_bias else None
-        y, mean, var = _layer_calls.batch_norm(
-            self, x, running_mean.value, running_var.value, scale, bias, use_running_average
-        )
-        if not use_running_average and not self.is_initializing():
-            running_mean.value, running_var.value = mean, var
+    def __call__(self, x: jax.Array, **modes) -> jax.Array:
+        """The NNX layer's output for `x`; `modes`: those of `_modes` not given at construction."""
+        layer = self._build(self._nnx_arguments(x, modes))
+        statistics = {name: v for name, v in vars(layer).items() if isinstance(v, nnx.BatchStat)}
+        held = {}
+        for name, statistic in statistics.items():  # Linen's batch_stats in the layer's place
+            held[name] = self.variable("batch_stats", name, statistic.get_value).value
+            statistic.set_value(held[name])
+        keys = {"rngs": functools.partial(self.make_rng, self.rng_collection)} if self._draws_keys else {}
+        y = layer(x, **keys)
+        if not self.is_initializing():
+            for name, statistic in statistics.items():
+                if statistic.get_value() is not held[name]:  # the call moved it (BatchNorm in training)
+                    self.put_variable("batch_stats", name, statistic.get_value())
         return y
+
+    def _nnx_arguments(self, x: jax.Array, modes: dict[str, Any]) -> dict[str, Any]:
+        """The NNX layer's arguments: the attributes, the modes merged, the sizes of `x`, and initializers
+        that are Linen's parameters."""
+        arguments = {name: getattr(self, attribute) for name, attribute in self._arguments.items()}
+        for mode in self._modes:
+            arguments[mode] = nn.merge_param(mode, arguments[mode], modes.pop(mode, None))
+        if modes:
+            raise TypeError(f"{type(self).__name__} takes no call argument {', '.join(modes)}")
+        arguments |= {name: size(x, arguments) for name, size in self._sizes.items()}
+        for name in [name for name in arguments if name.endswith("_init")]:  # kernel_init -> kernel
+            arguments[name] = _linen_param(self, name.removesuffix("_init"), arguments[name])
+        return arguments
+
+    def _build(self, arguments: dict[str, Any]) -> nnx.Module:
+        """The NNX layer; its argument errors name the attributes of this form."""
+        try:
+            return self._nnx_class(**arguments, **({"rngs": _NoKeys()} if self._needs_rngs else {}))
+        except (TypeError, ValueError) as error:
+            for name, linen_name in _LINEN_NAMES.items():
+                if str(error).startswith(f"{name} "):
+                    raise type(error)(linen_name + str(error).removeprefix(name)) from None
+            raise
+
+
+def _doc(nnx_class: type[nnx.Module], fields: list[str], sizes: list[str], modes: tuple[str, ...]) -> str:
+    """The Linen form's docstring: how its arguments differ from the NNX layer's, then the NNX layer's."""
+    differences = [f"`{linen}` for `{name}`" for name, linen in _LINEN_NAMES.items() if linen in fields]
+    differences += [f"`{name}` from the input" for name in sizes]
+    differences += [f"`{mode}` given at construction or call" for mode in modes]
+    return (
+        f"The Flax Linen form of `jaxcnn.nnx_layers.{nnx_class.__name__}`: its arguments but `rngs`"
+        + "".join(f", {difference}" for difference in differences)
+        + f".\n\n{inspect.getdoc(nnx_class)}"
+    )
+
+
+def _linen_form(nnx_class: type[nnx.Module], **sizes: Callable) -> type[nn.Module]:
+    """The Linen module class of `nnx_class`, named alike. `sizes`: the NNX arguments the input decides,
+    each a function `(x, arguments) -> value` of the input and the other arguments."""
+    parameters = {  # those of its __init__, if it has one of its own (not *args, **kwargs)
+        name: p
+        for name, p in list(inspect.signature(nnx_class.__init__).parameters.items())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    rngs = parameters.pop("rngs", None)
+    call_parameters = inspect.signature(nnx_class.__call__).parameters
+    modes = tuple(name for name in parameters if name in call_parameters)
+    fields = {_LINEN_NAMES.get(name, name): p for name, p in parameters.items() if name not in sizes}
+    types = inspect.get_annotations(nnx_class.__init__, eval_str=True)
+    return type(
+        nnx_class.__name__,
+        (_LinenForm,),
+        {
+            "__module__": __name__,
+            "__qualname__": nnx_class.__name__,
+            "__doc__": _doc(nnx_class, list(fields), list(sizes), modes),
+            "__annotations__": {
+                field: types.get(p.name, Any) | None if p.name in modes else types.get(p.name, Any)
+                for field, p in fields.items()
+            },
+            **{  # modes default to None, as in flax.linen: given at construction or call
+                field: None if p.name in modes else p.default
+                for field, p in fields.items()
+                if p.default is not p.empty
+            },
+            "_nnx_class": nnx_class,
+            "_arguments": {p.name: field for field, p in fields.items()},
+            "_sizes": sizes,
+            "_modes": modes,
+            "_needs_rngs": rngs is not None and rngs.default is rngs.empty,
+            "_draws_keys": "rngs" in call_parameters,
+        },
+    )
+
+
+def _channels(x: jax.Array, arguments: dict) -> int:
+    return jnp.shape(x)[-1]
+
+
+def _spatial_dims(x: jax.Array, arguments: dict) -> int:
+    """An int `kernel_size` spans every spatial dim of the input: all but its first and last dims."""
+    return max(jnp.ndim(x) - 2, 1)
+
+
+def _input_size(x: jax.Array, arguments: dict) -> tuple[int, ...]:
+    kernel_size = arguments["kernel_size"]
+    spatial_dims = len(kernel_size) if isinstance(kernel_size, Sequence) else _spatial_dims(x, arguments)
+    return jnp.shape(x)[-spatial_dims - 1 : -1]
+
+
+Conv = _linen_form(nnx_layers.Conv, in_features=_channels, spatial_dims=_spatial_dims)
+ConvTranspose = _linen_form(nnx_layers.ConvTranspose, in_features=_channels, spatial_dims=_spatial_dims)
+ConvLocal = _linen_form(nnx_layers.ConvLocal, in_features=_channels, input_size=_input_size)
+Dense = _linen_form(nnx_layers.Dense, in_features=_channels)
+MaxPool = _linen_form(nnx_layers.MaxPool)
+MinPool = _linen_form(nnx_layers.MinPool)
+AvgPool = _linen_form(nnx_layers.AvgPool)
+GlobalAvgPool = _linen_form(nnx_layers.GlobalAvgPool)
+GlobalMaxPool = _linen_form(nnx_layers.GlobalMaxPool)
+AdaptiveAvgPool = _linen_form(nnx_layers.AdaptiveAvgPool)
+AdaptiveMaxPool = _linen_form(nnx_layers.AdaptiveMaxPool)
+Flatten = _linen_form(nnx_layers.Flatten)
+Dropout = _linen_form(nnx_layers.Dropout)
+DropPath = _linen_form(nnx_layers.DropPath)
+LayerNorm = _linen_form(nnx_layers.LayerNorm, num_features=_channels)
+BatchNorm = _linen_form(nnx_layers.BatchNorm, num_features=_channels)

@@ -1,9 +1,9 @@
 """Flax NNX modules: thin holders of parameters that call `jaxcnn.functional`.
 
-The NNX twins of `jaxcnn.layers` (Linen), with the same parameter names and shapes (`kernel`, `bias`,
-`scale` as `nnx.Param`; BatchNorm's `mean`, `var` as `nnx.BatchStat`), so weights move between the two
-APIs as they are. As in `flax.nnx`, a layer is built with its input size and `rngs`, and created
-initialised:
+Each layer of jaxcnn is written once, here; `jaxcnn.layers` derives its Flax Linen form, which holds the
+same parameters (`kernel`, `bias`, `scale` as `nnx.Param`; BatchNorm's `mean`, `var` as `nnx.BatchStat`)
+under the same names and shapes, so weights move between the two APIs as they are. As in `flax.nnx`, a
+layer is built with its input size and `rngs`, and created initialised:
 
     from flax import nnx
     from jaxcnn import nnx_layers
@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.linen.dtypes import promote_dtype
 
-from jaxcnn import _layer_calls
 from jaxcnn import functional as F
 from jaxcnn._validate import choice, int_tuple, integer, number
 
@@ -69,6 +69,44 @@ zeros_init = nnx.initializers.zeros_init()
 ones_init = nnx.initializers.ones_init()
 
 
+def _conv_kernel_shape(
+    kernel_size, in_features: int, out_features: int, groups: int, spatial_dims: int
+) -> tuple[int, ...]:
+    """`(*window, in_features // groups, out_features)` of a convolution, its arguments checked."""
+    integer(groups, "groups", minimum=1)
+    window = int_tuple(kernel_size, spatial_dims, "kernel_size")
+    if in_features % groups:
+        raise ValueError(f"groups={groups} must divide the input channels C_in={in_features}")
+    if out_features % groups:
+        raise ValueError(f"groups={groups} must divide the output channels C_out={out_features}")
+    return (*window, in_features // groups, out_features)
+
+
+def _spatial_dims(kernel_size: int | Sequence[int], spatial_dims: int) -> int:
+    """How many spatial dims a `kernel_size` describes: its length, or `spatial_dims` for an int."""
+    return (
+        len(kernel_size)
+        if isinstance(kernel_size, Sequence)
+        else integer(spatial_dims, "spatial_dims", minimum=1)
+    )
+
+
+def _geometry(layer) -> dict:
+    """The arguments of `jaxcnn.functional` that every convolution layer keeps as attributes."""
+    return dict(
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        padding_mode=layer.padding_mode,
+        precision=layer.precision,
+    )
+
+
+def _array(variable: nnx.Variable | None) -> jax.Array | None:
+    """The array a parameter holds, or None for one the layer does without (`use_bias=False`)."""
+    return None if variable is None else variable[...]
+
+
 class Conv(nnx.Module):
     """N-d convolution (cross-correlation): `(*batch, *spatial, in_features)` ->
     `(*batch, *out_spatial, out_features)`, any number of batch dims (none included).
@@ -102,12 +140,8 @@ class Conv(nnx.Module):
     ):
         integer(in_features, "in_features", minimum=1)
         integer(out_features, "out_features", minimum=1)
-        spatial_dims = _layer_calls.spatial_dims_of(
-            kernel_size, integer(spatial_dims, "spatial_dims", minimum=1)
-        )
-        kernel_shape = _layer_calls.conv_kernel_shape(
-            kernel_size, in_features, out_features, groups, spatial_dims
-        )
+        spatial_dims = _spatial_dims(kernel_size, spatial_dims)
+        kernel_shape = _conv_kernel_shape(kernel_size, in_features, out_features, groups, spatial_dims)
         self.in_features, self.out_features = in_features, out_features
         self.kernel_size = kernel_shape[:-2]
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
@@ -120,8 +154,8 @@ class Conv(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        bias = None if self.bias is None else self.bias[...]
-        return _layer_calls.conv(self, x, self.kernel[...], bias)
+        x, kernel, bias = promote_dtype(x, self.kernel[...], _array(self.bias), dtype=self.dtype)
+        return F.conv(x, kernel, bias, groups=self.groups, impl=self.impl, **_geometry(self))
 
 
 class ConvTranspose(nnx.Module):
@@ -158,12 +192,9 @@ class ConvTranspose(nnx.Module):
     ):
         integer(in_features, "in_features", minimum=1)
         integer(out_features, "out_features", minimum=1)
-        spatial_dims = _layer_calls.spatial_dims_of(
-            kernel_size, integer(spatial_dims, "spatial_dims", minimum=1)
-        )
-        kernel_shape = _layer_calls.conv_transpose_kernel_shape(
-            kernel_size, in_features, out_features, groups, spatial_dims
-        )
+        spatial_dims = _spatial_dims(kernel_size, spatial_dims)
+        # the kernel of the convolution (out_features -> in_features) it transposes
+        kernel_shape = _conv_kernel_shape(kernel_size, out_features, in_features, groups, spatial_dims)
         self.in_features, self.out_features = in_features, out_features
         self.kernel_size = kernel_shape[:-2]
         self.stride, self.padding, self.output_padding = stride, padding, output_padding
@@ -176,8 +207,11 @@ class ConvTranspose(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        bias = None if self.bias is None else self.bias[...]
-        return _layer_calls.conv_transpose(self, x, self.kernel[...], bias)
+        x, kernel, bias = promote_dtype(x, self.kernel[...], _array(self.bias), dtype=self.dtype)
+        return F.conv_transpose(
+            x, kernel, bias, output_padding=self.output_padding, groups=self.groups, impl=self.impl,
+            **_geometry(self),
+        )  # fmt: skip
 
 
 class ConvLocal(nnx.Module):
@@ -192,7 +226,7 @@ class ConvLocal(nnx.Module):
         self,
         in_features: int,
         out_features: int,
-        kernel_size: Sequence[int],
+        kernel_size: int | Sequence[int],
         *,
         input_size: Sequence[int],
         stride: int | Sequence[int] = 1,
@@ -225,8 +259,8 @@ class ConvLocal(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        bias = None if self.bias is None else self.bias[...]
-        return _layer_calls.conv_local(self, x, self.kernel[...], bias)
+        x, kernel, bias = promote_dtype(x, self.kernel[...], _array(self.bias), dtype=self.dtype)
+        return F.conv_local(x, kernel, bias, window=self.kernel_size, **_geometry(self))
 
 
 class Dense(nnx.Module):
@@ -258,8 +292,8 @@ class Dense(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        bias = None if self.bias is None else self.bias[...]
-        return _layer_calls.dense(self, x, self.kernel[...], bias)
+        x, kernel, bias = promote_dtype(x, self.kernel[...], _array(self.bias), dtype=self.dtype)
+        return F.dense(x, kernel, bias, precision=self.precision)
 
 
 class MaxPool(nnx.Module):
@@ -275,7 +309,10 @@ class MaxPool(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.max_pool(self, x)
+        return F.max_pool(
+            x, self.window, self.stride, self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode,
+            impl=self.impl,
+        )  # fmt: skip
 
 
 class MinPool(nnx.Module):
@@ -287,7 +324,9 @@ class MinPool(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.min_pool(self, x)
+        return F.min_pool(
+            x, self.window, self.stride, self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode
+        )
 
 
 class AvgPool(nnx.Module):
@@ -307,7 +346,9 @@ class AvgPool(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.avg_pool(self, x)
+        return F.avg_pool(
+            x, self.window, self.stride, self.padding, self.count_include_pad, ceil_mode=self.ceil_mode
+        )
 
 
 class GlobalAvgPool(nnx.Module):
@@ -359,7 +400,7 @@ class Flatten(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        return _layer_calls.flatten(x)
+        return jnp.reshape(x, (jnp.shape(x)[0], -1))
 
 
 class Dropout(nnx.Module):
@@ -367,7 +408,8 @@ class Dropout(nnx.Module):
     unless `deterministic` (evaluation).
 
     Keys come from the `rng_collection` stream of `rngs` (forked at construction, as `nnx.Dropout`), or
-    from the `rngs` argument of the call (a key, a stream or an `nnx.Rngs`), which takes precedence.
+    from the `rngs` argument of the call (a key, a stream, an `nnx.Rngs`, or a function that returns a key,
+    called only when a mask is drawn: how the Linen form draws from `make_rng`), which takes precedence.
     `broadcast_dims`: axes that share one draw (`jaxcnn.functional.dropout`).
     """
 
@@ -405,7 +447,7 @@ class Dropout(nnx.Module):
             )
         if isinstance(rngs, nnx.Rngs):
             rngs = rngs[self.rng_collection]
-        return rngs() if isinstance(rngs, nnx.RngStream) else rngs
+        return rngs() if callable(rngs) else rngs  # a stream, or the Linen form's make_rng
 
     def set_view(self, deterministic: bool | None = None):
         """For `nnx.view(model, deterministic=...)`."""
@@ -435,7 +477,7 @@ class DropPath(Dropout):
 
 
 class LayerNorm(nnx.Module):
-    """Layer normalisation over the last axis (channels), as `jaxcnn.layers.LayerNorm`: parameters
+    """Layer normalisation over the last axis (channels): parameters
     `scale` and `bias` `(num_features,)`; ConvNeXt's LayerNorm on channels-last maps. `epsilon` defaults
     to 1e-6, ConvNeXt's (PyTorch's `nn.LayerNorm` default is 1e-5)."""
 
@@ -460,13 +502,12 @@ class LayerNorm(nnx.Module):
 
     @_observed
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = None if self.scale is None else self.scale[...]
-        bias = None if self.bias is None else self.bias[...]
-        return _layer_calls.layer_norm(self, x, scale, bias)
+        (x,) = promote_dtype(x, dtype=self.dtype)
+        return F.layer_norm(x, _array(self.scale), _array(self.bias), epsilon=self.epsilon)
 
 
 class BatchNorm(nnx.Module):
-    """Batch normalisation over every axis but the last (channels), as `jaxcnn.layers.BatchNorm`.
+    """Batch normalisation over every axis but the last (channels).
 
     Training (`use_running_average=False`, the default, as in `flax.nnx`) normalises with the batch's
     statistics and moves the running `mean`/`var` (`nnx.BatchStat`): `new = momentum * old +
@@ -510,15 +551,14 @@ class BatchNorm(nnx.Module):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         if use_running_average is None:
             use_running_average = self.use_running_average
-        use_running_average = use_running_average or self.frozen
-        scale = None if self.scale is None else self.scale[...]
-        bias = None if self.bias is None else self.bias[...]
-        y, mean, var = _layer_calls.batch_norm(
-            self, x, self.mean[...], self.var[...], scale, bias, use_running_average
-        )
-        if not use_running_average:
-            self.mean[...], self.var[...] = mean, var
-        return y
+        if use_running_average or self.frozen:
+            statistics = self.mean[...], self.var[...]
+        else:  # the batch's, which move the running ones: new = momentum * old + (1 - momentum) * batch
+            statistics = batch_mean, batch_var = F.batch_moments(x, axis_name=self.axis_name)
+            self.mean[...] = self.momentum * self.mean[...] + (1 - self.momentum) * batch_mean
+            self.var[...] = self.momentum * self.var[...] + (1 - self.momentum) * batch_var
+        (x,) = promote_dtype(x, dtype=self.dtype)
+        return F.batch_norm(x, *statistics, _array(self.scale), _array(self.bias), epsilon=self.epsilon)
 
     def set_view(self, use_running_average: bool | None = None):
         """For `nnx.view(model, use_running_average=...)`."""

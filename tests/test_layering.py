@@ -17,9 +17,8 @@ LAYERS = {
     "jaxcnn.functional": 1,
     "jaxcnn.data": 1,
     "jaxcnn.parallel": 1,
-    "jaxcnn._layer_calls": 2,
-    "jaxcnn.layers": 3,
     "jaxcnn.nnx_layers": 3,
+    "jaxcnn.layers": 4,  # the Linen forms, derived from the NNX layers
     "jaxcnn.models": 4,
     "jaxcnn.summary": 5,
     "jaxcnn.training": 5,

@@ -1,5 +1,7 @@
 """Layers: parameter names and shapes, equality with the functional call, dtype handling."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -162,3 +164,48 @@ def test_layers_compose_in_a_module():
 
     x = jnp.ones((2, 8, 8, 1))
     assert Net().apply(Net().init(KEY, x), x).shape == (2, 3)
+
+
+CONV = ["kernel_size", "stride", "padding", "dilation", "groups", "padding_mode", "use_bias", "dtype"]
+NORM = ["use_scale", "use_bias", "dtype", "param_dtype", "scale_init", "bias_init"]
+
+
+@pytest.mark.parametrize(
+    "name, attributes",
+    [
+        ("Conv", ["features", *CONV, "param_dtype", "kernel_init", "bias_init", "precision", "impl"]),
+        ("Dense", ["features", "use_bias", "dtype", "param_dtype", "kernel_init", "bias_init", "precision"]),
+        ("MaxPool", ["window", "stride", "padding", "dilation", "ceil_mode", "impl"]),
+        ("Flatten", []),
+        ("Dropout", ["rate", "broadcast_dims", "deterministic", "rng_collection"]),
+        ("DropPath", ["rate", "deterministic", "rng_collection"]),  # no broadcast_dims: one draw per example
+        ("BatchNorm", ["use_running_average", "momentum", "epsilon", "axis_name", *NORM]),
+        ("LayerNorm", ["epsilon", *NORM]),
+    ],
+)
+def test_linen_forms_take_the_nnx_arguments_the_input_does_not_decide(name, attributes):
+    """The attributes, in order (so positional arguments too), of the Linen forms made from the NNX layers."""
+    fields = [field.name for field in dataclasses.fields(getattr(layers, name))]
+    assert fields == [*attributes, "parent", "name"]
+
+
+def test_linen_forms_draw_their_initial_weights_as_flax_linen():
+    x = _random((2, 6, 6, 3))
+    ours = layers.Conv(4, (3, 3)).init(KEY, x)["params"]
+    theirs = nn.Conv(4, (3, 3)).init(KEY, x)["params"]
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+
+def test_linen_forms_check_their_arguments_as_the_nnx_layers():
+    with pytest.raises(ValueError, match="momentum"):
+        layers.BatchNorm(momentum=1.5).init(KEY, jnp.ones((2, 3)), use_running_average=True)
+    with pytest.raises(ValueError, match="^features must be an int >= 1, got 0"):  # Linen's name
+        layers.Dense(0).init(KEY, jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match="takes no call argument train"):
+        layers.BatchNorm(use_running_average=True).init(KEY, jnp.ones((2, 3)), train=False)
+
+
+def test_weights_of_another_shape_are_named():
+    variables = layers.Conv(4, 3, name="conv").init(KEY, jnp.ones((1, 6, 6, 2)))
+    with pytest.raises(ValueError, match=r"kernel has shape \(3, 3, 2, 4\); this input needs \(3, 3, 5, 4\)"):
+        layers.Conv(4, 3).apply(variables, jnp.ones((1, 6, 6, 5)))
