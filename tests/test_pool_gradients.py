@@ -56,13 +56,18 @@ def torch_value_and_grad(fn, x: np.ndarray, cotangent_seed: int = 1):
 
 def check_against_torch(fn, torch_fn, shape, seed: int = 0):
     """On each kind of input (`INPUTS`) of `shape`, `fn`'s value and gradient (JAX, float32) equal
-    `torch_fn`'s (PyTorch, float64)."""
+    `torch_fn`'s (PyTorch, float64). One program for the inputs (eagerly, each ran op by op)."""
+
+    @jax.jit
+    def value_and_grad(x, cotangent):
+        y, vjp = jax.vjp(fn, x)
+        return y, vjp(cotangent)[0]
+
     for inputs in INPUTS:
         x = _input(inputs, shape, seed)
         expected, expected_grad, cotangent = torch_value_and_grad(torch_fn, x)
-        y, vjp = jax.vjp(fn, jnp.asarray(x))
+        y, grad = value_and_grad(jnp.asarray(x), jnp.asarray(cotangent))
         np.testing.assert_allclose(y, expected, rtol=1e-6, err_msg=f"value, {inputs} input")
-        grad = vjp(jnp.asarray(cotangent))[0]
         np.testing.assert_allclose(
             grad, expected_grad, rtol=1e-5, atol=1e-6, err_msg=f"gradient, {inputs} input"
         )
