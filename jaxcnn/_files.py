@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: str | os.PathLike, data: str | bytes, *, durable: bool = True) -> None:
+def write_atomically(path: str | os.PathLike, data: str | bytes | bytearray, *, durable: bool = True) -> None:
     """Replaces `path` by `data` (text is written as UTF-8) in one rename.
 
     `durable` fsyncs the file before the rename and the directory after it, so the new content survives a

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -42,7 +43,11 @@ class Registry(Generic[T]):
         self.entry_type = entry_type
         self._entries: dict[str, T] = {}
 
-    def register(self, name: str, entry: T | None = None, *, overwrite: bool = False):
+    @overload
+    def register(self, name: str, entry: None = None, *, overwrite: bool = False) -> Callable[[T], T]: ...
+    @overload
+    def register(self, name: str, entry: T, *, overwrite: bool = False) -> T: ...
+    def register(self, name: str, entry: T | None = None, *, overwrite: bool = False) -> T | Callable[[T], T]:
         """Adds `entry` under `name`, as a decorator (`@registry.register("name")`) or a call; returns it.
 
         Raises:

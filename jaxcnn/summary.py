@@ -333,7 +333,7 @@ def _linen_calls(model: nn.Module, x: jax.ShapeDtypeStruct, rngs, kwargs):
 
     out, variables = jax.eval_shape(init, x)
     variables = nn.unbox(variables)
-    direct = {}  # module path -> parameters held directly (not by submodules)
+    direct: dict[tuple[str, ...], int] = {}  # module path -> parameters held directly (not by submodules)
     for path, leaf in traverse_util.flatten_dict(variables.get("params", {})).items():
         direct[path[:-1]] = direct.get(path[:-1], 0) + math.prod(leaf.shape)
     calls = []
@@ -352,7 +352,7 @@ def summary(
     *,
     dtype: Any = jnp.float32,
     rngs: dict[str, jax.Array] | None = None,
-    **kwargs,
+    **kwargs: Any,
 ) -> Summary:
     """Summarises `model` on inputs of `input_shape` (one example, no batch dim), e.g. (28, 28, 1).
 

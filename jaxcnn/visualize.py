@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 from matplotlib.figure import Figure
 
 from jaxcnn import layers, nnx_layers
@@ -26,8 +28,11 @@ from jaxcnn.data import ArrayDataset, batches
 from jaxcnn.models.bridge import LinenModel, load_linen_variables
 from jaxcnn.training.metrics import read_metrics
 
+Model = nnx.Module | nn.Module  # an NNX model, or a Linen model and its variables
+Variables = Mapping[str, Any]
 
-def plot_learning_curves(lines: list[dict]):
+
+def plot_learning_curves(lines: list[dict[str, Any]]) -> Figure:
     """Loss and accuracy against step, train and test, from `metrics.jsonl` lines. Returns the Figure."""
     figure = Figure(figsize=(10, 3.6), layout="constrained")
     loss_axes, accuracy_axes = figure.subplots(1, 2)
@@ -98,7 +103,9 @@ def _images(images) -> jax.Array:
     return jnp.asarray(images)
 
 
-def predict(model, dataset: ArrayDataset, batch_size: int = 500, *, variables=None) -> np.ndarray:
+def predict(
+    model: Model, dataset: ArrayDataset, batch_size: int = 500, *, variables: Variables | None = None
+) -> np.ndarray:
     """Predicted labels `(N,)` of every example of `dataset`, in order, in eval mode.
 
     `model` is an NNX model, or a Linen model with its `variables`.
@@ -112,11 +119,15 @@ def predict(model, dataset: ArrayDataset, batch_size: int = 500, *, variables=No
     if isinstance(model, nnx.Module):
         # The Dropout streams stay out of the traced state: eval draws nothing, and those of a model
         # loaded into `abstract_nnx_model` hold no keys.
-        graphdef, streams, state = nnx.split(_eval_view(model), nnx.RngState, ...)
+        # flax types a split by two filters as (graphdef, state, *states): it does not know there is no third.
+        graphdef, streams, state = nnx.split(_eval_view(model), nnx.RngState, ...)  # type: ignore[misc]
         apply = jax.jit(lambda state, images: nnx.merge(graphdef, streams, state)(images).argmax(-1))
         predicted_labels = lambda images: apply(state, images)
     else:
-        predicted_labels = jax.jit(lambda images: model.apply(variables, images, train=False).argmax(-1))
+        # flax types apply's result as a union with mutable='s (output, variables) pair; _model_to_run
+        # refused a Linen model without variables.
+        apply_linen = lambda images: model.apply(variables, images, train=False).argmax(-1)  # type: ignore[arg-type, union-attr]
+        predicted_labels = jax.jit(apply_linen)
     predicted = [
         np.asarray(predicted_labels(batch["image"]))[batch["mask"] > 0]
         for batch in batches(dataset, batch_size, shuffle=False, drop_remainder=False)
@@ -154,7 +165,9 @@ def _conv_calls(model, variables, images) -> list[tuple[str, np.ndarray, np.ndar
     return calls
 
 
-def conv_outputs(model, images, *, variables=None) -> dict[str, np.ndarray]:
+def conv_outputs(
+    model: Model, images: ArrayLike, *, variables: Variables | None = None
+) -> dict[str, np.ndarray]:
     """The output of every jaxcnn convolution (`nnx_layers.Conv`, `layers.Conv`) the model applies to
     `images`, in call order (eval mode).
 
@@ -163,13 +176,15 @@ def conv_outputs(model, images, *, variables=None) -> dict[str, np.ndarray]:
     `(N, *spatial, features)` before any normalisation or activation; a layer called twice keeps its
     first output.
     """
-    outputs = {}
+    outputs: dict[str, np.ndarray] = {}
     for path, _, maps in _conv_calls(model, variables, images):
         outputs.setdefault(path, maps)
     return outputs
 
 
-def first_conv(model, images, *, variables=None) -> tuple[str, np.ndarray, np.ndarray]:
+def first_conv(
+    model: Model, images: ArrayLike, *, variables: Variables | None = None
+) -> tuple[str, np.ndarray, np.ndarray]:
     """`(path, kernel, feature_maps)` of the first convolution the model applies to `images`.
 
     `model` is an NNX model, or a Linen model with its `variables`. The kernel `(*window, C_in, C_out)`
@@ -185,7 +200,7 @@ def first_conv(model, images, *, variables=None) -> tuple[str, np.ndarray, np.nd
     return calls[0]
 
 
-def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+def confusion_matrix(labels: ArrayLike, predictions: ArrayLike, num_classes: int) -> np.ndarray:
     """`(num_classes, num_classes)` counts: row = true label, column = predicted label."""
     matrix = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
@@ -205,7 +220,7 @@ def _image_grid(count: int, columns: int, cell: float = 1.3):
     return figure, list(axes.flat)
 
 
-def _show(axis, image: np.ndarray, **kwargs) -> None:
+def _show(axis, image: ArrayLike, **kwargs) -> None:
     """An `(H, W, C)` image: C = 1 in gray, C = 3 as RGB rescaled to [0, 1]."""
     image = np.asarray(image, np.float32)
     if image.shape[-1] == 3:
@@ -215,29 +230,36 @@ def _show(axis, image: np.ndarray, **kwargs) -> None:
         axis.imshow(image[..., 0], cmap="gray", interpolation="nearest", **kwargs)
 
 
-def plot_filters(kernel, *, columns: int = 8, title: str | None = None):
+def plot_filters(kernel: ArrayLike, *, columns: int = 8, title: str | None = None) -> Figure:
     """The filters of a 2-d convolution kernel `(H, W, C_in, C_out)` as `C_out` small images.
 
     One input channel is drawn in gray with zero at mid-gray (symmetric limits per filter), so
     bright pixels are positive weights and dark ones negative; three input channels as RGB; any
     other number is averaged over the input channels.
     """
-    kernel = np.asarray(kernel, np.float32)
-    if kernel.ndim != 4:
-        raise ValueError(f"kernel must be a 2-d conv kernel (H, W, C_in, C_out), got shape {kernel.shape}")
-    if kernel.shape[2] not in (1, 3):
-        kernel = kernel.mean(axis=2, keepdims=True)
-    figure, axes = _image_grid(kernel.shape[-1], columns)
-    for index, axis in enumerate(axes[: kernel.shape[-1]]):
-        limit = float(np.abs(kernel[..., index]).max()) or 1.0
-        _show(axis, kernel[..., index], vmin=-limit, vmax=limit)
+    filters = np.asarray(kernel, np.float32)
+    if filters.ndim != 4:
+        raise ValueError(f"kernel must be a 2-d conv kernel (H, W, C_in, C_out), got shape {filters.shape}")
+    if filters.shape[2] not in (1, 3):
+        filters = filters.mean(axis=2, keepdims=True)
+    figure, axes = _image_grid(filters.shape[-1], columns)
+    for index, axis in enumerate(axes[: filters.shape[-1]]):
+        limit = float(np.abs(filters[..., index]).max()) or 1.0
+        _show(axis, filters[..., index], vmin=-limit, vmax=limit)
         axis.set_title(str(index), fontsize=8)
     if title:
         figure.suptitle(title)
     return figure
 
 
-def plot_feature_maps(maps, *, image=None, max_maps: int = 32, columns: int = 8, title: str | None = None):
+def plot_feature_maps(
+    maps: ArrayLike,
+    *,
+    image: ArrayLike | None = None,
+    max_maps: int = 32,
+    columns: int = 8,
+    title: str | None = None,
+) -> Figure:
     """Feature maps `(H, W, C)` of one input, one panel per channel (the first `max_maps`),
     after the input `image` `(H', W', C')` when given. Each map has its own colour scale."""
     maps = np.asarray(maps, np.float32)
@@ -257,7 +279,9 @@ def plot_feature_maps(maps, *, image=None, max_maps: int = 32, columns: int = 8,
     return figure
 
 
-def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, *, title: str | None = None):
+def plot_confusion_matrix(
+    matrix: ArrayLike, class_names: Sequence[str] | None = None, *, title: str | None = None
+) -> Figure:
     """A confusion matrix (rows true, columns predicted), coloured by the fraction of each true
     class and annotated with counts."""
     matrix = np.asarray(matrix)
@@ -282,15 +306,15 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, *, t
 
 
 def plot_misclassified(
-    images,
-    labels,
-    predictions,
+    images: np.ndarray | jax.Array,
+    labels: ArrayLike,
+    predictions: ArrayLike,
     class_names: Sequence[str] | None = None,
     *,
     max_examples: int = 16,
     columns: int = 8,
     title: str | None = None,
-):
+) -> Figure:
     """The first `max_examples` images `(N, H, W, C)` whose prediction differs from the label,
     each titled "true → predicted"."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)

@@ -16,6 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jaxcnn._validate import Settings, boolean, integer, number
 
@@ -95,7 +96,9 @@ def mixup(images: jax.Array, weight: jax.Array) -> jax.Array:
     return weight * images + (1 - weight) * images[::-1]
 
 
-def cutmix(images: jax.Array, top, left, height, width) -> jax.Array:
+def cutmix(
+    images: jax.Array, top: ArrayLike, left: ArrayLike, height: ArrayLike, width: ArrayLike
+) -> jax.Array:
     """CutMix (Yun et al., 2019): the rectangle `[top, top + height) x [left, left + width)` of every image
     `(N, H, W, C)` replaced by that of its partner, the batch reversed."""
     rows = jnp.arange(images.shape[1])[:, None, None]
@@ -104,7 +107,9 @@ def cutmix(images: jax.Array, top, left, height, width) -> jax.Array:
     return jnp.where(inside, images[::-1], images)
 
 
-def mix_batch(key: jax.Array, images: jax.Array, mixup_alpha: float, cutmix_alpha: float):
+def mix_batch(
+    key: jax.Array, images: jax.Array, mixup_alpha: float, cutmix_alpha: float
+) -> tuple[jax.Array, jax.Array]:
     """`(images, weight)`: the batch `(N, H, W, C)` mixed with itself reversed, by Mixup or CutMix (one of
     them, with probability 1/2 each, when both alphas are > 0), and the weight of each example's own label
     in its target (the partner's label, `labels[::-1]`, has `1 - weight`). One mix per batch, from `key`.

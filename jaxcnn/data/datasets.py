@@ -25,6 +25,7 @@ import socket
 import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class UnreadableImageError(ValueError):
     """
 
 
-def printable(name) -> str:
+def printable(name: object) -> str:
     """`name` (a path or a string) for a log line or message: each character that is not printable (a
     newline, the ESC of a terminal's escape sequence) written as its Python escape, so that a file or
     folder name can neither forge log lines nor recolor a terminal."""
@@ -147,7 +148,8 @@ class TfdsImages(LazyImages):
             raise TypeError(
                 f"records must be a 1-d array of record indices, got {records.dtype} {records.shape}"
             )
-        super().__init__((len(records), *check_shape(image_shape, "image_shape", length=3)))
+        height, width, channels = check_shape(image_shape, "image_shape", length=3)
+        super().__init__((len(records), height, width, channels))
         self.directory, self.split, self.records = directory, split, records
         self._source = None
 
@@ -184,7 +186,7 @@ class ArrayDataset:
 
     name: str
     split: str
-    images: np.ndarray
+    images: np.ndarray | LazyImages
     labels: np.ndarray
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
@@ -272,9 +274,15 @@ _DIGITS_TRAIN = (
 
 
 DATASETS: Registry[Callable[..., ArrayDataset]] = Registry("dataset")
+# A loader keeps its own type through @register.
+_Loader = TypeVar("_Loader", bound=Callable[..., ArrayDataset])
 
 
-def register(name: str, loader: Callable[..., ArrayDataset] | None = None, *, overwrite: bool = False):
+@overload
+def register(name: str, loader: None = None, *, overwrite: bool = False) -> Callable[[_Loader], _Loader]: ...
+@overload
+def register(name: str, loader: _Loader, *, overwrite: bool = False) -> _Loader: ...
+def register(name: str, loader: Callable[..., ArrayDataset] | None = None, *, overwrite: bool = False) -> Any:
     """Adds a dataset that `load` (and `config.dataset`) accepts, as a decorator or a call.
 
         @jaxcnn.data.register("my_scans")
@@ -337,9 +345,9 @@ class DataSettings(Settings):
         boolean(self.trivial_augment, "trivial_augment")
         integer(self.workers, "workers", minimum=0)
 
-    def load_options(self, dataset: str) -> dict:
+    def load_options(self, dataset: str) -> dict[str, Any]:
         """The keyword arguments of `load(dataset, ...)` this section gives."""
-        options = {"data_dir": self.dir or None, "source": self.source}
+        options: dict[str, Any] = {"data_dir": self.dir or None, "source": self.source}
         if dataset == "folder":
             options.update(
                 image_size=self.image_size, color=self.color, holdout=self.holdout, bad_images=self.bad_images
@@ -361,7 +369,7 @@ def load(
     data_dir: str | os.PathLike | None = None,
     num_examples: int = 0,
     source: str = "auto",
-    **options,
+    **options: Any,
 ) -> ArrayDataset:
     """Loads split `split` ("train" or "test") of dataset `name` into memory.
 
@@ -397,7 +405,7 @@ def _load_tfds_dataset(name: str, split: str, *, data_dir=None, source: str = "a
     info = _TFDS_DATASETS[name]
     builder = tfds.builder(name, data_dir=data_dir)
     local = Path(builder.data_dir_root) / name  # where downloaded original files are kept
-    tried = []
+    tried: list[str] = []  # each source tried and why it failed, for the message
     from_tfds = source in ("auto", "tfds")
     from_files = source in ("auto", "files")
     arrays = (from_tfds and _read_prepared(builder, split, tried)) or (
@@ -544,6 +552,15 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray
     return images, labels
 
 
+def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str | os.PathLike) -> bytes:
+    file = archive.extractfile(member)  # None for a member that is no regular file (a folder, a link)
+    if file is None:
+        raise ValueError(
+            f"{printable(path)}: {printable(member.name)} is not a file: not CIFAR-10's binary archive"
+        )
+    return file.read()
+
+
 def read_cifar10_archive(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images `(N, 32, 32, 3)` uint8 and labels `(N,)` from CIFAR-10's archive `cifar-10-binary.tar.gz`.
 
@@ -555,7 +572,7 @@ def read_cifar10_archive(path: str | os.PathLike, split: str) -> tuple[np.ndarra
         missing = [m for m in members if m not in files]
         if missing:
             raise ValueError(f"{printable(path)} lacks {', '.join(missing)}: not CIFAR-10's binary archive")
-        raw = b"".join(archive.extractfile(files[m]).read() for m in members)
+        raw = b"".join(_member_bytes(archive, files[m], path) for m in members)
     if len(raw) % 3073:
         raise ValueError(f"{printable(path)}: {len(raw)} bytes is not a whole number of 3,073-byte records")
     records = np.frombuffer(raw, np.uint8).reshape(-1, 3073)

@@ -50,6 +50,7 @@ import math
 import os
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,9 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def folder_files(directory: str | os.PathLike, split: str, holdout: float = 0.0):
+def folder_files(
+    directory: str | os.PathLike, split: str, holdout: float = 0.0
+) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     """`(files, labels, class_names)` of split `split` of an image folder, before any image is read.
 
     With `train/` and `test/` subfolders, each split is its own folder (`holdout` must be 0); without
@@ -209,7 +212,7 @@ def _eight_bit(image, data: bytes):
         return Image.fromarray(_scaled_from_sixteen_bits(np.clip(np.asarray(image), 0, 65535)))
     tile = image.tile[0] if len(image.tile) == 1 else None
     low_bytes = tile and isinstance(tile.args, str) and _LOW_BYTES_RAW_MODES.get(tile.args)
-    if not low_bytes:
+    if tile is None or not low_bytes:
         return image
     with Image.open(io.BytesIO(data)) as low:
         low.tile = [tile._replace(args=low_bytes)]
@@ -252,7 +255,9 @@ def _color_mode(files: list[Path], color: str) -> str:
     return "RGB"
 
 
-def gather_skipping(read, rows, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def gather_skipping(
+    read: Callable[[int], np.ndarray], rows: np.ndarray, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """`LazyImages.gather`'s `(images, readable)` of `read(row)` for each of `rows` (uint8 `shape` each),
     where an image whose `read` raises `UnreadableImageError` is zeros, not readable, and named in the log."""
     images, readable = np.zeros((len(rows), *shape), np.uint8), np.ones(len(rows), bool)
@@ -294,7 +299,7 @@ class ImageFiles(LazyImages):
     def _read(self, rows):
         return np.stack([self._image(r) for r in rows])
 
-    def gather(self, rows, draw=()):
+    def gather(self, rows: np.ndarray, draw: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
         if self.bad_images == "raise":
             return super().gather(rows)
         return gather_skipping(self._image, rows, self.shape[1:])
@@ -324,7 +329,9 @@ def _scan(paths: list[Path], labels: np.ndarray, mode: str, image_size: int, bad
     """The readable images of `paths` (`ImageFiles`) and their labels: unreadable ones are skipped, each
     named in the log, or an `UnreadableImageError` names the first when `bad_images` is "raise"; images of
     another size than the first, without `image_size`, are a ValueError naming both."""
-    shapes, kept, skipped = [], [], 0
+    shapes: list[tuple[int, int, int]] = []
+    kept: list[int] = []  # the indices of `paths` kept
+    skipped = 0
     for index, path in enumerate(paths):
         try:
             shape = _image_size_of(path, mode, image_size)
@@ -380,7 +387,9 @@ def _valid_statistics(entry: dict, channels: int) -> bool:
     """Whether a cache entry holds `channels` means in [0, 1] and stds in [0, 0.5] (the most a [0, 1]
     value's std can be)."""
     mean, std = entry.get("mean"), entry.get("std")
-    if not all(isinstance(v, list) and len(v) == channels and all(map(is_number, v)) for v in (mean, std)):
+    if not (isinstance(mean, list) and isinstance(std, list)):
+        return False
+    if not all(len(v) == channels and all(map(is_number, v)) for v in (mean, std)):
         return False
     return all(0 <= m <= 1 for m in mean) and all(0 <= s <= 0.5 for s in std)  # False for NaN
 

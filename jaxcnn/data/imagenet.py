@@ -30,9 +30,12 @@ import functools
 import io
 import json
 import math
+import os
 import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +51,9 @@ from jaxcnn.data.datasets import (
     printable,
     register,
 )
+
+if TYPE_CHECKING:  # Pillow is imported where images are decoded
+    from PIL import Image
 
 SCALE = (0.08, 1.0)  # the random crop's fraction of the image's area
 RATIO = (3 / 4, 4 / 3)  # its width / height
@@ -149,8 +155,8 @@ TRIVIAL_OPERATIONS = ("identity", "shear_x", "shear_y", "translate_x", "translat
 
 
 def trivial_augment(
-    rng: np.random.Generator, image, operation: str | None = None, bin_index: int | None = None
-):
+    rng: np.random.Generator, image: Image.Image, operation: str | None = None, bin_index: int | None = None
+) -> Image.Image:
     """`image` (a Pillow RGB image) through one TrivialAugment operation (Müller & Hutter, 2021), drawn
     uniformly from `TRIVIAL_OPERATIONS` with a magnitude bin uniform in [0, 31) and, for signed operations,
     a random sign; `operation` and `bin_index` fix those draws (the sign is still drawn). Geometric
@@ -181,9 +187,9 @@ def decode_view(
             left, top, box_width, box_height = (
                 center_box(width, height) if rng is None else random_resized_box(rng, width, height)
             )
-            scale = draft_scale(box_width, box_height, image_size)
-            if scale > 1:  # a no-op (None) for other formats than JPEG
-                drafted = image.draft("RGB", (width // scale, height // scale))
+            reduction, scale = draft_scale(box_width, box_height, image_size), 1.0
+            if reduction > 1:  # a no-op (None) for other formats than JPEG
+                drafted = image.draft("RGB", (width // reduction, height // reduction))
                 scale = width / drafted[1][2] if drafted else 1
             view = folder._eight_bit(image, data)
             if view.mode != "RGB":
@@ -198,7 +204,7 @@ def decode_view(
     return np.asarray(view, np.uint8)
 
 
-def view_rng(draw, row: int) -> np.random.Generator:
+def view_rng(draw: Sequence[int], row: int) -> np.random.Generator:
     """The random stream of row `row`'s training view in the batch drawn from `draw` (its seed, epoch)."""
     return np.random.default_rng([_VIEWS_STREAM, *draw, int(row)])
 
@@ -228,7 +234,7 @@ class _ShardSource:
 
     def __init__(self, shards: list[str], records: np.ndarray):
         self.shards, self.records = list(shards), np.asarray(records, np.int64)
-        self._reader = None
+        self._reader: Any = None  # grain's ArrayRecordDataSource, opened in each process
 
     def __len__(self):
         return len(self.records)
@@ -271,7 +277,14 @@ class EncodedImages(LazyImages):
     """Encoded images decoded to `(image_size, image_size, 3)` views when gathered: random training views
     where `gather` is given a `draw` and `augment` is True, evaluation views otherwise."""
 
-    def __init__(self, source, image_size: int, bad_images: str, augment: bool, trivial: bool):
+    def __init__(
+        self,
+        source: _FileSource | _ShardSource,
+        image_size: int,
+        bad_images: str,
+        augment: bool,
+        trivial: bool,
+    ):
         super().__init__((len(source), image_size, image_size, 3))
         self.source, self.image_size, self.bad_images = source, image_size, bad_images
         self.augment, self.trivial = augment, trivial
@@ -288,7 +301,7 @@ class EncodedImages(LazyImages):
     def _read(self, rows):
         return np.stack([self._view(r) for r in rows])
 
-    def gather(self, rows, draw=()):
+    def gather(self, rows: np.ndarray, draw: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
         if self.bad_images == "raise":
             return np.stack([self._view(r, draw) for r in rows]), np.ones(len(rows), bool)
         return folder.gather_skipping(lambda row: self._view(row, draw), rows, self.shape[1:])
@@ -345,7 +358,7 @@ def _train_files(directory: Path, holdout: float) -> int:
 
 
 def load_imagenet(
-    directory,
+    directory: str | os.PathLike,
     split: str = "train",
     *,
     image_size: int,

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +80,7 @@ def _channels_first_max_pools(graph) -> None:
     import onnx
 
     producers = {out: node for node in graph.node for out in node.output}
-    consumers = {}
+    consumers: dict[str, list[Any]] = {}  # a tensor's name -> the nodes (onnx.NodeProto) that read it
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ class Servable:
     info: ServingInfo
     recipe: ZooRecipe | None = None
 
-    def forward(self, dtype: str = "float32", raw_images: bool = False):
+    def forward(self, dtype: str = "float32", raw_images: bool = False) -> Callable[[jax.Array], jax.Array]:
         """`f(images) -> logits` (float32) of the model with its weights in `dtype`: images `(N, H, W, C)` in
         `dtype`, or uint8 pixels normalized first (`raw_images`, needs `info.mean` and `info.std`).
 
@@ -203,7 +203,7 @@ def from_checkpoint(
     class_names: Sequence[str] = (),
     mean: Sequence[float] = (),
     std: Sequence[float] = (),
-    **model_kwargs,
+    **model_kwargs: Any,
 ) -> Servable:
     """The newest checkpoint of `checkpoint` (a workdir or its `checkpoints` directory) in the registered
     zoo model `model_name`, built with `model_kwargs`: its evaluation weights (the moving average where the
@@ -239,7 +239,7 @@ def from_zoo(
     class_names: Sequence[str] = (),
     mean: Sequence[float] = (),
     std: Sequence[float] = (),
-    **model_kwargs,
+    **model_kwargs: Any,
 ) -> Servable:
     """The registered zoo model `model_name` (built with `num_classes` and `model_kwargs`) with `variables`
     (`{"params": ..., "batch_stats": ...}`), with the recipe that builds it again (for a converter that

@@ -54,7 +54,7 @@ def check_options(path: str | os.PathLike, batch: int | None, dtype: str) -> Pat
     return path
 
 
-def write_artifact(path: Path, payload: bytes, info: ServingInfo) -> None:
+def write_artifact(path: Path, payload: bytes | bytearray, info: ServingInfo) -> None:
     """Writes the artifact and its metadata, each atomically; the artifact is removed if its metadata cannot
     be written, so no artifact is left without it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ class AllConvNet(ZooModel):
         channels = self.input_shape[-1]
         conv = functools.partial(L.Conv, dtype=dtype, impl=impl, rngs=rngs)
         self.input_dropout = L.Dropout(input_dropout, rngs=rngs)
-        layers, k = [], 0
+        layers: list[tuple[str, nnx.Module]] = []
+        k = 0
         for stage, width in enumerate(features, start=1):
             for stride in (1, 1, 2):
                 k += 1

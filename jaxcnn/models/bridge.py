@@ -13,7 +13,7 @@ serve both).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -89,13 +89,13 @@ def call(model: nnx.Module, x: jax.Array, *, train: bool, dropout_key: jax.Array
     return model(x)
 
 
-def abstract_state(model: nnx.Module):
+def abstract_state(model: nnx.Module) -> tuple[nnx.GraphDef[nnx.Module], nnx.State]:
     """`(graphdef, state)` of `model` with shapes and dtypes in place of its arrays."""
     graphdef, state = nnx.split(model)
     return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
 
 
-def merge_abstract(graphdef, abstract) -> nnx.Module:
+def merge_abstract(graphdef: nnx.GraphDef[nnx.Module], abstract: nnx.State) -> nnx.Module:
     """A new model from `abstract_state`'s parts, ready for `load_linen_variables`: with fresh Variables,
     since a Variable may only be set in the trace (`jax.jit`, `jax.grad`, ...) it was made in."""
     return nnx.merge(graphdef, abstract, copy=True)
@@ -140,13 +140,17 @@ class LinenModel(nn.Module):
     nnx_class: Callable[..., nnx.Module]
     kwargs: Mapping[str, Any] = FrozenDict()
 
-    def nnx_model(self, input_shape, rngs: nnx.Rngs) -> nnx.Module:
+    def nnx_model(self, input_shape: Sequence[int], rngs: nnx.Rngs) -> nnx.Module:
         """The NNX model itself, initialised from `rngs`."""
         return self.nnx_class(**self.kwargs, input_shape=tuple(input_shape), rngs=rngs)
 
-    def abstract_nnx_model(self, input_shape) -> nnx.Module:
+    def abstract_nnx_model(self, input_shape: Sequence[int]) -> nnx.Module:
         """The NNX model with shapes and dtypes in place of its weights (nothing is computed)."""
-        key = (self.nnx_class, FrozenDict(self.kwargs), tuple(input_shape))
+        key: tuple[Callable[..., nnx.Module], FrozenDict[str, Any], tuple[int, ...]] = (
+            self.nnx_class,
+            FrozenDict(self.kwargs),
+            tuple(input_shape),
+        )
         try:
             hash(key)
         except TypeError:  # an argument that cannot be a cache key (a list, say): built every time

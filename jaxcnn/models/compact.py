@@ -44,7 +44,8 @@ class CompactCNN(ZooModel):
         channels = self.input_shape[-1]
         conv = partial(L.Conv, use_bias=False, dtype=dtype, impl=impl, rngs=rngs)
         norm = partial(L.BatchNorm, axis_name=axis_name, dtype=dtype, rngs=rngs)
-        layers, k, width_in = [], 0, channels
+        layers: list[tuple[str, nnx.Module]] = []
+        k, width_in = 0, channels
         for stage, width in enumerate(features):
             if stage:
                 layers.append((f"pool{stage}", L.MaxPool(2, impl=pool_impl(impl))))

@@ -12,6 +12,8 @@ one model's variables into another's (its backbone), in both APIs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 from flax import nnx, traverse_util
@@ -44,7 +46,9 @@ def _flat(variables) -> dict[tuple[str, ...], jax.Array]:
     return traverse_util.flatten_dict(variables)
 
 
-def transfer_variables(target, source, *, skip_mismatched: str = "") -> tuple[dict, list[str]]:
+def transfer_variables(
+    target: Mapping[str, Any], source: Mapping[str, Any], *, skip_mismatched: str = ""
+) -> tuple[dict[str, Any], list[str]]:
     """`target`'s variables with every leaf taken from `source` (Linen-style dicts: `{"params": ...,
     "batch_stats": ...}`, as `models.linen_variables` gives), path for path.
 

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,12 +18,14 @@ from jaxcnn._validate import integer
 from jaxcnn.models._common import check_out_indices
 from jaxcnn.models.bridge import LinenModel
 
-Factory = Callable[..., nnx.Module | nn.Module]
+# -> an nnx.Module or a flax.linen.Module (which one: `_builds_nnx`), hence Any for a type checker
+Factory = Callable[..., Any]
+_F = TypeVar("_F", bound=Factory)  # a factory keeps its own type through @register
 MODELS: Registry[Factory] = Registry("model")
 _BUILT_BY_THE_REGISTRY = {"num_classes", "input_shape", "rngs", "parent", "name"}
 
 
-def _target(factory: Factory):
+def _target(factory: Factory) -> Callable[..., Any]:
     return factory.func if isinstance(factory, functools.partial) else factory
 
 
@@ -36,7 +39,11 @@ def is_nnx(name: str) -> bool:
     return _builds_nnx(MODELS.get(name))
 
 
-def register(name: str, factory: Factory | None = None, *, overwrite: bool = False):
+@overload
+def register(name: str, factory: None = None, *, overwrite: bool = False) -> Callable[[_F], _F]: ...
+@overload
+def register(name: str, factory: _F, *, overwrite: bool = False) -> _F: ...
+def register(name: str, factory: Factory | None = None, *, overwrite: bool = False) -> Any:
     """Adds a model to the registry, as a decorator or a call.
 
         @register("my_net")
@@ -67,7 +74,9 @@ def _accepted_arguments(factory: Factory) -> set[str]:
     if dataclasses.is_dataclass(target):  # a Linen module
         names = {f.name for f in dataclasses.fields(target) if f.init}
     else:  # an NNX module (whose metaclass hides the signature of its __init__) or a function
-        names = set(inspect.signature(target.__init__ if isinstance(target, type) else target).parameters)
+        # mypy warns that a subclass may change __init__: the class's own is the one wanted here.
+        init = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
+        names = set(inspect.signature(init).parameters)
         names.discard("self")
     return names - _BUILT_BY_THE_REGISTRY  # a partial's keywords are defaults: create may override them
 
@@ -110,7 +119,12 @@ def _backbone(name: str, factory: Factory, features_only: bool, out_indices) -> 
 
 
 def create(
-    name: str, *, num_classes: int = 10, features_only: bool = False, out_indices=None, **kwargs
+    name: str,
+    *,
+    num_classes: int = 10,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Builds a registered model as a Flax Linen module: `model.init(key, x)`, then
     `model.apply(variables, x, train=False, rngs=...)` on channels-last images `(N, H, W, C)` gives
@@ -138,8 +152,8 @@ def create_nnx(
     rngs: nnx.Rngs,
     input_shape: Sequence[int] | None = None,
     features_only: bool = False,
-    out_indices=None,
-    **kwargs,
+    out_indices: Sequence[int] | None = None,
+    **kwargs: Any,
 ) -> nnx.Module:
     """Builds a registered model as a Flax NNX module, initialised from `rngs`: `model(x)` on channels-last
     images `(N, H, W, C)` gives logits `(N, num_classes)`; `model.train()` / `model.eval()` switch Dropout

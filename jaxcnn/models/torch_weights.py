@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 from flax import nnx, traverse_util
 
 from jaxcnn._files import write_atomically
@@ -42,7 +43,8 @@ from jaxcnn.models.vgg import POOLED_SIZE, VGG
 
 Path = tuple[str, ...]
 # A family's map from jaxcnn module paths (all of the model's) to torchvision module names.
-Namer = Callable[[nnx.Module, list[Path]], dict[Path, str]]
+# (a model of the family's class, its module paths) -> their torchvision names
+Namer = Callable[[Any, list[Path]], dict[Path, str]]
 
 # (collection, leaf name) -> torchvision's parameter or buffer name.
 _LEAF_NAMES = {
@@ -70,7 +72,9 @@ TORCHVISION_FAMILIES: Registry[TorchvisionFamily] = Registry(
 )
 
 
-def torchvision_family(model: type, *, classifier: str, first_conv: str, overwrite: bool = False):
+def torchvision_family(
+    model: type, *, classifier: str, first_conv: str, overwrite: bool = False
+) -> Callable[[Namer], Namer]:
     """Registers the decorated namer as the map of `model`'s modules (and its subclasses') to torchvision's:
 
         @torchvision_family(MyNet, classifier="fc.weight", first_conv="conv1.weight")
@@ -98,9 +102,10 @@ def _resnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
 
 
 @torchvision_family(VGG, classifier="classifier.6.weight", first_conv="features.0.weight")
-def _vgg_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
+def _vgg_names(model: VGG, paths: list[Path]) -> dict[Path, str]:
     # torchvision's `features` is one Sequential of conv, [bn,] relu and pool modules.
-    names, index, convs = {("fc1",): "classifier.0", ("fc2",): "classifier.3", ("fc3",): "classifier.6"}, 0, 0
+    names: dict[Path, str] = {("fc1",): "classifier.0", ("fc2",): "classifier.3", ("fc3",): "classifier.6"}
+    index, convs = 0, 0
     for v in model.config:
         if v == "M":
             index += 1
@@ -118,7 +123,7 @@ def _mobilenet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # conv, project bn), features.{blocks + 1} = head; Conv2dNormActivation = (conv, bn).
     blocks = {path[0] for path in paths if path[0].startswith("block")}
     conv_bn = {"conv": "0", "bn": "1"}
-    names = {("classifier",): "classifier.1"}
+    names: dict[Path, str] = {("classifier",): "classifier.1"}
     for path in paths:
         top, *inner = path
         if top in ("stem", "head"):
@@ -153,17 +158,17 @@ def _conv_bn(part: str) -> str:
 def _efficientnet_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     # features.0 = stem, features.s.j = stage{s}_{j} (block = Sequential of [expand,] depthwise, se,
     # project), features.{stages + 1} = head, classifier = (dropout, linear).
-    stages = max(int(re.match(r"stage(\d+)_", p[0])[1]) for p in paths if p[0].startswith("stage"))
-    names = {("classifier",): "classifier.1"}
+    stages = max(int(match[1]) for p in paths if (match := re.match(r"stage(\d+)_", p[0])))
+    names: dict[Path, str] = {("classifier",): "classifier.1"}
     for path in paths:
         top, *inner = path
         if top in ("stem", "head"):
             names[path] = f"features.{0 if top == 'stem' else stages + 1}.{_conv_bn(inner[0])}"
-        elif top.startswith("stage") and inner:
+        elif (match := re.match(r"stage(\d+)_(\d+)", top)) and inner:
             parts = ["expand", "depthwise", "se", "project"]
             if getattr(model, top).expand is None:
                 parts.remove("expand")
-            stage, block = re.match(r"stage(\d+)_(\d+)", top).groups()
+            stage, block = match.groups()
             names[path] = ".".join(
                 [f"features.{stage}.{block}.block.{parts.index(inner[0])}", *map(_conv_bn, inner[1:])]
             )
@@ -178,7 +183,7 @@ def _convnext_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     fixed = {"stem_conv": "features.0.0", "stem_norm": "features.0.1", "head_norm": "classifier.0",
              "classifier": "classifier.2"}  # fmt: skip
     parts = {"dwconv": "block.0", "norm": "block.2", "pwconv1": "block.3", "pwconv2": "block.5"}
-    names = {}
+    names: dict[Path, str] = {}
     for path in paths:
         top, *inner = path
         if top in fixed:
@@ -191,7 +196,7 @@ def _convnext_names(model: nnx.Module, paths: list[Path]) -> dict[Path, str]:
     return names
 
 
-def _family(model_name: str, architecture: nnx.Module, caller: str) -> TorchvisionFamily:
+def _family(model_name: str, architecture: nnx.Module | nn.Module, caller: str) -> TorchvisionFamily:
     """The family of `architecture`'s class or of its nearest base; ValueError naming the registered ones."""
     by_class = {
         family.model: family for family in map(TORCHVISION_FAMILIES.get, TORCHVISION_FAMILIES.names())
@@ -279,7 +284,7 @@ def _expected_torch_shape(shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
 
 
 def load_torch_state_dict(
-    model_name: str, state_dict: Mapping[str, Any] | str | os.PathLike, **create_kwargs
+    model_name: str, state_dict: Mapping[str, Any] | str | os.PathLike, **create_kwargs: Any
 ) -> dict[str, Any]:
     """Converts a torchvision state dict into variables for `create(model_name, **create_kwargs)`.
 
@@ -369,7 +374,7 @@ def save_torch_state_dict(
     model_name: str,
     variables: Mapping[str, Any] | nnx.Module,
     path: str | os.PathLike | None = None,
-    **create_kwargs,
+    **create_kwargs: Any,
 ) -> dict[str, np.ndarray]:
     """The inverse of `load_torch_state_dict`: jaxcnn weights as torchvision's state dict, and with `path`
     written to that `.safetensors` file too (`pip install jaxcnn[safetensors]`), which PyTorch reads with

@@ -67,7 +67,7 @@ class UNetSmall(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x, "unet_small", min_size=2**LEVELS)
-        _check_divisible(*x.shape[1:3], f"x of shape {tuple(x.shape)}")
+        _check_divisible(x.shape[1], x.shape[2], f"x of shape {tuple(x.shape)}")
         skip1 = self._twice(self.down1_conv1, self.down1_conv2, x)
         skip2 = self._twice(self.down2_conv1, self.down2_conv2, self.pool(skip1))
         x = self._twice(self.middle_conv1, self.middle_conv2, self.pool(skip2))

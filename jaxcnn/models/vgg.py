@@ -67,7 +67,7 @@ class VGG(ZooModel):
         impl: str = "auto",
         rngs: nnx.Rngs,
     ):
-        if any(v != "M" and not (is_int(v) and v >= 1) for v in config):
+        if any(v != "M" and not (is_int(v) and int(v) >= 1) for v in config):
             raise ValueError(
                 f'config must hold positive ints (conv widths) and "M" (max pools), got {config!r}'
             )
@@ -78,9 +78,10 @@ class VGG(ZooModel):
         conv = functools.partial(
             L.Conv, padding=1, kernel_init=conv_kernel_init, dtype=dtype, impl=impl, rngs=rngs
         )
-        layers, activated, convs, pools = [], [], 0, 0
+        layers: list[tuple[str, nnx.Module]] = []
+        activated, convs, pools = [], 0, 0
         for v in self.config:
-            if v == "M":
+            if isinstance(v, str):  # "M", the only string the check above lets through
                 pools += 1
                 layers.append((f"pool{pools}", L.MaxPool(2, impl=pool_impl(impl))))
                 continue

@@ -20,7 +20,7 @@ def _use_gloo() -> None:
 
 
 def initialize_distributed(
-    coordinator_address: str, num_processes: int | None, process_id: int | None
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None
 ) -> None:
     """Joins this process to a group of `num_processes` coordinated at `coordinator_address`.
 
@@ -30,7 +30,7 @@ def initialize_distributed(
     host, _, port = (coordinator_address or "").rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"coordinator_address must be HOST:PORT, got {coordinator_address!r}")
-    integer(num_processes, "num_processes (with coordinator_address)", minimum=1)
+    num_processes = integer(num_processes, "num_processes (with coordinator_address)", minimum=1)
     integer(process_id, "process_id", minimum=0, maximum=num_processes - 1)
     _use_gloo()
     jax.distributed.initialize(

@@ -8,7 +8,7 @@ collectively), so a run can resume under another strategy or device count.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -19,9 +19,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxcnn._registry import Registry
 
 AXIS = "batch"
-STRATEGIES: Registry[type] = Registry("parallel strategy")
+STRATEGIES: Registry[type[SingleDevice]] = Registry("parallel strategy")
 register = STRATEGIES.register
 
+Tree = Any  # a pytree of arrays: a train state, a batch, metrics
 # fn(state, accumulated_metrics, batch) -> (state, accumulated_metrics)
 TrainFn = Callable[..., tuple[Any, Any]]
 # fn(state, batch) -> metrics
@@ -42,7 +43,7 @@ class SingleDevice:
     """`jit` on the default device (`parallel="none"`)."""
 
     name = "none"
-    axis_name = None
+    axis_name: str | None = None
     num_devices = 1
 
     def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
@@ -51,10 +52,10 @@ class SingleDevice:
                 'parallel="none" runs on one process; use parallel="data" or "pmap" with several'
             )
 
-    def put_state(self, state):
+    def put_state(self, state: Tree) -> Tree:
         return jax.device_put(state)
 
-    def put_batch(self, batch: dict[str, np.ndarray]):
+    def put_batch(self, batch: dict[str, np.ndarray]) -> Tree:
         """`batch` on the default device. The host's CPU is that device itself: there the compiled step
         reads the numpy arrays where they lie (a `device_put` would copy them, at ~30 us an array of
         Python overhead), so they must not change until the step is done: `data`'s batches are new
@@ -63,16 +64,16 @@ class SingleDevice:
             return batch
         return jax.device_put(batch)
 
-    def host_state(self, state):
+    def host_state(self, state: Tree) -> Tree:
         return state
 
-    def host_value(self, value):
+    def host_value(self, value: Tree) -> Tree:
         return jax.device_get(value)
 
-    def compile_train(self, fn: TrainFn):
+    def compile_train(self, fn: TrainFn) -> TrainFn:
         return jax.jit(fn, donate_argnums=(0, 1))
 
-    def compile_eval(self, fn: EvalFn):
+    def compile_eval(self, fn: EvalFn) -> EvalFn:
         return jax.jit(fn)
 
 
@@ -87,23 +88,23 @@ class DataParallel(SingleDevice):
 
     name = "data"
 
-    def __init__(self, devices=None):
-        devices = np.asarray(jax.devices() if devices is None else devices)
-        self.mesh = Mesh(devices, (AXIS,))
-        self.num_devices = devices.size
+    def __init__(self, devices: Sequence[jax.Device] | None = None):
+        mesh_devices = np.asarray(jax.devices() if devices is None else devices)
+        self.mesh = Mesh(mesh_devices, (AXIS,))
+        self.num_devices = mesh_devices.size
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.sharded = NamedSharding(self.mesh, PartitionSpec(AXIS))
 
     def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
         _check_divisible(global_batch, self.num_devices, name)
 
-    def put_state(self, state):
+    def put_state(self, state: Tree) -> Tree:
         return jax.device_put(state, self.replicated)
 
-    def put_batch(self, batch):
+    def put_batch(self, batch: dict[str, np.ndarray]) -> Tree:
         return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self.sharded, a), batch)
 
-    def compile_train(self, fn: TrainFn):
+    def compile_train(self, fn: TrainFn) -> TrainFn:
         return jax.jit(
             fn,
             in_shardings=(self.replicated, self.replicated, self.sharded),
@@ -111,7 +112,7 @@ class DataParallel(SingleDevice):
             donate_argnums=(0, 1),
         )
 
-    def compile_eval(self, fn: EvalFn):
+    def compile_eval(self, fn: EvalFn) -> EvalFn:
         return jax.jit(fn, in_shardings=(self.replicated, self.sharded), out_shardings=self.replicated)
 
 
@@ -143,17 +144,17 @@ class FullySharded(DataParallel):
             self.mesh, PartitionSpec(*[AXIS if a == axis else None for a in range(len(shape))])
         )
 
-    def shardings(self, tree):
+    def shardings(self, tree: Tree) -> Tree:
         return jax.tree.map(lambda leaf: self.sharding(np.shape(leaf)), tree)
 
-    def put_state(self, state):
+    def put_state(self, state: Tree) -> Tree:
         return jax.device_put(state, self.shardings(state))
 
-    def host_value(self, value):
+    def host_value(self, value: Tree) -> Tree:
         """`value` on this host in full: the shards of every process gathered."""
         return multihost_utils.process_allgather(value, tiled=True)
 
-    def compile_train(self, fn: TrainFn):
+    def compile_train(self, fn: TrainFn) -> TrainFn:
         def step(state, metric_sums, batch):  # the new state keeps the layout of the state
             return jax.lax.with_sharding_constraint(
                 fn(state, metric_sums, batch), self.shardings((state, metric_sums))
@@ -161,7 +162,7 @@ class FullySharded(DataParallel):
 
         return jax.jit(step, donate_argnums=(0, 1))  # the inputs' shardings: state and batch as put
 
-    def compile_eval(self, fn: EvalFn):
+    def compile_eval(self, fn: EvalFn) -> EvalFn:
         return jax.jit(fn, out_shardings=self.replicated)
 
 
@@ -185,19 +186,19 @@ class Pmap(SingleDevice):
     def check_batch_size(self, global_batch: int, name: str = "batch_size") -> None:
         _check_divisible(global_batch, self.num_devices, name)
 
-    def put_state(self, state):
+    def put_state(self, state: Tree) -> Tree:
         """One copy per local device, stacked on a new leading axis."""
         stacked = jax.tree.map(lambda a: np.broadcast_to(a, (self.local_devices, *np.shape(a))), state)
         return jax.device_put(stacked, self.stacked)
 
-    def put_batch(self, batch):
+    def put_batch(self, batch: dict[str, np.ndarray]) -> Tree:
         """`(B_local, ...)` -> `(local devices, B_local / local devices, ...)`, one row per device."""
         n = self.local_devices
         return jax.device_put(
             jax.tree.map(lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]), batch), self.stacked
         )
 
-    def host_state(self, state):
+    def host_state(self, state: Tree) -> Tree:
         """Device 0's copy; with several processes a global replicated array, which Orbax can save."""
         first = jax.tree.map(lambda a: a[0], state)
         if jax.process_count() == 1:
@@ -206,17 +207,17 @@ class Pmap(SingleDevice):
         to_global = lambda a: jax.make_array_from_process_local_data(everywhere, np.asarray(a))
         return jax.tree.map(to_global, first)
 
-    def host_value(self, value):
+    def host_value(self, value: Tree) -> Tree:
         return jax.device_get(jax.tree.map(lambda a: a[0], value))
 
-    def compile_train(self, fn: TrainFn):
+    def compile_train(self, fn: TrainFn) -> TrainFn:
         return jax.pmap(fn, axis_name=AXIS, donate_argnums=(0, 1))
 
-    def compile_eval(self, fn: EvalFn):
+    def compile_eval(self, fn: EvalFn) -> EvalFn:
         return jax.pmap(fn, axis_name=AXIS)
 
 
-def create_strategy(parallel: str):
+def create_strategy(parallel: str) -> SingleDevice:
     """The strategy registered as `parallel` (`config.parallel`): "none", "data", "fsdp", "pmap", or your own
     (`jaxcnn.parallel.register("name")` on a class with the methods of `SingleDevice`)."""
     return STRATEGIES.get(parallel)()

@@ -152,7 +152,7 @@ def _differences(restored) -> str | None:
     return f"its data differs from the checksums saved with it ({shown})"
 
 
-def tree_bytes(tree) -> int:
+def tree_bytes(tree: Any) -> int:
     """The bytes of a tree's arrays: about what a checkpoint of it takes on disk."""
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
@@ -332,13 +332,15 @@ class Checkpoints:
             # read to the host whatever devices wrote it: the saved sharding does not matter here
             warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
             step, restored = self._newest_readable(state=ocp.args.StandardRestore())
-        return None if restored is None else (step, jax.tree.map(np.asarray, restored["state"]))
+        if step is None or restored is None:  # both or neither
+            return None
+        return step, jax.tree.map(np.asarray, restored["state"])
 
     def _newest_readable(self, **items) -> tuple[int | None, dict | None]:
         """`(step, items restored with these Orbax args)` of the newest checkpoint that reads and matches
         its checksums, the unreadable newer ones set aside (unless `read_only`); `(None, None)` if there
         is no checkpoint. Raises `CheckpointError` if none reads."""
-        unreadable = []
+        unreadable: list[int] = []  # steps
         for step in reversed(self.steps()):
             restored = self._restore(step, items)
             if restored is not None:

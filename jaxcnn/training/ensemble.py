@@ -61,7 +61,7 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
 
 
 def create_ensemble_state(
-    model: nn.Module | Callable[[int], nnx.Module],
+    model: nn.Module | Callable[[int], nnx.Module | nn.Module],
     tx: optax.GradientTransformation,
     image_shape: Sequence[int] | None,
     seeds: Iterable[int],

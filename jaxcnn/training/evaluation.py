@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import jax
 
@@ -54,4 +55,5 @@ def evaluate(eval_fn, state, dataset: data.ArrayDataset, batch_size: int, strate
     ):
         metrics = eval_fn(state, strategy.put_batch(batch))
         total = metrics if total is None else steps.add_metrics(total, metrics)
-    return steps.summarize(strategy.host_value(total))
+    # Means over the dataset's examples: None is summarize's for a window with none (every step skipped).
+    return cast(dict[str, float], steps.summarize(strategy.host_value(total)))

@@ -18,7 +18,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -122,8 +124,9 @@ def load_into(model, init_from: str | os.PathLike, model_name: str, new_head: bo
     return lines
 
 
-def frozen_mask(params, freeze: str, classifier: str) -> dict:
+def frozen_mask(params: Any, freeze: str, classifier: str) -> Any:
     """A tree like `params`: True for the parameters `freeze` (see `FinetuneSettings`) names."""
+    pattern: re.Pattern[str] | None
     if freeze == BACKBONE:
         pattern = re.compile(f"(?!{re.escape(classifier)}/)")
     else:
@@ -133,7 +136,7 @@ def frozen_mask(params, freeze: str, classifier: str) -> dict:
     )
 
 
-def freezing(tx: optax.GradientTransformation, mask) -> optax.GradientTransformation:
+def freezing(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:
     """`tx` for the parameters where `mask` is False; no update (not even weight decay) where it is True."""
     labels = jax.tree.map(lambda frozen: "frozen" if frozen else "trained", mask)
     return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
@@ -154,7 +157,7 @@ def freeze_batch_norms(model, params_mask) -> int:
     return count
 
 
-def counts(params, mask) -> tuple[int, int]:
+def counts(params: Any, mask: Any) -> tuple[int, int]:
     """`(frozen, trained)` numbers of parameters."""
     sizes = jax.tree.map(lambda leaf, frozen: (math.prod(np.shape(leaf)), frozen), params, mask)
     pairs = jax.tree.leaves(sizes, is_leaf=lambda x: isinstance(x, tuple))
@@ -181,6 +184,6 @@ def prepare(model, settings: FinetuneSettings, model_name: str):
     return mask, lines
 
 
-def log(lines) -> None:
+def log(lines: Iterable[str]) -> None:
     for line in lines:
         logging.info("%s", line)

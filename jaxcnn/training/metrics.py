@@ -43,7 +43,7 @@ class MetricWriter:
         Raises:
           WorkdirError: the file system refused the write (a full disk, one turned read-only).
         """
-        if not self.enabled:
+        if self._tensorboard is None:  # not enabled
             return
         with writing(self.path), self.path.open("a") as f:
             f.write(strict_json({"step": step, "split": split, **values}) + "\n")

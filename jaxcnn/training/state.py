@@ -10,7 +10,7 @@ dicts (the paths of its attributes) and `apply_fn` merges them back into the mod
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -62,7 +62,7 @@ class TrainState(train_state.TrainState):
         """The state evaluation uses: the averaged weights when there are some."""
         return self if self.ema_params is None else self.replace(params=self.ema_params)
 
-    def variables(self, params=None) -> dict:
+    def variables(self, params: Any = None) -> dict[str, Any]:
         """`{"params": ..., "batch_stats": ...}` for `apply_fn` (and a Linen model's `apply`)."""
         variables = {"params": self.params if params is None else params}
         if self.batch_stats:
@@ -92,6 +92,7 @@ def create_train_state(
         initialisation.
     """
     init_key, dropout_key, run_key = initial_keys(seed)
+    variables: Mapping[str, Any]
     if isinstance(model, nnx.Module):
         variables, apply_fn = linen_variables(model), nnx_apply(model)
     elif isinstance(model, nn.Module):

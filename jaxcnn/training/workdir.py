@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import ml_collections
@@ -63,7 +64,8 @@ class WorkdirLock:
     when the holding process ends, however it ends, so a killed run's lock is free to take."""
 
     def __init__(self, fd: int, path: Path):
-        self._fd, self.path = fd, path
+        self._fd: int | None = fd  # None once released
+        self.path = path
 
     def release(self) -> None:
         if self._fd is None:
@@ -225,7 +227,7 @@ def claim_workdir(workdir: str | os.PathLike, *, overwrite: bool = False) -> Wor
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike):
+def writing(path: str | os.PathLike) -> Iterator[None]:
     """An error of the file system in the block (a full disk, one turned read-only) as one WorkdirError
     naming `path`."""
     try:
@@ -261,10 +263,11 @@ def _check_free_space(workdir: Path, checkpoint_bytes: int, checkpoints_to_keep:
     needed = max(checkpoint_bytes, checkpoints - replaceable_bytes(workdir / "checkpoints"))
     free = shutil.disk_usage(workdir).free
     if free < needed:
-        free, needed = sizes(free, needed)
+        free_size, needed_size = sizes(free, needed)
         raise WorkdirError(
-            f"workdir {workdir} has {free} free, but this run's checkpoints need about {needed} more "
-            f"({checkpoints_to_keep} kept and one being written); free some space or pick another --workdir"
+            f"workdir {workdir} has {free_size} free, but this run's checkpoints need about "
+            f"{needed_size} more ({checkpoints_to_keep} kept and one being written); free some space or pick "
+            "another --workdir"
         )
 
 
