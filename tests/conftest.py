@@ -16,6 +16,8 @@ compiles it again.
 import os
 from pathlib import Path
 
+import pytest
+
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
 ).strip()
@@ -40,8 +42,13 @@ def pytest_configure(config):
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
-    """The slow tests and the notebooks (10 s to minutes each) run first, the rest after them in their
-    order: pytest-xdist's `worksteal` (pyproject's addopts) then evens the workers' queues out with the
-    short tests, instead of one worker starting a long test while the other has nothing left to do."""
-    items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.path.suffix == ".ipynb"))
+    """The notebooks are marked slow (the marker's meaning: they run end to end, 15-30 s each), and the slow
+    tests run first, the rest after them in their order: pytest-xdist's `worksteal` (pyproject's addopts)
+    then evens the workers' queues out with the short tests, instead of one worker starting a long test
+    while the other has nothing left to do."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
