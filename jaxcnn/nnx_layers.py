@@ -32,10 +32,13 @@ from flax.linen.dtypes import promote_dtype
 
 from jaxcnn import functional as F
 from jaxcnn._validate import choice, int_tuple, integer, number
+from jaxcnn.functional._args import Padding, Size
+from jaxcnn.functional.pool import OutputSize
 
 Initializer = Callable[..., jax.Array]
-Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
 Dtype = Any
+# A call's keys: Rngs, a stream, a key, or a function making one (the Linen form's make_rng).
+CallRngs = nnx.Rngs | nnx.RngStream | Callable[[], jax.Array] | jax.Array | None
 
 # Who is told of each layer call (`observe_calls`): a context variable, so threads do not see each other's.
 _OBSERVERS: contextvars.ContextVar[tuple[Callable, ...]] = contextvars.ContextVar("observers", default=())
@@ -301,7 +304,14 @@ class MaxPool(nnx.Module):
     (`dilation`, PyTorch's `ceil_mode`, floating or integer inputs)."""
 
     def __init__(
-        self, window, stride=None, padding: Padding = "VALID", *, dilation=1, ceil_mode=False, impl="auto"
+        self,
+        window: Size,
+        stride: Size | None = None,
+        padding: Padding = "VALID",
+        *,
+        dilation: Size = 1,
+        ceil_mode: bool = False,
+        impl: str = "auto",
     ):
         self.window, self.stride, self.padding = window, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
@@ -318,7 +328,15 @@ class MaxPool(nnx.Module):
 class MinPool(nnx.Module):
     """Min pooling, `jaxcnn.functional.min_pool`; arguments and shapes as `MaxPool`'s."""
 
-    def __init__(self, window, stride=None, padding: Padding = "VALID", *, dilation=1, ceil_mode=False):
+    def __init__(
+        self,
+        window: Size,
+        stride: Size | None = None,
+        padding: Padding = "VALID",
+        *,
+        dilation: Size = 1,
+        ceil_mode: bool = False,
+    ):
         self.window, self.stride, self.padding = window, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
@@ -334,12 +352,12 @@ class AvgPool(nnx.Module):
 
     def __init__(
         self,
-        window,
-        stride=None,
+        window: Size,
+        stride: Size | None = None,
         padding: Padding = "VALID",
         count_include_pad: bool = True,
         *,
-        ceil_mode=False,
+        ceil_mode: bool = False,
     ):
         self.window, self.stride, self.padding = window, stride, padding
         self.count_include_pad, self.ceil_mode = count_include_pad, ceil_mode
@@ -376,7 +394,7 @@ class GlobalMaxPool(nnx.Module):
 class AdaptiveAvgPool(nnx.Module):
     """Average pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: OutputSize):
         self.output_size = output_size
 
     @_observed
@@ -387,7 +405,7 @@ class AdaptiveAvgPool(nnx.Module):
 class AdaptiveMaxPool(nnx.Module):
     """Max pooling to a fixed `output_size` (PyTorch bins): `(N, *output_size, C)`."""
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: OutputSize):
         self.output_size = output_size
 
     @_observed
@@ -430,7 +448,9 @@ class Dropout(nnx.Module):
         self.rngs = rngs.fork() if isinstance(rngs, nnx.RngStream) else nnx.data(None)
 
     @_observed
-    def __call__(self, x: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: CallRngs = None
+    ) -> jax.Array:
         key = self._key(deterministic, rngs)
         return F.dropout(x, self.rate, key=key, deterministic=key is None, broadcast_dims=self.broadcast_dims)
 
@@ -449,7 +469,7 @@ class Dropout(nnx.Module):
             rngs = rngs[self.rng_collection]
         return rngs() if callable(rngs) else rngs  # a stream, or the Linen form's make_rng
 
-    def set_view(self, deterministic: bool | None = None):
+    def set_view(self, deterministic: bool | None = None) -> None:
         """For `nnx.view(model, deterministic=...)`."""
         if deterministic is not None:
             self.deterministic = deterministic
@@ -471,7 +491,9 @@ class DropPath(Dropout):
         super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
 
     @_observed
-    def __call__(self, x: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, rngs: CallRngs = None
+    ) -> jax.Array:
         key = self._key(deterministic, rngs)
         return F.drop_path(x, self.rate, key=key, deterministic=key is None)
 
@@ -560,7 +582,7 @@ class BatchNorm(nnx.Module):
         (x,) = promote_dtype(x, dtype=self.dtype)
         return F.batch_norm(x, *statistics, _array(self.scale), _array(self.bias), epsilon=self.epsilon)
 
-    def set_view(self, use_running_average: bool | None = None):
+    def set_view(self, use_running_average: bool | None = None) -> None:
         """For `nnx.view(model, use_running_average=...)`."""
         if use_running_average is not None:
             self.use_running_average = use_running_average

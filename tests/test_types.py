@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jaxcnn"
 # The public modules: every file of these packages whose name has no leading underscore, and these files.
 PUBLIC_PACKAGES = ("functional", "data", "models", "parallel", "export")
-PUBLIC_FILES = ("_validate.py", "summary.py", "visualize.py")
+PUBLIC_FILES = ("_validate.py", "nnx_layers.py", "layers.py", "summary.py", "visualize.py")
 
 
 def _public_files() -> list[Path]:
