@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jaxcnn"
 # The public modules: every file of these packages whose name has no leading underscore, and these files.
-PUBLIC_PACKAGES = ("functional", "data", "models", "parallel", "export")
+PUBLIC_PACKAGES = ("functional", "data", "models", "parallel", "export", "training")
 PUBLIC_FILES = ("_validate.py", "nnx_layers.py", "layers.py", "summary.py", "visualize.py")
 
 

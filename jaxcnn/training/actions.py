@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -210,7 +211,7 @@ class StopOnSignal(Action):
 
 
 @contextlib.contextmanager
-def closing(actions: list[Action]):
+def closing(actions: list[Action]) -> Iterator[list[Action]]:
     """Calls every action's `close` on leaving (in reverse order), whatever happened (`close_all`)."""
 
     def closers():  # the actions of the end: some may have been added in the block

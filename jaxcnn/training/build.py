@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias
 
@@ -107,12 +107,12 @@ def _load_data(config: _Config, sections: _Sections, strategy) -> _Data:
 def initial_state(
     config: ml_collections.ConfigDict,
     num_classes: int,
-    image_shape,
+    image_shape: Sequence[int],
     total_steps: int,
-    axis_name=None,
+    axis_name: str | None = None,
     *,
     sections: _Sections | None = None,
-):
+) -> tuple[TrainState, Any, Callable[..., Any], Callable[..., Any]]:
     """`(state, metric_sums, step_fn, eval_step)` of a run before its first step, in the layout its
     checkpoints have (DP-SGD optimizer state, ensemble member axis, moving average of the weights).
     `sections`: the config's, as `validate_config` returns them (read here if None)."""

@@ -302,7 +302,9 @@ class Checkpoints:
                 raise
             raise self._disk_full() from error
 
-    def restore_latest(self, template: TrainState, template_metrics: Any):
+    def restore_latest(
+        self, template: TrainState, template_metrics: Any
+    ) -> tuple[TrainState, Any, dict[str, Any]] | None:
         """The newest readable checkpoint as `(state, metrics, position)`, or None if there is none.
 
         A checkpoint that fails to load, or whose arrays differ from the checksums saved with them, is

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import jax
 
 from jaxcnn import data
 from jaxcnn._validate import Settings, boolean, integer
+from jaxcnn.parallel import SingleDevice
 from jaxcnn.training import steps
+from jaxcnn.training.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,13 @@ class EvalSettings(Settings):
         integer(self.shift, "shift", minimum=0)
 
 
-def evaluate(eval_fn, state, dataset: data.ArrayDataset, batch_size: int, strategy) -> dict[str, float]:
+def evaluate(
+    eval_fn: Callable[..., Any],
+    state: TrainState,
+    dataset: data.ArrayDataset,
+    batch_size: int,
+    strategy: SingleDevice,
+) -> dict[str, float]:
     """Loss and accuracy over every example of `dataset` (the last batch padded and masked), with
     `eval_fn(state, batch) -> metric sums` compiled by `strategy`, on batches of uint8 images (see
     `steps.normalizing`)."""

@@ -30,6 +30,7 @@ from flax import nnx, traverse_util
 from jaxcnn import models
 from jaxcnn import nnx_layers as L
 from jaxcnn._validate import Settings, boolean
+from jaxcnn.models import ZooModel
 from jaxcnn.training.checkpoint import Checkpoints
 
 BACKBONE = "backbone"  # freeze's name for every parameter but the classifier's
@@ -102,7 +103,9 @@ def read_weights(init_from: str | os.PathLike, model_name: str) -> dict:
     )
 
 
-def load_into(model, init_from: str | os.PathLike, model_name: str, new_head: bool = False) -> list[str]:
+def load_into(
+    model: ZooModel, init_from: str | os.PathLike, model_name: str, new_head: bool = False
+) -> list[str]:
     """Loads the weights of `init_from` into the NNX `model` (its classifier is kept when its shape
     differs, or always with `new_head`); returns lines that say what was loaded and what was not."""
     weights = read_weights(init_from, model_name)
@@ -142,7 +145,7 @@ def freezing(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTrans
     return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def freeze_batch_norms(model, params_mask) -> int:
+def freeze_batch_norms(model: nnx.Module, params_mask: Any) -> int:
     """Marks `frozen` the BatchNorm layers of the NNX `model` whose parameters are all frozen in
     `params_mask`: they normalise with their running statistics, which stay as loaded, in training too
     (with batch statistics, a head trained on frozen features would meet other features at evaluation).
@@ -165,7 +168,7 @@ def counts(params: Any, mask: Any) -> tuple[int, int]:
     return frozen, sum(size for size, _ in pairs) - frozen
 
 
-def prepare(model, settings: FinetuneSettings, model_name: str):
+def prepare(model: ZooModel, settings: FinetuneSettings, model_name: str) -> tuple[Any, list[str]]:
     """Loads `settings.init_from` into the NNX `model` and works out what is frozen; returns `(params mask,
     lines to log)`. The mask is None when nothing is frozen."""
     lines = load_into(model, settings.init_from, model_name, settings.new_head) if settings.init_from else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -41,7 +42,7 @@ class Profile:
         )
         self.tracing = False
 
-    def __call__(self, run) -> None:
+    def __call__(self, run: Any) -> None:  # a training.run.Run: this module sits below run.py
         if run.step == self.first and not self.tracing:
             jax.block_until_ready(run.state)
             jax.profiler.start_trace(str(self.log_dir))
@@ -49,10 +50,10 @@ class Profile:
         elif run.step >= self.last and self.tracing:
             self.close(run.state)
 
-    def end(self, run) -> None:
+    def end(self, run: Any) -> None:
         """Nothing: the trace stops at its last step, or when the run closes."""
 
-    def close(self, state=None) -> None:
+    def close(self, state: Any = None) -> None:
         if self.tracing:
             if state is not None:
                 jax.block_until_ready(state)

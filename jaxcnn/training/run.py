@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ class Run:
         return jax.process_index() == 0
 
     @contextlib.contextmanager
-    def pause(self):
+    def pause(self) -> Iterator[None]:
         """Time spent in the block is not training time for the throughput (`paused_seconds`)."""
         jax.block_until_ready(self.state)
         started = time.perf_counter()

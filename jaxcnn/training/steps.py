@@ -10,7 +10,7 @@ time by `stepping_per_call` (`config.steps_per_call`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -167,7 +167,7 @@ def _mean(total, count: float) -> float | None:
 # --- Wrappers of a step, chosen once per run ------------------------------------------------------------
 
 
-def normalizing(step: Callable, mean, std) -> Callable:
+def normalizing(step: Callable, mean: Sequence[float], std: Sequence[float]) -> Callable:
     """`step(state, batch, ...)` on batches of uint8 images (as a run's pipeline sends them), normalized
     first, in the compiled program, exactly as `data.normalize` would on the host; for train and eval
     steps alike."""
@@ -209,7 +209,9 @@ def averaging_weights(step: Step, decay: float) -> Step:
     return averaged
 
 
-def accumulating(step: Step, skip_nonfinite: bool = False):
+def accumulating(
+    step: Step, skip_nonfinite: bool = False
+) -> Callable[[TrainState, Metrics, dict], tuple[TrainState, Metrics]]:
     """`fn(state, metric_sums, batch) -> (state, metric_sums)`: `step`, with its metrics added to the sums.
 
     With `skip_nonfinite` (the optimizer skips updates from non-finite gradients), a step whose loss is
@@ -228,7 +230,7 @@ def accumulating(step: Step, skip_nonfinite: bool = False):
     return accumulated
 
 
-def stepping_per_call(train_fn: Callable, image_shape) -> Callable:
+def stepping_per_call(train_fn: Callable, image_shape: Sequence[int]) -> Callable:
     """`fn(state, metric_sums, packed) -> (state, metric_sums)`: `train_fn` (as `accumulating` returns) on
     each step of a call in turn, from the call's batches packed as one uint8 array `(B, steps, R)`
     (`data.pipeline.pack_batches`), in one compiled program (`lax.scan`): the results of as many calls of
