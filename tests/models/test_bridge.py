@@ -80,18 +80,28 @@ class Case:
     linen: models.LinenModel
     variables: dict
     x: jax.Array
+    abstract_nnx: nnx.Module  # create_nnx's, built abstractly once per case (densenet121's takes seconds)
 
     def nnx_model(self) -> nnx.Module:
         """A new NNX model from `create_nnx` holding `variables`."""
-        create = lambda: models.create_nnx(self.name, input_shape=self.x.shape[1:], rngs=nnx.Rngs(0))
-        return models.load_linen_variables(nnx.eval_shape(create), self.variables)
+        return models.load_linen_variables(nnx.clone(self.abstract_nnx), self.variables)
 
 
-@pytest.fixture(scope="module", params=sorted(set(ZOO) - Z.SIZES_OF_CHECKED_CODE))
+SLOW = {"densenet121"}  # 20-60 s a test in a CI run: its 121 layers run op by op, in both APIs
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
+        for name in sorted(set(ZOO) - Z.SIZES_OF_CHECKED_CODE)
+    ],
+)
 def case(request) -> Case:
-    shape = (2, *ZOO[request.param][0])
-    linen = models.create(request.param)
-    return Case(request.param, linen, Z.fake_variables(linen, shape), Z.random_images(shape, seed=1))
+    name, shape = request.param, (2, *ZOO[request.param][0])
+    linen = models.create(name)
+    abstract = nnx.eval_shape(lambda: models.create_nnx(name, input_shape=shape[1:], rngs=nnx.Rngs(0)))
+    return Case(name, linen, Z.fake_variables(linen, shape), Z.random_images(shape, seed=1), abstract)
 
 
 def assert_trees_equal(actual, expected) -> None:
