@@ -2,6 +2,8 @@
 
 import dataclasses
 import logging
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -113,6 +115,23 @@ def test_digits_split_and_statistics():
     assert train.std[0] == pytest.approx((train.images / 255).std())
     assert len(data.load("digits", num_examples=100)) == 100
     np.testing.assert_array_equal(data.load("digits", num_examples=100).labels, train.labels[:100])
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """The file read directly (importing scikit-learn took seconds of every run) holds `load_digits`'s data:
+    the same images, scaled 0..16 -> 0..255, and labels, in the one fixed shuffle of both splits."""
+    code = "import sys; from jaxcnn import data; data.load('digits'); print('sklearn' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False", imported.stderr[-2000:]
+    from sklearn.datasets import load_digits
+
+    reference = load_digits()
+    train, test = data.load("digits", "train"), data.load("digits", "test")
+    images = np.concatenate([train.images, test.images])[..., 0]
+    labels = np.concatenate([train.labels, test.labels])
+    order = np.random.default_rng(0).permutation(len(reference.target))
+    np.testing.assert_array_equal(images, np.round(reference.images[order] * 255 / 16))
+    np.testing.assert_array_equal(labels, reference.target[order])
 
 
 def test_synthetic_is_deterministic_and_learnable():
